@@ -1,0 +1,76 @@
+"""The typed batch that crosses the loader → trainer boundary.
+
+B = per-rank batch size. Sizes are LEAD's CARLA-mode geometry (`constants`): stitched camera image
+384 x 1152, BEV 320 x 384 (rows = y, cols = x, 4 px/m), depth at 1/4 resolution (96 x 288).
+One sample = one frame in one sensor variant (normal or perturbated, chosen by the loader); every
+geometric label (LiDAR, boxes, BEV, target points, waypoints, route) is already in that variant's frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Collated samples for one rank."""
+
+    # --- sensors ---
+    rgb: torch.Tensor               # (B, 3, 384, 1152) uint8, RGB, cameras stitched left→front→right
+    lidar_bev: torch.Tensor         # (B, 1, 320, 384) float32 in [0, 1]: point histogram clipped at 5, / 5
+    radar: torch.Tensor             # (B, 300, 5) float32 [x, y, z, v, sensor_id], zero padded per sensor
+    speed_mps: torch.Tensor         # (B,) float32 ego speed
+    # --- perception labels ---
+    semantic: torch.Tensor          # (B, 384, 1152) uint8, SemanticClass 0..9
+    depth_m: torch.Tensor           # (B, 96, 288) float32 metres, 0..50
+    bev_semantic: torch.Tensor      # (B, 320, 384) uint8, BevSemanticClass 0..12 (hdmap merged with occupancy)
+    boxes: torch.Tensor             # (B, 90, 9) float32, BoxField columns in BEV pixels, rows >= num_boxes are 0
+    num_boxes: torch.Tensor         # (B,) int64 valid rows of `boxes` (padding never makes a target)
+    radar_detections: torch.Tensor  # (B, 20, 4) float32 [x_m, y_m, v_mps, valid]
+    # --- navigation inputs ---
+    target_point: torch.Tensor           # (B, 2) float32 ego frame metres (next route keypoint)
+    target_point_previous: torch.Tensor  # (B, 2) float32
+    target_point_next: torch.Tensor      # (B, 2) float32
+    command: torch.Tensor                # (B, 6) float32 one-hot RoadOption of the previous keypoint
+    next_command: torch.Tensor           # (B, 6) float32 one-hot
+    # --- planning labels (post-training) ---
+    future_waypoints: torch.Tensor  # (B, 8, 2) float32 ego positions 0.25 s apart (2 s horizon), metres
+    future_yaws_rad: torch.Tensor   # (B, 8) float32 yaw change at each waypoint
+    route: torch.Tensor             # (B, 10, 2) float32 route points, 1 m apart from 2.5 m ahead
+    target_speed_mps: torch.Tensor  # (B,) float32 expert target speed
+    brake: torch.Tensor             # (B,) bool expert brake
+    planning_valid: torch.Tensor    # (B,) bool: the frame has >= 40 future steps (all 8 waypoints are real)
+    # --- identity ---
+    perturbated: torch.Tensor       # (B,) bool: the perturbated sensor variant was served
+    frame_idx: torch.Tensor         # (B,) int64 frame number in its route
+    bucket_idx: torch.Tensor        # (B,) int64 index of the bucket the sample was drawn for
+    route_id: list[str]             # len B, "<Scenario>/<route_dir>"
+
+    @property
+    def size(self) -> int:
+        """B, the number of samples."""
+        return int(self.speed_mps.shape[0])
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> "Batch":
+        """A copy with every tensor moved to `device` (lists stay as they are)."""
+        moved = {
+            f.name: (value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value)
+            for f in dataclasses.fields(self)
+            for value in [getattr(self, f.name)]
+        }
+        return Batch(**moved)
+
+    def pin_memory(self) -> "Batch":
+        """Called by torch's DataLoader when pin_memory=True."""
+        pinned = {
+            f.name: (value.pin_memory() if isinstance(value, torch.Tensor) else value)
+            for f in dataclasses.fields(self)
+            for value in [getattr(self, f.name)]
+        }
+        return Batch(**pinned)
+
+
+BATCH_TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(Batch) if f.name != "route_id")
