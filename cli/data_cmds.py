@@ -1,9 +1,132 @@
-"""Placeholder: commands of this room are added by its owner."""
+"""Data commands: `synth` (synthetic LEAD tree), `index` (Parquet tables), `query` (SQL), `buckets` (sizes).
+
+Each command parses, calls one library function and prints; library user errors (LeadStreamError) reach
+`lead_stream.cli.main.main`, which prints `error: <path>: <problem>` and exits with code 2.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from lead_stream.errors import ConfigError
+
+DEFAULT_DATA_ROOT = Path("data/carla_leaderboard2")
+DataRoot = Annotated[Path, typer.Argument(help="LEAD data root (holds data/<Scenario>/<route>/)")]
+
+
+def synth(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    routes: Annotated[int, typer.Option(help="usable routes to write")] = 10,
+    frames: Annotated[int, typer.Option(help="frames per route")] = 100,
+    rejected: Annotated[int, typer.Option(help="extra routes LEAD's filter rejects")] = 3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+) -> None:
+    """Write a seeded synthetic dataset in exactly LEAD's layout."""
+    from lead_stream.synthetic import write_synthetic_lead
+
+    summary = write_synthetic_lead(data_root, num_routes=routes, num_frames=frames, seed=seed,
+                                   num_rejected=rejected, workers=workers)
+    typer.echo(summary.one_line() if hasattr(summary, "one_line") else str(summary))
+
+
+def index(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    workers: Annotated[int | None, typer.Option(help="processes reading routes (default: all cores)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="re-read every route, ignore the old index")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 2 on the first unreadable route")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+) -> None:
+    """Scan every route and write index/routes.parquet, frames.parquet and buckets/*.parquet."""
+    from lead_stream.index import IndexConfig, build_index
+
+    summary = build_index(data_root, config=IndexConfig(workers=workers, force=force, strict=strict,
+                                                        progress=progress))
+    for route_id, problem in summary.failures:
+        typer.echo(f"warning: unreadable route {route_id}: {problem}", err=True)
+    typer.echo(summary.one_line())
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="Polars SQL over frames, routes, pretrain, posttrain, ...")],
+    root: Annotated[Path, typer.Option(help="LEAD data root with a built index")] = DEFAULT_DATA_ROOT,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    max_rows: Annotated[int, typer.Option(help="rows shown by --format table (-1: all)")] = 40,
+) -> None:
+    """Run an SQL query over the index tables and print the result."""
+    import polars as pl
+
+    from lead_stream.index import run_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise ConfigError(f"--format: expected table, csv or json, got {fmt!r}")
+    result = run_query(root, sql)
+    if fmt == "csv":
+        typer.echo(result.write_csv(), nl=False)
+    elif fmt == "json":
+        typer.echo(result.write_json())
+    else:
+        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=80):
+            typer.echo(str(result))
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or ():
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise ConfigError(f"{option}: expected NAME=VALUE, got {value!r}")
+        pairs[name.strip()] = rest.strip()
+    return pairs
+
+
+def buckets(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    collection: Annotated[list[str] | None, typer.Option(help="collections to report (default: all)")] = None,
+    by: Annotated[list[str] | None, typer.Option(help="frames columns to break down by")] = None,
+    define: Annotated[str | None, typer.Option(help="write a new collection with this name first")] = None,
+    bucket: Annotated[list[str] | None, typer.Option(
+        help="with --define: NAME=SQL WHERE clause, repeatable; first match wins")] = None,
+    rate: Annotated[list[str] | None, typer.Option(
+        help="with --define: NAME=MULTIPLIER or NAME=fill (default 1.0)")] = None,
+    where: Annotated[str, typer.Option(
+        help="with --define: eligible frames: pretrain | posttrain | all | SQL")] = "pretrain",
+) -> None:
+    """Print frames per bucket (and per town/scenario); --define writes a user collection from SQL."""
+    import polars as pl
+
+    from lead_stream.buckets import RATE_FILL, BucketCollection
+    from lead_stream.index import bucket_report, write_bucket_collection
+
+    if define is not None:
+        rates: dict[str, float | str] = {}
+        for name, value in _pairs(rate, "--rate").items():
+            try:
+                rates[name] = value if value == RATE_FILL else float(value)
+            except ValueError:
+                raise ConfigError(f"--rate {name}={value}: expected a number or {RATE_FILL!r}") from None
+        definition = _pairs(bucket, "--bucket")
+        if not definition:
+            raise ConfigError("--define needs at least one --bucket NAME=SQL")
+        new = BucketCollection.from_sql(define, definition, rates, where=where)
+        path = write_bucket_collection(data_root, new)
+        typer.echo(f"wrote collection {define!r} -> {path}")
+        collection = [define]
+    elif bucket or rate:
+        raise ConfigError("--bucket/--rate need --define NAME")
+    report = bucket_report(data_root, collection or None, tuple(by or ("town", "scenario")))
+    with pl.Config(tbl_rows=200, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
+        for name, table in report.items():
+            typer.echo(f"frames per {'bucket' if name == 'buckets' else 'bucket and ' + name}:")
+            typer.echo(str(table))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to `app`."""
+    """Add synth, index, query and buckets to `app`."""
+    app.command()(synth)
+    app.command()(index)
+    app.command()(query)
+    app.command()(buckets)
