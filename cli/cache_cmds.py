@@ -1,9 +1,107 @@
-"""Placeholder: commands of this room are added by its owner."""
+"""Cache commands: `shard` (build / merge the shard cache), `verify` (re-hash shards), `show` (sample → PNG).
+
+Exit codes: 0 success; 2 user error (`error: <path>: <problem>`: no index, no cache, unreadable frame under
+--strict, unknown key); `verify` exits 1 when it finds missing or corrupt shards (the cache is readable but
+bad), so scripts can tell "cannot check" (2) from "checked and broken" (1).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from lead_stream.errors import LeadStreamError
+
+DEFAULT_DATA_ROOT = Path("data/carla_leaderboard2")
+USER_ERROR_EXIT_CODE = 2
+VERIFY_BAD_EXIT_CODE = 1
+DataRoot = Annotated[Path, typer.Argument(help="LEAD data root (holds index/ and cache/)")]
+
+
+def _exit(code: int) -> None:
+    # SystemExit, not typer.Exit: `main()` runs the app with standalone_mode=False, where click turns
+    # typer.Exit into a return value that main() does not pass on; SystemExit keeps the code on both paths.
+    raise SystemExit(code)
+
+
+def _fail(error: LeadStreamError) -> None:
+    typer.echo(f"error: {error}", err=True)
+    _exit(USER_ERROR_EXIT_CODE)
+
+
+def shard(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    workers: Annotated[int | None, typer.Option(help="build processes (default: all cores)")] = None,
+    max_samples_per_shard: Annotated[int, typer.Option(help="close a shard after this many samples")] = 1000,
+    max_shard_mb: Annotated[float, typer.Option(help="...or once it reaches this many MiB")] = 384.0,
+    collection: Annotated[list[str] | None, typer.Option(
+        "--collection", help="bucket collection to include (repeat; default pretrain + posttrain)")] = None,
+    rank: Annotated[int, typer.Option(help="this machine's rank in a distributed build")] = 0,
+    world_size: Annotated[int,
+                          typer.Option(help="machines building one cache (routes split round-robin)")] = 1,
+    merge: Annotated[bool, typer.Option("--merge",
+                                        help="join the ranks' partial manifests (run once, last)")] = False,
+    strict: Annotated[bool, typer.Option("--strict",
+                                         help="fail (exit 2) on the first unreadable frame")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+) -> None:
+    """Build (incrementally) the WebDataset shard cache under DATA_ROOT/cache/<pipeline_id>/."""
+    from lead_stream.shard import ShardConfig, merge_manifests, write_shards
+
+    try:
+        config = ShardConfig(
+            workers=workers, max_samples_per_shard=max_samples_per_shard,
+            max_shard_bytes=int(max_shard_mb * (1 << 20)), progress=progress, strict=strict, rank=rank,
+            world_size=world_size, collections=tuple(collection) if collection else ("pretrain", "posttrain"),
+        )
+        build = merge_manifests if merge else write_shards
+        summary = build(data_root, config=config)
+    except LeadStreamError as error:
+        _fail(error)
+    typer.echo(summary.one_line())
+
+
+def verify(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    pipeline_id: Annotated[str | None, typer.Option(help="cache to check (default: newest complete)")] = None,
+) -> None:
+    """Re-hash every shard against the manifest; exit 1 if any is missing or corrupt."""
+    from lead_stream.manifest import verify_cache
+
+    try:
+        report = verify_cache(data_root, pipeline_id=pipeline_id)
+    except LeadStreamError as error:
+        _fail(error)
+    for shard_name in report.missing:
+        typer.echo(f"missing: {report.cache_dir / shard_name}", err=True)
+    for shard_name, problem in report.corrupt:
+        typer.echo(f"corrupt: {report.cache_dir / shard_name}: {problem}", err=True)
+    typer.echo(report.one_line())
+    if not report.ok:
+        _exit(VERIFY_BAD_EXIT_CODE)
+
+
+def show(
+    key: Annotated[str, typer.Argument(help='sample key, "<Scenario>/<route_dir>/<NNNN>"')],
+    out: Annotated[Path, typer.Option(help="PNG to write (1152 x 704)")] = Path("sample.png"),
+    root: Annotated[Path, typer.Option(help="LEAD data root (holds cache/)")] = DEFAULT_DATA_ROOT,
+    pipeline_id: Annotated[str | None, typer.Option(help="cache to read (default: newest complete)")] = None,
+    perturbated: Annotated[bool, typer.Option("--perturbated", help="show the perturbated variant")] = False,
+) -> None:
+    """Render one cached sample: cameras with boxes and waypoints, LiDAR BEV, BEV semantics, scalars."""
+    from lead_stream.render import show_sample
+
+    try:
+        path = show_sample(root, key, out, pipeline_id=pipeline_id, perturbated=perturbated)
+    except LeadStreamError as error:
+        _fail(error)
+    typer.echo(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command()(shard)
+    app.command()(verify)
+    app.command()(show)

@@ -23,24 +23,12 @@ USER_ERROR_EXIT_CODE = 2
 
 
 def main() -> None:
-    """Console-script entry: run the app, turning library user errors into exit code 2."""
+    """Console-script entry: click handles usage errors (exit 2) and exit codes; library user errors → exit 2."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone mode: raises SystemExit with the command's exit code
     except LeadStreamError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(USER_ERROR_EXIT_CODE)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,226 @@
+"""Index → shards + manifest: round trip, plain readers, seeking, incremental builds, crashes, failures."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import webdataset as wds
+
+from lead_stream import features, shard
+from lead_stream.errors import LeadFormatError
+from lead_stream.index import IndexConfig, build_index, read_bucket_members
+from lead_stream.manifest import (
+    read_manifest,
+    read_sample_members,
+    resolve_cache_dir,
+    sample_sha256,
+    verify_cache,
+)
+from lead_stream.shard import ShardConfig, sample_key, write_shards
+from lead_stream.sources import Route
+
+TEST_CONFIG = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def manifest(sharded_root: Path):
+    return read_manifest(resolve_cache_dir(sharded_root))
+
+
+def _copy_root(source: Path, tmp_path: Path, *, with_cache: bool) -> Path:
+    target = tmp_path / "carla_leaderboard2"
+    ignore = None if with_cache else shutil.ignore_patterns("cache")
+    shutil.copytree(source, target, ignore=ignore)
+    return target
+
+
+def _expected_samples(root: Path) -> set[tuple[str, int]]:
+    frames = pl.concat([read_bucket_members(root, c).select("route_id", "frame_idx")
+                        for c in ("pretrain", "posttrain")])
+    return set(frames.unique().iter_rows())
+
+
+def test_manifest_lists_every_bucket_frame_once(sharded_root, manifest):
+    assert set(manifest.samples.select("route_id",
+                                       "frame_idx").iter_rows()) == _expected_samples(sharded_root)
+    assert manifest.samples["key"].is_unique().all()
+    assert manifest.members == features.MEMBER_NAMES
+    assert manifest.pipeline_id == manifest.cache_dir.name == shard.pipeline_id(TEST_CONFIG)
+    assert (manifest.shards["num_samples"] <= 16).all()
+    assert manifest.shards["num_samples"].sum() == len(manifest.samples)
+    assert manifest.failures.is_empty()
+    assert manifest.samples.group_by("shard").agg(pl.col("route_id").n_unique())["route_id"].max() == 1
+
+
+def test_stored_members_round_trip_bit_exact_to_preprocessing(sharded_root, manifest):
+    rows = manifest.samples.gather_every(23)
+    for row in rows.iter_rows(named=True):
+        route = Route(sharded_root, row["route_id"])
+        frame = features.Frame(features.load_frame(route, row["frame_idx"]))
+        stored = read_sample_members(manifest.shard_path(row["shard"]), row["offset"], row["size_bytes"])
+        assert sorted(stored) == sorted(features.MEMBER_NAMES)
+        for member in features.MEMBERS:
+            expected = member.compute(frame)
+            if member.kind == "jpg":
+                raw = (route.path / ("rgb_perturbated" if member.perturbated else "rgb") /
+                       f"{row['frame_idx']:04d}.jpg").read_bytes()
+                assert stored[member.name] == expected == raw
+            elif member.kind == "json":
+                assert features.decode_member(member.name, stored[member.name]) == expected
+            else:
+                decoded = features.decode_member(member.name, stored[member.name])
+                assert decoded.dtype == expected.dtype
+                np.testing.assert_array_equal(decoded, expected, err_msg=member.name)
+
+
+def test_offsets_let_a_reader_seek_to_every_sample(manifest):
+    for row in manifest.samples.iter_rows(named=True):
+        members = read_sample_members(manifest.shard_path(row["shard"]), row["offset"], row["size_bytes"])
+        assert sample_sha256(members) == row["sha256"]
+        assert sample_key(row["route_id"], row["frame_idx"]) == row["key"]
+
+
+def test_plain_webdataset_reads_keys_and_fields(manifest):
+    urls = [str(manifest.shard_path(name)) for name in manifest.shards["shard"].to_list()]
+    seen = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        seen[sample["__key__"]] = sorted(k for k in sample if not k.startswith("__"))
+    assert set(seen) == set(manifest.samples["key"].to_list())
+    assert all(fields == sorted(features.MEMBER_NAMES) for fields in seen.values())
+    decoded = next(iter(wds.WebDataset(urls[:1], shardshuffle=False).decode("rgb8")))
+    assert decoded["rgb.jpg"].shape == (384, 1152, 3) and decoded["boxes.npy"].shape[1] == 9
+    assert isinstance(decoded["targets.json"], dict)
+
+
+def test_tarfile_sees_sorted_reproducible_ustar_members(manifest):
+    path = manifest.shard_path(manifest.shards["shard"][0])
+    with tarfile.open(path) as archive:
+        infos = archive.getmembers()
+    names = [i.name for i in infos]
+    assert names == sorted(names, key=lambda n: (n.split(".", 1)[0], n.split(".", 1)[1]))
+    assert all(i.mtime == 0 and i.mode == 0o444 and i.uid == 0 and i.gid == 0 for i in infos)
+    assert all(i.uname == "" and i.gname == "" for i in infos)
+    assert all(i.isreg() for i in infos)
+    assert path.read_bytes()[257:263] == b"ustar\x00"
+
+
+def test_shards_match_manifest_hashes_and_rebuild_byte_identical(sharded_root, manifest, tmp_path):
+    assert verify_cache(sharded_root).ok
+    copy = _copy_root(sharded_root, tmp_path, with_cache=False)
+    summary = write_shards(copy, config=TEST_CONFIG)
+    rebuilt = read_manifest(summary.cache_dir)
+    assert rebuilt.shards["sha256"].to_list() == manifest.shards["sha256"].to_list()
+    assert rebuilt.samples.drop("route_fingerprint").equals(manifest.samples.drop("route_fingerprint"))
+
+
+def test_pipeline_id_changes_with_content_config():
+    same_content = ShardConfig(max_samples_per_shard=16, workers=3, rank=1, world_size=2, strict=True)
+    assert shard.pipeline_id(TEST_CONFIG) == shard.pipeline_id(same_content)
+    assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(ShardConfig(max_samples_per_shard=8))
+    assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(
+        ShardConfig(max_samples_per_shard=16, collections=("pretrain",)))
+
+
+def test_incremental_rebuild_touches_only_changed_routes(sharded_root, manifest, tmp_path):
+    copy = _copy_root(sharded_root, tmp_path, with_cache=True)
+    cache_dir = copy / "cache" / manifest.pipeline_id
+    before = {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("shard-*.tar")}
+    unchanged = write_shards(copy, config=TEST_CONFIG)
+    assert (unchanged.num_routes_built, unchanged.num_routes_reused) == (0, 4)
+
+    changed_route = manifest.samples["route_id"][0]
+    meta = Route(copy, changed_route).path / "metas" / "0003.pkl"
+    os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
+    build_index(copy, config=IndexConfig(workers=1, progress=False))
+    summary = write_shards(copy, config=TEST_CONFIG)
+    assert (summary.num_routes_built, summary.num_routes_reused) == (1, 3)
+    after = read_manifest(cache_dir)
+    old_shards = set(manifest.shards.filter(pl.col("route_id") == changed_route)["shard"])
+    for name, mtime in before.items():
+        if name in old_shards:
+            assert not (cache_dir / name).exists()
+        else:
+            assert (cache_dir / name).stat().st_mtime_ns == mtime      # untouched
+    assert set(after.samples["key"]) == set(manifest.samples["key"])
+    assert verify_cache(copy).ok
+
+
+def test_kill_during_build_leaves_only_journaled_shards_and_rerun_completes(
+        indexed_root, manifest, tmp_path, monkeypatch):
+    copy = _copy_root(indexed_root, tmp_path, with_cache=False)
+    calls = []
+
+    def crash(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(shard, "_after_shard_renamed", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(copy, config=TEST_CONFIG)
+    cache_dir = copy / "cache" / manifest.pipeline_id
+    tars = sorted(p.name for p in cache_dir.glob("shard-*.tar"))
+    assert len(tars) == 2 and not (cache_dir / "manifest.json").exists()
+    assert all((cache_dir / "journal" / t.replace(".tar", ".json")).is_file() for t in tars)
+    assert not list(cache_dir.glob("*.tmp"))
+
+    monkeypatch.undo()
+    summary = write_shards(copy, config=TEST_CONFIG)
+    assert summary.complete
+    rebuilt = read_manifest(cache_dir)
+    assert set(rebuilt.samples["key"]) == set(manifest.samples["key"])
+    assert set(p.name for p in cache_dir.glob("shard-*.tar")) == set(rebuilt.shards["shard"])
+    assert verify_cache(copy).ok
+
+
+def test_corrupt_raw_frame_is_listed_not_fatal_and_strict_fails(indexed_root, manifest, tmp_path):
+    copy = _copy_root(indexed_root, tmp_path, with_cache=False)
+    row = manifest.samples.row(3, named=True)
+    bad = Route(copy, row["route_id"]).path / "semantics" / f"{row['frame_idx']:04d}.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    summary = write_shards(copy, config=TEST_CONFIG)
+    assert summary.complete and summary.num_failures == 1
+    result = read_manifest(summary.cache_dir)
+    failure = result.failures.row(0, named=True)
+    assert (failure["route_id"], failure["frame_idx"]) == (row["route_id"], row["frame_idx"])
+    assert failure["file"].endswith(f"semantics/{row['frame_idx']:04d}.png") and failure["reason"]
+    assert row["key"] not in set(result.samples["key"])
+    assert len(result.samples) == len(manifest.samples) - 1
+
+    shutil.rmtree(copy / "cache")
+    with pytest.raises(LeadFormatError, match="semantics"):
+        write_shards(copy, config=dataclasses.replace(TEST_CONFIG, strict=True))
+
+
+def test_parallel_workers_build_the_same_shards(indexed_root, manifest, tmp_path):
+    copy = _copy_root(indexed_root, tmp_path, with_cache=False)
+    summary = write_shards(copy, config=ShardConfig(workers=2, max_samples_per_shard=16, progress=False))
+    assert read_manifest(summary.cache_dir).shards["sha256"].to_list() == manifest.shards["sha256"].to_list()
+
+
+def test_verify_detects_a_flipped_byte_and_a_missing_shard(sharded_root, manifest, tmp_path):
+    copy = _copy_root(sharded_root, tmp_path, with_cache=True)
+    cache_dir = copy / "cache" / manifest.pipeline_id
+    first, second = manifest.shards["shard"][0], manifest.shards["shard"][1]
+    data = bytearray((cache_dir / first).read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    (cache_dir / first).write_bytes(bytes(data))
+    (cache_dir / second).unlink()
+    report = verify_cache(copy)
+    assert not report.ok
+    assert [name for name, _ in report.corrupt] == [first] and report.missing == (second,)
+
+
+def test_file_sha_in_manifest_is_sha256_of_the_file(manifest):
+    row = manifest.shards.row(0, named=True)
+    path = manifest.shard_path(row["shard"])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
+    assert path.stat().st_size == row["size_bytes"] and row["size_bytes"] % 10240 == 0
