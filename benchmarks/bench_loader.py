@@ -1,0 +1,291 @@
+"""Loader samples/s per core vs bare JPEG decode and vs a LEAD-style per-frame loader, one synthetic cache.
+
+Builds its own data (write_synthetic_lead → build_index → write_shards) in a temp dir, then measures in
+one process, one thread (`torch.set_num_threads(1)`), so every rate is per core:
+  loader     lead-stream `make_loader(num_workers=0)`: seek+read, lz4, chosen-variant JPEG, collate → Batch
+  (a) decode simplejpeg.decode_jpeg of the same served camera images, already in memory
+  (b) lead   LEAD-style: one xz-pickle file per (frame, variant) holding the JPEG + PNG-encoded arrays
+             (LEAD §3.2), open + unpickle + PNG/JPEG decode + default_collate
+and peak RSS of a loader worker (num_workers=2). Prints a table, then ONE JSON line (the last line).
+
+Usage: python benchmarks/bench_loader.py [--quick] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import lzma
+import os
+import pickle
+import platform
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+import torch
+from PIL import Image
+from torch.utils.data import default_collate
+
+from lead_stream.codecs import decode_lz4
+from lead_stream.collate import variant_member
+from lead_stream.loader import LoaderConfig, make_loader
+from lead_stream.tar_reader import ShardFiles, split_members
+
+
+def build_cache(root: Path, *, num_routes: int, num_frames: int) -> None:
+    from lead_stream.index import IndexConfig, build_index
+    from lead_stream.shard import ShardConfig, write_shards
+    from lead_stream.synthetic import write_synthetic_lead
+
+    write_synthetic_lead(
+        root, num_routes=num_routes, num_frames=num_frames, seed=0, num_rejected=0, workers=1
+    )
+    build_index(root, config=IndexConfig(workers=1, progress=False))
+    write_shards(root, config=ShardConfig(workers=1, progress=False, max_samples_per_shard=64))
+
+
+def served_samples(loader, num_batches: int) -> list[tuple[int, bool]]:
+    """(manifest row, perturbated) of the first `num_batches` batches the loader serves (epoch 0)."""
+    from lead_stream.loader import build_epoch
+
+    epoch = build_epoch(loader.catalog, loader.config, epoch=0, mixture=None)
+    n = min(num_batches, epoch.num_batches) * loader.config.batch_size
+    return [(int(epoch.slot_rows[s]), bool(epoch.perturbated[s])) for s in range(n)]
+
+
+def time_loader(root: Path, batch_size: int, num_batches: int) -> tuple[float, int]:
+    loader = make_loader(root, config=LoaderConfig(batch_size=batch_size, num_workers=0))
+    batches = min(num_batches, len(loader))
+    t0 = time.perf_counter()
+    count = sum(batch.size for _, batch in zip(range(batches), loader))
+    return count / (time.perf_counter() - t0), count
+
+
+def raw_members(loader, samples: list[tuple[int, bool]]) -> list[tuple[dict[str, bytes], bool]]:
+    cat = loader.catalog
+    files = ShardFiles(loader._stream.locations)
+    out = []
+    for row, pert in samples:
+        blob = files.read(int(cat.sample_shard[row]), int(cat.sample_offset[row]), int(cat.sample_size[row]))
+        members = split_members(blob, shard="bench", key=cat.key(row))
+        out.append(({name: bytes(payload) for name, payload in members.items()}, pert))
+    files.close()
+    return out
+
+
+def time_jpeg_decode(members: list[tuple[dict[str, bytes], bool]]) -> float:
+    jpegs = [m[variant_member("rgb.jpg", pert)] for m, pert in members]
+    t0 = time.perf_counter()
+    for payload in jpegs:
+        simplejpeg.decode_jpeg(payload, colorspace="RGB")
+    return len(jpegs) / (time.perf_counter() - t0)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def _savez(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, array)
+    return buffer.getvalue()
+
+
+def write_lead_style(
+    root: Path,
+    loader,
+    samples: list[tuple[int, bool]],
+    members: list[tuple[dict[str, bytes], bool]],
+    out_dir: Path,
+) -> list[tuple[Path, Path]]:
+    """LEAD's persistent cache (§3.2): one lzma pickle per served (frame, variant), plus the raw meta path.
+
+    Same content as the shards: JPEG bytes as stored, LiDAR as 16-bit PNG, semantic/depth PNG, the
+    256x256 HD map PNG and 1024x1024 occupancy PNG (our BEV raster placed where LEAD crops it), raw
+    (90, 9) boxes, 4 savez_compressed radar blobs and the radar detections.
+    """
+    from lead_stream.layout import modality_path, route_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cat = loader.catalog
+    pairs = []
+    for i, ((m, pert), (row, _)) in enumerate(zip(members, samples)):
+        v = lambda stem: m[variant_member(stem, pert)]  # noqa: E731
+        lidar16 = (decode_lz4(v("lidar_bev.lz4")).astype(np.float32) / 5 * 65535).astype(np.uint16)
+        bev = decode_lz4(v("bev_semantic.lz4"))
+        hdmap = np.zeros((256, 256), np.uint8)
+        hdmap[48:208, 64:256] = np.minimum(bev[::2, ::2], 3)
+        occupancy = np.zeros((1024, 1024), np.uint8)
+        occupancy[352:672, 384:768] = np.where(bev > 3, bev - 3, 0)
+        boxes = np.zeros((90, 9), np.float32)
+        raw_boxes = np.load(io.BytesIO(v("boxes.npy")))
+        boxes[: len(raw_boxes)] = raw_boxes
+        radar = np.load(io.BytesIO(v("radar.npy")))
+        record = {
+            "image": v("rgb.jpg"),
+            "lidar_bev": _png(lidar16),
+            "semantic": _png(decode_lz4(v("semantic.lz4"))),
+            "depth": _png(decode_lz4(v("depth.lz4"))),
+            "bev_semantic": _png(hdmap),
+            "bev_occupancy": _png(occupancy),
+            "bboxes": boxes,
+            "radars": tuple(_savez(radar[radar[:, 4] == s, :4].astype(np.float16)) for s in range(4)),
+            "radar_detections": np.load(io.BytesIO(v("radar_detections.npy"))),
+        }
+        path = out_dir / f"{i:06d}.pkl"
+        with lzma.open(path, "wb") as handle:
+            pickle.dump(record, handle)
+        route_id = cat.routes[cat.sample_route[row]]
+        pairs.append((path, modality_path(route_path(root, route_id), "metas", int(cat.sample_frame[row]))))
+    return pairs
+
+
+def _lead_style_sample(paths: tuple[Path, Path]) -> dict:
+    """LEAD's cache-hit path: meta lzma pickle + cache lzma pickle, PNG/JPEG/npz decode, BEV crop + merge."""
+    cache_path, meta_path = paths
+    with lzma.open(meta_path, "rb") as handle:
+        meta = pickle.load(handle)
+    with lzma.open(cache_path, "rb") as handle:
+        record = pickle.load(handle)
+    png = lambda payload: np.asarray(Image.open(io.BytesIO(payload)))  # noqa: E731
+    hdmap = png(record["bev_semantic"])[48:208, 64:256].repeat(2, 0).repeat(2, 1)
+    occupancy = png(record["bev_occupancy"])[352:672, 384:768]
+    radar = np.zeros((300, 5), np.float32)
+    for sensor, blob in enumerate(record["radars"]):
+        points = np.load(io.BytesIO(blob))["arr_0"][:75]
+        radar[75 * sensor : 75 * sensor + len(points), :4] = points
+        radar[75 * sensor : 75 * sensor + len(points), 4] = sensor
+    return {
+        "rgb": simplejpeg.decode_jpeg(record["image"], colorspace="RGB").transpose(2, 0, 1),
+        "rasterized_lidar": (png(record["lidar_bev"]).astype(np.float32) / 65535)[None],
+        "semantic": png(record["semantic"]),
+        "depth": png(record["depth"]).astype(np.float32) / 255 * 50,
+        "bev_semantic": np.where(occupancy == 0, hdmap, occupancy + 3),
+        "center_net_bounding_boxes": record["bboxes"],
+        "radar": radar,
+        "radar_detections": record["radar_detections"],
+        "speed": float(meta.get("speed", 0.0)),
+    }
+
+
+def time_lead_style(pairs: list[tuple[Path, Path]], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, len(pairs), batch_size):
+        default_collate([_lead_style_sample(p) for p in pairs[start : start + batch_size]])
+    return len(pairs) / (time.perf_counter() - t0)
+
+
+def worker_peak_rss_mb(root: Path, batch_size: int, num_batches: int) -> tuple[float, float]:
+    loader = make_loader(
+        root, config=LoaderConfig(batch_size=batch_size, num_workers=2, persistent_workers=False)
+    )
+    for _, _batch in zip(range(num_batches), loader):
+        pass
+    tele = loader.telemetry()
+    return float(tele["peak_rss_mb_per_worker"]), float(tele["rss_growth_mb_per_worker"])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.node()
+    return (
+        f"{platform.machine()} {cpu} {os.cpu_count()} cpus, python {platform.python_version()}, "
+        f"torch {torch.__version__}"
+    )
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small cache, < 1 min on 2 cores")
+    parser.add_argument("--keep", type=Path, default=None, help="build the cache here and keep it")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    num_routes, num_frames, num_batches, batch_size, rounds = (
+        (3, 24, 8, 8, 3) if args.quick else (4, 60, 24, 8, 5)
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        root = (args.keep or Path(tmp)) / "carla_leaderboard2"
+        t_build = time.perf_counter()
+        if not (root / "cache").exists():
+            build_cache(root, num_routes=num_routes, num_frames=num_frames)
+        t_build = time.perf_counter() - t_build
+        probe = make_loader(root, config=LoaderConfig(batch_size=batch_size, num_workers=0))
+        samples = served_samples(probe, num_batches)
+        members = raw_members(probe, samples)
+        pairs = write_lead_style(root, probe, samples, members, Path(tmp) / "lead_style")
+        (
+            time_loader(root, batch_size, 1),
+            time_jpeg_decode(members[:4]),
+            time_lead_style(pairs[:4], batch_size),
+        )
+        loader_rates, decode_rates, lead_rates = [], [], []
+        for _ in range(rounds):  # interleaved rounds, best of each: robust to other load on a shared machine
+            rate, count = time_loader(root, batch_size, num_batches)
+            loader_rates.append(rate)
+            decode_rates.append(time_jpeg_decode(members))
+            lead_rates.append(time_lead_style(pairs, batch_size))
+        loader_rate, decode_rate, lead_rate = max(loader_rates), max(decode_rates), max(lead_rates)
+        rss, rss_growth = worker_peak_rss_mb(root, batch_size, 2 * num_batches)
+    rows = [
+        (
+            "lead-stream loader (decode + collate)",
+            f"{loader_rate:8.1f} samples/s/core",
+            f"{count} samples, best of {rounds} interleaved",
+        ),
+        (
+            "(a) bare simplejpeg decode, same images",
+            f"{decode_rate:8.1f} images/s/core",
+            f"{len(members)} images",
+        ),
+        (
+            "(b) LEAD-style per-frame xz-pickle loader",
+            f"{lead_rate:8.1f} samples/s/core",
+            f"{len(members)} frames, cache + meta pickle",
+        ),
+        ("loader / (a)", f"{loader_rate / decode_rate:8.3f}", "target >= 0.85"),
+        ("loader / (b)", f"{loader_rate / lead_rate:8.2f}x", "target >= 5"),
+        ("peak RSS per worker", f"{rss:8.1f} MB", "num_workers=2, ru_maxrss incl. pages shared with parent"),
+        ("  of which grown while loading", f"{rss_growth:8.1f} MB", "peak minus RSS at the worker's start"),
+        ("cache build (not timed above)", f"{t_build:8.1f} s", f"{num_routes} routes x {num_frames} frames"),
+    ]
+    for name, value, note in rows:
+        print(f"{name:42s} {value:>24s}   {note}")
+    print(
+        json.dumps(
+            {
+                "samples_per_s_per_core": round(loader_rate, 2),
+                "jpeg_decode_per_s_per_core": round(decode_rate, 2),
+                "ratio_vs_decode": round(loader_rate / decode_rate, 4),
+                "lead_style_samples_per_s": round(lead_rate, 2),
+                "speedup_vs_lead_style": round(loader_rate / lead_rate, 3),
+                "peak_rss_mb_per_worker": round(rss, 1),
+                "machine": machine(),
+                "git_commit": git_commit(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

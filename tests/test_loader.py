@@ -1,0 +1,375 @@
+"""The streaming loader serves the epoch plan exactly, resumes exactly and decodes shard members right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import simplejpeg
+import torch
+
+from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch
+from lead_stream.codecs import decode_lz4, decode_npy
+from lead_stream.collate import BatchBuffers, command_one_hot
+from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.loader import LoaderConfig, StreamingLoader, build_epoch, make_loader
+from lead_stream.manifest import file_sha256, read_manifest, read_sample_members, resolve_cache_dir
+from lead_stream.sampling import rank_slots
+from lead_stream.tar_reader import split_members
+
+
+def _rows(loader: StreamingLoader, batch: Batch) -> list[int]:
+    """Manifest rows of a batch's samples (route_id, frame_idx → row)."""
+    cat = loader.catalog
+    if not hasattr(loader, "_row_of"):
+        loader._row_of = {
+            (cat.routes[c], int(f)): i for i, (c, f) in enumerate(zip(cat.sample_route, cat.sample_frame))
+        }
+    return [loader._row_of[(r, int(f))] for r, f in zip(batch.route_id, batch.frame_idx)]
+
+
+def _assert_batches_equal(a: list[Batch], b: list[Batch]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.route_id == y.route_id
+        for name in BATCH_TENSOR_FIELDS:
+            assert torch.equal(getattr(x, name), getattr(y, name)), name
+
+
+@pytest.fixture(scope="module")
+def two_bucket_root(sharded_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root whose pretrain table splits the real one in two buckets (routes by scenario parity)."""
+    root = tmp_path_factory.mktemp("two_buckets")
+    table = pl.read_parquet(sharded_root / "index" / "buckets" / "pretrain.parquet")
+    routes = sorted(table["route_id"].unique().to_list())
+    first = routes[: len(routes) // 2]
+    split = table.with_columns(
+        pl.when(pl.col("route_id").is_in(first))
+        .then(pl.lit("first"))
+        .otherwise(pl.lit("rest"))
+        .alias("bucket")
+    )
+    (root / "index" / "buckets").mkdir(parents=True)
+    split.write_parquet(root / "index" / "buckets" / "pretrain.parquet")
+    return root
+
+
+def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
+    loader = make_loader(
+        sharded_root, config=LoaderConfig(batch_size=4, num_workers=0, perturbation_prob=0.5)
+    )
+    batch = next(iter(loader))
+    assert batch.rgb.shape == (4, 3, 384, 1152) and batch.rgb.dtype == torch.uint8
+    assert batch.lidar_bev.shape == (4, 1, 320, 384) and batch.lidar_bev.dtype == torch.float32
+    assert batch.boxes.shape == (4, 90, 9) and batch.radar.shape == (4, 300, 5)
+    assert batch.depth_m.shape == (4, 96, 288) and batch.semantic.shape == (4, 384, 1152)
+    manifest = read_manifest(resolve_cache_dir(sharded_root))
+    for i, row in enumerate(_rows(loader, batch)):
+        sample = manifest.samples.row(row, named=True)
+        members = read_sample_members(
+            manifest.shard_path(sample["shard"]), sample["offset"], sample["size_bytes"]
+        )
+        sfx = "_pert" if bool(batch.perturbated[i]) else ""
+        rgb = simplejpeg.decode_jpeg(members[f"rgb{sfx}.jpg"], colorspace="RGB")
+        assert torch.equal(batch.rgb[i], torch.from_numpy(rgb).permute(2, 0, 1))
+        lidar = decode_lz4(members[f"lidar_bev{sfx}.lz4"]).astype(np.float32) / 5
+        torch.testing.assert_close(batch.lidar_bev[i, 0], torch.from_numpy(lidar))
+        boxes = decode_npy(members[f"boxes{sfx}.npy"])
+        assert int(batch.num_boxes[i]) == len(boxes)
+        torch.testing.assert_close(batch.boxes[i, : len(boxes)], torch.from_numpy(boxes))
+        assert not batch.boxes[i, len(boxes) :].any()
+        radar = decode_npy(members[f"radar{sfx}.npy"])
+        assert int((batch.radar[i].abs().sum(-1) > 0).sum()) == int((np.abs(radar).sum(-1) > 0).sum())
+        torch.testing.assert_close(
+            batch.depth_m[i], torch.from_numpy(decode_lz4(members[f"depth{sfx}.lz4"]) / 255 * 50).float()
+        )
+
+
+def test_epoch_serves_the_plan_with_padding_counted(sharded_root: Path) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=12, num_workers=0))
+    epoch = build_epoch(loader.catalog, loader.config, epoch=0, mixture=None)
+    batches = list(loader)
+    served = [row for batch in batches for row in _rows(loader, batch)]
+    assert len(batches) == len(loader) == -(-len(loader.plan) // 12)
+    assert served == epoch.slot_rows.tolist()
+    assert sorted(set(served)) == sorted(set(loader.plan.rows.tolist()))
+    pads = len(batches) * 12 - len(loader.plan)
+    assert loader.telemetry()["pads"] == pads > 0
+    assert len(loader.plan) == loader.catalog.collection_size  # default epoch = samples in the collection
+    assert len(list(loader)) == len(batches)  # iterating again without set_epoch re-serves the epoch
+
+
+def test_bucket_shares_match_the_mixture_and_reweighting_rewrites_no_shard(
+    sharded_root, two_bucket_root
+) -> None:
+    cache_dir = resolve_cache_dir(sharded_root)
+    before = {p.name: (p.stat().st_mtime_ns, file_sha256(p)) for p in sorted(cache_dir.glob("shard-*.tar"))}
+    config = LoaderConfig(batch_size=8, num_workers=1, epoch_size=0, seed=3)  # 0: LEAD's Σ int(len·rate)
+    loader = make_loader(two_bucket_root, config=config, cache_dir=cache_dir)
+    sizes = {name: len(rows) for name, rows in zip(loader.bucket_names, loader.catalog.bucket_rows)}
+    for epoch, mixture in enumerate([{"first": 1.0, "rest": 1.0}, {"first": 2.0, "rest": 0.5}]):
+        loader.set_mixture(mixture)
+        loader.set_epoch(epoch)
+        want = {name: int(sizes[name] * rate) for name, rate in mixture.items()}
+        served = torch.cat([batch.bucket_idx for batch in loader])[: len(loader.plan)]
+        got = {name: int((served == i).sum()) for i, name in enumerate(loader.bucket_names)}
+        assert got == want
+    # statistical view over many seeds: the share of "first" in any half epoch follows its mixture share
+    shares = []
+    for seed in range(20):
+        plan = build_epoch(
+            loader.catalog,
+            LoaderConfig(batch_size=8, seed=seed, epoch_size=0),
+            epoch=0,
+            mixture={"first": 2.0, "rest": 0.5},
+        ).plan
+        shares.append(float((plan.bucket_idx[: len(plan) // 2] == 0).mean()))
+    expected = int(sizes["first"] * 2.0) / (int(sizes["first"] * 2.0) + int(sizes["rest"] * 0.5))
+    assert abs(np.mean(shares) - expected) < 0.03
+    after = {p.name: (p.stat().st_mtime_ns, file_sha256(p)) for p in sorted(cache_dir.glob("shard-*.tar"))}
+    assert after == before
+
+
+def test_order_is_seeded_and_every_epoch_reaches_persistent_workers(sharded_root: Path) -> None:
+    config = LoaderConfig(batch_size=4, num_workers=2, persistent_workers=True, epoch_size=16, seed=0)
+    loader = make_loader(sharded_root, config=config)
+    orders = []
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        orders.append([row for batch in loader for row in _rows(loader, batch)])
+        assert orders[-1] == build_epoch(loader.catalog, config, epoch=epoch, mixture=None).slot_rows.tolist()
+    assert orders[0] != orders[1]  # LEAD's frozen-order defect is fixed
+    again = make_loader(sharded_root, config=config)
+    assert (
+        again.plan.fingerprint == build_epoch(loader.catalog, config, epoch=0, mixture=None).plan.fingerprint
+    )
+    other = make_loader(sharded_root, config=LoaderConfig(batch_size=4, epoch_size=16, seed=1))
+    assert other.plan.rows.tolist() != again.plan.rows.tolist()
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "rank", "world_size"),
+    [(0, 0, 1), (1, 0, 1), (2, 0, 1), (1, 1, 2)],
+    ids=["main", "1worker", "2workers", "rank1of2"],
+)
+def test_resume_after_k_batches_gives_identical_next_batches(
+    sharded_root: Path, num_workers: int, rank: int, world_size: int
+) -> None:
+    config = LoaderConfig(batch_size=4, num_workers=num_workers, epoch_size=22, seed=7)
+    build = lambda: make_loader(sharded_root, config=config, rank=rank, world_size=world_size)  # noqa: E731
+    reference = build()
+    reference.set_epoch(1)
+    full = list(reference)
+    assert len(full) == 6
+    first = build()
+    first.set_epoch(1)
+    iterator = iter(first)
+    head = [next(iterator), next(iterator)]
+    state = first.state_dict()
+    assert state["global_batches_done"] == 2 and state["epoch"] == 1
+    second = build()
+    second.load_state_dict(json.loads(json.dumps(state)))  # the state is JSON
+    second.set_mixture(None)  # a trainer's per-epoch calls keep the resume position
+    second.set_epoch(1)
+    iterator = iter(second)
+    middle = [next(iterator), next(iterator)]
+    third = build()  # resume of a resume
+    third.load_state_dict(second.state_dict())
+    _assert_batches_equal(head + middle + list(third), full)
+
+
+def test_resume_rejects_another_global_batch_or_changed_plan(
+    sharded_root: Path, two_bucket_root: Path
+) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=4, num_workers=0))
+    state = loader.state_dict()
+    resumed = make_loader(sharded_root, config=LoaderConfig(batch_size=4, num_workers=0))
+    resumed.load_state_dict(state)
+    with pytest.raises(ConfigError, match="differs from the checkpointed"):
+        resumed.set_mixture({resumed.bucket_names[0]: 0.5})
+    with pytest.raises(ConfigError, match="global batch"):
+        make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=0)).load_state_dict(state)
+    with pytest.raises(LeadStreamError, match="plan of epoch 0 changed"):
+        make_loader(
+            two_bucket_root,
+            config=LoaderConfig(batch_size=4, num_workers=0, epoch_size=0),
+            cache_dir=resolve_cache_dir(sharded_root),
+        ).load_state_dict(state)
+
+
+def test_pipe_url_shards_are_downloaded_once_and_read_the_same(sharded_root: Path, tmp_path: Path) -> None:
+    cache_dir = resolve_cache_dir(sharded_root)
+    base = LoaderConfig(batch_size=4, num_workers=0, epoch_size=8)
+    local = list(make_loader(sharded_root, config=base))
+    remote_config = LoaderConfig(
+        batch_size=4,
+        num_workers=0,
+        epoch_size=8,
+        shard_url=f"pipe:cat {cache_dir}/{{shard}}",
+        local_cache_dir=str(tmp_path / "shards"),
+    )
+    remote = list(make_loader(sharded_root, config=remote_config))
+    _assert_batches_equal(local, remote)
+    copies = list((tmp_path / "shards").iterdir())
+    assert copies and not [p for p in copies if p.name.endswith(".tmp")]
+
+
+def _corrupt_one_sample(sharded_root: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the cache whose first pretrain sample has a garbled targets.json; returns (cache, key)."""
+    source = resolve_cache_dir(sharded_root)
+    cache_dir = tmp_path / source.name
+    shutil.copytree(source, cache_dir)
+    manifest = read_manifest(cache_dir)
+    table = pl.read_parquet(sharded_root / "index" / "buckets" / "pretrain.parquet")
+    sample = manifest.samples.join(table.select("route_id", "frame_idx"), on=["route_id", "frame_idx"]).row(
+        0, named=True
+    )
+    with open(cache_dir / sample["shard"], "r+b") as handle:
+        handle.seek(sample["offset"])
+        blob = handle.read(sample["size_bytes"])
+        header_at = blob.index(f"{sample['key']}.targets.json".encode())
+        handle.seek(sample["offset"] + header_at + 512)
+        handle.write(b"\xff{{{")
+    return cache_dir, sample["key"]
+
+
+def test_bad_sample_raises_by_default_naming_shard_key_and_member(sharded_root: Path, tmp_path: Path) -> None:
+    cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path)
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=1), cache_dir=cache_dir)
+    with pytest.raises(LeadFormatError, match=rf"{key}.*targets\.json") as info:
+        list(loader)
+    assert info.value.path.name.startswith("shard-")
+
+
+def test_bad_sample_skip_repeats_a_good_sample_and_keeps_batch_count(
+    sharded_root: Path, tmp_path: Path
+) -> None:
+    cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path)
+    config = LoaderConfig(batch_size=8, num_workers=0, on_bad_sample="skip")
+    loader = make_loader(sharded_root, config=config, cache_dir=cache_dir)
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    assert all(batch.size == 8 for batch in batches)
+    served_keys = {f"{r}/{int(f):04d}" for b in batches for r, f in zip(b.route_id, b.frame_idx)}
+    assert key not in served_keys
+    bad_row = loader.catalog.sample_key.tolist().index(key.encode())
+    assert (
+        loader.telemetry()["skipped"]
+        == int((build_epoch(loader.catalog, config, epoch=0, mixture=None).slot_rows == bad_row).sum())
+        >= 1
+    )
+
+
+def test_frames_missing_from_the_manifest_are_skipped_and_counted(sharded_root: Path, tmp_path: Path) -> None:
+    table = pl.read_parquet(sharded_root / "index" / "buckets" / "pretrain.parquet")
+    ghost = table.head(1).with_columns(pl.lit(9999).cast(table.schema["frame_idx"]).alias("frame_idx"))
+    (tmp_path / "index" / "buckets").mkdir(parents=True)
+    pl.concat([table, ghost]).write_parquet(tmp_path / "index" / "buckets" / "pretrain.parquet")
+    loader = make_loader(
+        tmp_path, config=LoaderConfig(num_workers=0), cache_dir=resolve_cache_dir(sharded_root)
+    )
+    assert loader.telemetry()["missing_from_manifest"] == 1
+    assert len(loader.plan) == table.height
+
+
+def test_rank_takes_its_slice_of_each_global_batch(sharded_root: Path) -> None:
+    config = LoaderConfig(batch_size=6, num_workers=0, epoch_size=20)
+    epoch = None
+    for rank in range(3):
+        loader = make_loader(sharded_root, config=config, rank=rank, world_size=3)
+        epoch = epoch or build_epoch(loader.catalog, config, epoch=0, mixture=None)
+        for g, batch in enumerate(loader):
+            assert (
+                _rows(loader, batch)
+                == epoch.slot_rows[rank_slots(g, global_batch=6, rank=rank, world_size=3)].tolist()
+            )
+    with pytest.raises(ConfigError, match="divisible"):
+        make_loader(sharded_root, config=config, rank=0, world_size=4)
+
+
+def test_telemetry_reports_throughput_wait_pads_and_skips(sharded_root: Path) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=4, num_workers=1, epoch_size=8))
+    list(loader)
+    tele = loader.telemetry()
+    for name in (
+        "samples_per_s",
+        "data_wait_s",
+        "pads",
+        "skipped",
+        "peak_rss_mb_per_worker",
+        "missing_from_manifest",
+    ):
+        assert name in tele
+    assert tele["samples"] == 8 and tele["samples_per_s"] > 0 and tele["peak_rss_mb_per_worker"] > 0
+
+
+def test_radar_points_go_to_their_sensor_block_and_overflow_is_rejected() -> None:
+    buffers = BatchBuffers(1)
+    points = np.zeros((4, 5), np.float32)
+    points[:, 0] = [1, 2, 3, 4]
+    points[:, 4] = [3, 0, 3, 1]  # unsorted sensor ids
+    buffers._fill_radar(0, points)
+    assert buffers.radar[0, [0, 75, 225, 226], 0].tolist() == [2, 4, 1, 3]
+    assert int((buffers.radar[0, :, 0] != 0).sum()) == 4
+    with pytest.raises(ValueError, match="sensor 2"):
+        buffers._fill_radar(0, np.tile(np.array([[1, 1, 1, 1, 2]], np.float32), (76, 1)))
+
+
+def test_command_one_hot_follows_lead() -> None:
+    assert [command_one_hot(c) for c in (-1, 1, 4, 6, 7, 0)] == [3, 0, 3, 5, 3, 3]
+
+
+def test_split_members_rejects_a_corrupt_header(sharded_root: Path) -> None:
+    manifest = read_manifest(resolve_cache_dir(sharded_root))
+    sample = manifest.samples.row(0, named=True)
+    with open(manifest.shard_path(sample["shard"]), "rb") as handle:
+        handle.seek(sample["offset"])
+        blob = bytearray(handle.read(sample["size_bytes"]))
+    members = split_members(bytes(blob), shard="s.tar", key=sample["key"])
+    assert set(members) == set(manifest.members)
+    with pytest.raises(LeadFormatError, match="another key"):
+        split_members(bytes(blob), shard="s.tar", key="Other/route/0001")
+    blob[130] ^= 1  # a size digit of the first header
+    with pytest.raises(LeadFormatError, match="checksum|corrupt"):
+        split_members(bytes(blob), shard="s.tar", key=sample["key"])
+
+
+def test_locality_window_reads_few_shards_per_window_and_keeps_the_epoch(sharded_root: Path) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=0))
+    cat = loader.catalog
+    local_config = LoaderConfig(batch_size=8, num_workers=0, locality_window=2)
+    plain = build_epoch(cat, loader.config, epoch=0, mixture=None).plan
+    local = build_epoch(cat, local_config, epoch=0, mixture=None).plan
+    assert sorted(local.rows.tolist()) == sorted(plain.rows.tolist())
+    per_shard = int(np.bincount(cat.sample_shard).max())
+    windows = [cat.sample_shard[local.rows[i : i + 16]] for i in range(0, len(local), 16)]
+    assert max(len(set(w.tolist())) for w in windows) <= -(-16 // per_shard) + 2
+    batch = next(iter(make_loader(sharded_root, config=local_config)))
+    assert _rows(loader, batch) == local.rows[:8].tolist()
+
+
+def test_unknown_bucket_in_the_mixture_is_a_config_error(sharded_root: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown bucket 'nope'"):
+        make_loader(sharded_root, config=LoaderConfig(num_workers=0, mixture={"nope": 1.0}))
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.uint8).reshape(3, 4),
+        np.zeros((320, 384), np.uint8),
+        np.ones((2, 3, 4), np.float32),
+    ],
+    ids=["uint8-3x4", "bev-zeros", "float32-3d"],
+)
+def test_view_lz4_decoder_matches_the_codec(array: np.ndarray) -> None:
+    from lead_stream.codecs import encode_lz4
+    from lead_stream.collate import _lz4
+
+    payload = encode_lz4(array)
+    decoded = _lz4(memoryview(payload)[:])
+    assert decoded.dtype == array.dtype and np.array_equal(decoded, decode_lz4(payload))
