@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from lead_stream.cli import cache_cmds, data_cmds, train_cmds
+from lead_stream.cli import cache_cmds, data_cmds, demo_cmds, train_cmds
 from lead_stream.errors import LeadStreamError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -18,6 +18,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 data_cmds.register(app)
 cache_cmds.register(app)
 train_cmds.register(app)
+demo_cmds.register(app)
 
 USER_ERROR_EXIT_CODE = 2
 
