@@ -1,0 +1,262 @@
+"""Model outputs + Batch labels + CenterNet targets → LEAD's named losses (§6.2), computed in fp32.
+
+Every loss is `sum / count` (a mean over pixels, centres, samples...). Under DDP the counts are summed over
+ranks first (`reduce_sum`) and each rank returns `local_sum / (global_count / world_size)`: DDP's gradient
+average then equals the gradient of the global-batch loss, and the mean of the ranks' losses equals the
+loss one process would compute on the whole global batch. Weights are LEAD's `detailed_loss_weights`,
+normalised to sum to 1 over the losses that exist in the phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lead_stream.constants import MAX_SPEED_MPS, MAX_X_M, MAX_Y_M, MIN_X_M, MIN_Y_M, TARGET_SPEED_CLASSES_MPS
+from lead_stream.model.targets import CenterNetTargets
+
+PERCEPTION_LOSSES = (
+    "loss_semantic",
+    "loss_depth",
+    "loss_bev_semantic",
+    "loss_center_net_heatmap",
+    "loss_center_net_wh",
+    "loss_center_net_offset",
+    "loss_center_net_yaw_class",
+    "loss_center_net_yaw_res",
+    "loss_center_net_velocity",
+    "loss_center_net_brake",
+)
+RADAR_LOSSES = ("radar_loss",)
+PLANNING_LOSSES = ("loss_spatio_temporal_waypoints", "loss_target_speed", "loss_spatial_route")
+LOSS_NAMES = PERCEPTION_LOSSES + RADAR_LOSSES + PLANNING_LOSSES
+RADAR_SCALE = (MAX_X_M - MIN_X_M, MAX_Y_M - MIN_Y_M, MAX_SPEED_MPS)  # LEAD's [96, 80, 25]
+RADAR_L1_WEIGHT = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossWeights:
+    # --- perception (LEAD detailed_loss_weights) ---
+    loss_semantic: float = 1.0  # perspective semantic CE
+    loss_depth: float = 1e-5  # perspective depth L1 (metres), LEAD's tiny weight
+    loss_bev_semantic: float = 1.0  # BEV semantic CE
+    loss_center_net_heatmap: float = 1.0  # Gaussian focal loss / avg_factor
+    loss_center_net_wh: float = 1.0  # L1 of half extents at centres
+    loss_center_net_offset: float = 1.0  # L1 of sub-cell offsets at centres
+    loss_center_net_yaw_class: float = 1.0  # CE of the 12 yaw bins at centres
+    loss_center_net_yaw_res: float = 1.0  # smooth L1 of the yaw residual at centres
+    loss_center_net_velocity: float = 1.0  # L1 of box speed at centres
+    loss_center_net_brake: float = 0.0  # CE of box brake at centres (not in LEAD: 0 = logged only)
+    radar_loss: float = 1.0  # radar detections: 5·matched L1 + validity BCE
+    # --- planning (post-training only) ---
+    loss_spatio_temporal_waypoints: float = 1.0  # L1 over the 8 future waypoints
+    loss_target_speed: float = 1.0  # CE against the two-hot target-speed label
+    loss_spatial_route: float = 1.0  # L1 over the 10 route points + L1 on the last point
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+
+    def normalized(self, names: tuple[str, ...] | list[str]) -> dict[str, float]:
+        """Weights of `names` divided by their sum (LEAD divides by ≈9 pre-train, ≈12 post-train)."""
+        raw = {name: float(getattr(self, name)) for name in names}
+        total = sum(raw.values())
+        if total <= 0:
+            raise ValueError("loss weights of the active losses sum to 0")
+        return {name: value / total for name, value in raw.items()}
+
+
+def active_losses(*, use_radar_detection: bool, use_planning_decoder: bool) -> tuple[str, ...]:
+    """The loss names a model with these heads produces."""
+    return (
+        PERCEPTION_LOSSES
+        + (RADAR_LOSSES if use_radar_detection else ())
+        + (PLANNING_LOSSES if use_planning_decoder else ())
+    )
+
+
+def gaussian_focal_loss_sum(
+    pred_logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, gamma: float = 4.0
+) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed (LEAD α=2, γ=4)."""
+    pred = torch.sigmoid(pred_logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -torch.log(pred) * (1 - pred) ** alpha * pos
+    neg_loss = -torch.log(1 - pred) * pred**alpha * (1 - target) ** gamma * (1 - pos)
+    return pos_loss.sum() + neg_loss.sum()
+
+
+def two_hot_target_speed(speed_mps: torch.Tensor, brake: torch.Tensor) -> torch.Tensor:
+    """(B,) speeds → (B, 8) two-hot over TARGET_SPEED_CLASSES_MPS; brake → all mass on class 0."""
+    classes = torch.tensor(TARGET_SPEED_CLASSES_MPS, device=speed_mps.device)
+    speed = speed_mps.float().clamp(classes[0], classes[-1])
+    upper = torch.searchsorted(classes, speed, right=False).clamp(1, len(classes) - 1)  # (B,)
+    lower = upper - 1
+    frac = ((speed - classes[lower]) / (classes[upper] - classes[lower])).clamp(0, 1)
+    target = torch.zeros(speed.shape[0], len(classes), device=speed.device)
+    target.scatter_(1, lower[:, None], (1 - frac)[:, None])
+    target.scatter_add_(1, upper[:, None], frac[:, None])
+    brake_row = F.one_hot(torch.zeros_like(lower), len(classes)).float()
+    return torch.where(brake.bool()[:, None], brake_row, target)
+
+
+@torch.no_grad()
+def greedy_match(cost: torch.Tensor) -> torch.Tensor:
+    """(B, P, L) cost, inf for invalid labels → (B, P) matched label index or -1 (greedy, lowest first)."""
+    B, P, L = cost.shape
+    cost = cost.clone()
+    match = torch.full((B, P), -1, dtype=torch.long, device=cost.device)
+    batch_idx = torch.arange(B, device=cost.device)
+    for _ in range(min(P, L)):
+        flat = cost.view(B, -1)
+        best, where = flat.min(dim=1)
+        ok = torch.isfinite(best)
+        pred_idx, label_idx = where // L, where % L
+        match[batch_idx[ok], pred_idx[ok]] = label_idx[ok]
+        cost[batch_idx[ok], pred_idx[ok], :] = float("inf")
+        cost[batch_idx[ok], :, label_idx[ok]] = float("inf")
+    return match
+
+
+def _resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) integer labels → nearest-neighbour at `size` (int64)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.long()
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def compute_losses(
+    outputs: dict[str, torch.Tensor],
+    batch: object,
+    targets: CenterNetTargets,
+    *,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    world_size: int = 1,
+) -> dict[str, torch.Tensor]:
+    """Unweighted losses by LEAD name (scalars, fp32); see the module docstring for the DDP normalisation.
+
+    Args:
+        outputs: `TFv6` outputs.
+        batch: the rank's `Batch` (labels).
+        targets: `centernet_targets(batch.boxes, batch.num_boxes)`.
+        reduce_sum: sums a tensor over ranks (all_reduce); None for one process.
+        world_size: number of ranks.
+
+    Returns:
+        {loss name: scalar tensor} for the losses the outputs allow.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+
+    def add(name: str, total: torch.Tensor, count: torch.Tensor | float) -> None:
+        sums[name] = total.float()
+        counts[name] = torch.as_tensor(count, dtype=torch.float32, device=total.device).detach()
+
+    semantic = outputs["semantic"].float()  # (B, 10, H, W)
+    semantic_labels = _resize_labels(batch.semantic, semantic.shape[-2:])
+    add("loss_semantic", F.cross_entropy(semantic, semantic_labels, reduction="sum"), semantic_labels.numel())
+    depth = outputs["depth_m"].float()  # (B, H, W)
+    depth_labels = batch.depth_m.float()
+    if tuple(depth_labels.shape[-2:]) != tuple(depth.shape[-2:]):
+        depth_labels = F.interpolate(
+            depth_labels[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
+    add("loss_depth", (depth - depth_labels).abs().sum(), depth_labels.numel())
+    bev = outputs["bev_semantic"].float()  # (B, 13, X, Y)
+    bev_labels = _resize_labels(batch.bev_semantic, bev.shape[-2:])
+    valid_bev = bev_labels >= 0
+    add(
+        "loss_bev_semantic",
+        F.cross_entropy(bev, bev_labels, ignore_index=-1, reduction="sum"),
+        valid_bev.sum(),
+    )
+    # --- CenterNet (sums over centre cells; normalised by the number of centres) ---
+    centres = targets.centre_mask  # (B, 80, 96)
+    num_centres = targets.num_centres
+    add(
+        "loss_center_net_heatmap",
+        gaussian_focal_loss_sum(outputs["center_net_heatmap"].float(), targets.heatmap),
+        num_centres,
+    )
+    mask2 = centres[:, None].float()
+    add(
+        "loss_center_net_wh",
+        ((outputs["center_net_wh"].float() - targets.wh).abs() * mask2).sum(),
+        2 * num_centres,
+    )
+    add(
+        "loss_center_net_offset",
+        ((outputs["center_net_offset"].float() - targets.offset).abs() * mask2).sum(),
+        2 * num_centres,
+    )
+    yaw_ce = F.cross_entropy(outputs["center_net_yaw_class"].float(), targets.yaw_class, reduction="none")
+    add("loss_center_net_yaw_class", (yaw_ce * centres).sum(), num_centres)
+    yaw_res = F.smooth_l1_loss(outputs["center_net_yaw_res"].float(), targets.yaw_res, reduction="none")
+    add("loss_center_net_yaw_res", (yaw_res * mask2).sum(), num_centres)
+    add(
+        "loss_center_net_velocity",
+        ((outputs["center_net_velocity"].float() - targets.velocity).abs() * mask2).sum(),
+        num_centres,
+    )
+    brake_ce = F.cross_entropy(outputs["center_net_brake"].float(), targets.brake, reduction="none")
+    add("loss_center_net_brake", (brake_ce * centres).sum(), num_centres)
+    # --- radar detections (per-sample loss, mean over samples) ---
+    if "radar_detections" in outputs:
+        pred = outputs["radar_detections"].float()  # (B, 20, 4)
+        labels = batch.radar_detections.float()  # (B, 20, 4)
+        scale = torch.tensor(RADAR_SCALE, device=pred.device)
+        l1 = ((pred[:, :, None, :3] - labels[:, None, :, :3]).abs() / scale).sum(-1)  # (B, P, L)
+        bce_pos = F.binary_cross_entropy_with_logits(
+            pred[..., 3], torch.ones_like(pred[..., 3]), reduction="none"
+        )
+        cost = RADAR_L1_WEIGHT * l1 + bce_pos[:, :, None]
+        cost = cost.masked_fill(labels[:, None, :, 3] < 0.5, float("inf"))
+        match = greedy_match(cost.detach())  # (B, P)
+        matched = match >= 0
+        matched_labels = torch.gather(labels, 1, match.clamp(min=0)[..., None].expand(-1, -1, 4))
+        l1_matched = ((pred[..., :3] - matched_labels[..., :3]).abs() / scale).sum(-1) * matched
+        per_sample_l1 = l1_matched.sum(1) / matched.sum(1).clamp(min=1)
+        bce = F.binary_cross_entropy_with_logits(pred[..., 3], matched.float(), reduction="none").mean(1)
+        add("radar_loss", (RADAR_L1_WEIGHT * per_sample_l1 + bce).sum(), pred.shape[0])
+    # --- planning (post-training) ---
+    if "waypoints" in outputs:
+        valid = batch.planning_valid.bool()
+        wp_err = (
+            (outputs["waypoints"].float() - batch.future_waypoints.float()).abs().mean(dim=(1, 2))
+        )  # (B,)
+        add("loss_spatio_temporal_waypoints", (wp_err * valid).sum(), valid.sum())
+        target = two_hot_target_speed(batch.target_speed_mps, batch.brake)
+        speed_ce = -(target * F.log_softmax(outputs["target_speed_logits"].float(), dim=-1)).sum(-1)
+        add("loss_target_speed", speed_ce.sum(), speed_ce.shape[0])
+        route_err = (outputs["route"].float() - batch.route.float()).abs()  # (B, 10, 2)
+        route_loss = route_err.mean(dim=(1, 2)) + route_err[:, -1].mean(-1)
+        add("loss_spatial_route", route_loss.sum(), route_loss.shape[0])
+    names = list(sums)
+    global_counts = torch.stack([counts[n] for n in names])
+    if reduce_sum is not None:
+        global_counts = reduce_sum(global_counts.clone())
+    normalizers = global_counts.clamp(min=1.0) / world_size
+    return {name: sums[name] / normalizers[i] for i, name in enumerate(names)}
+
+
+@torch.no_grad()
+def planning_metrics(outputs: dict[str, torch.Tensor], batch: object) -> dict[str, float]:
+    """waypoints_ade / fde, route_ade / fde (metres) and target_speed_error (m/s) of this rank's batch."""
+    if "waypoints" not in outputs:
+        return {}
+    wp = (outputs["waypoints"].float() - batch.future_waypoints.float()).norm(dim=-1)  # (B, 8)
+    route = (outputs["route"].float() - batch.route.float()).norm(dim=-1)  # (B, 10)
+    return {
+        "waypoints_ade": float(wp.mean()),
+        "waypoints_fde": float(wp[:, -1].mean()),
+        "route_ade": float(route.mean()),
+        "route_fde": float(route[:, -1].mean()),
+        "target_speed_error": float(
+            (outputs["target_speed_mps"].float() - batch.target_speed_mps.float()).abs().mean()
+        ),
+    }

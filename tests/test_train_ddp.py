@@ -1,0 +1,83 @@
+"""Two gloo ranks under torchrun match one process on the same global batch (STYLE E18 b)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from lead_stream.cli.main import app
+
+TINY = [
+    "model.preset=compact",
+    "model.widths=8,16,32,32",
+    "model.image_size=48,144",
+    "model.bev_size=40,48",
+    "model.bev_channels=16",
+    "model.decoder_channels=16,8,8",
+    "model.token_dim=32",
+    "progress=false",
+    "num_workers=0",
+    "log_scalars_frequency=1",
+]
+
+
+def _scalars(logdir, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {event.step: event.value for event in acc.Scalars(tag)}
+
+
+def test_two_ranks_match_one_process_and_only_rank0_writes(sharded_root, tmp_path):
+    common = [
+        f"carla_root={sharded_root}",
+        "batch_size=4",
+        "epoch_size=8",
+        "epochs=1",
+        "max_steps=2",
+        "model.dropout=0",
+        "visualize_training=false",
+        *TINY,
+    ]
+    single = tmp_path / "single"
+    result = CliRunner().invoke(app, ["train", "pretrain", f"logdir={single}", *common])
+    assert result.exit_code == 0, result.output
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "lead_stream.cli.main",
+            "train",
+            "pretrain",
+            f"logdir={ddp}",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = _scalars(single, "loss/total"), _scalars(ddp, "loss/total")
+    assert sorted(one) == sorted(two) == [0, 1]
+    assert two[0] == pytest.approx(one[0], rel=1e-5)  # same global batch, same init
+    assert two[1] == pytest.approx(one[1], rel=1e-4)  # after one DDP-averaged update
+    assert len(list(ddp.glob("events.out.tfevents.*"))) == 1  # rank 0 alone logs ...
+    assert sorted(p.name for p in ddp.glob("*.pth")) == [
+        "model_0000.pth",
+        "optimizer_0000.pth",
+        "scaler_0000.pth",
+        "scheduler_0000.pth",
+    ]  # ... and saves
