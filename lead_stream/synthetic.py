@@ -19,6 +19,7 @@ import lzma
 import math
 import os
 import pickle
+import pickletools
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -673,9 +674,43 @@ def _jpeg(rgbx: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(rgbx, quality=quality, colorspace="RGBX", colorsubsampling="420")
 
 
+_NUMPY2_MODULE_PREFIX = "numpy._core"
+
+
+def _numpy1_globals(payload: bytes) -> bytes:
+    """Rename numpy 2's pickle globals `numpy._core.*` to numpy 1.x's `numpy.core.*` (unframed result).
+
+    LEAD pins numpy 1.26.0, which has no `numpy._core` package, so a pickle written under numpy 2
+    (`numpy._core.numeric._frombuffer`, `numpy._core.multiarray.scalar` / `_reconstruct`) fails there with
+    ModuleNotFoundError. LEAD's real files, written under numpy 1.26, reference `numpy.core.*`, which numpy 2
+    still resolves (through its `numpy.core` shim). Only SHORT_BINUNICODE/BINUNICODE strings that start
+    with `numpy._core` are rewritten: in our metas and boxes those are always the module names that
+    STACK_GLOBAL consumes. FRAME opcodes are dropped (their lengths change); the caller re-frames.
+    """
+    if _NUMPY2_MODULE_PREFIX.encode() not in payload:
+        return payload
+    out: list[bytes] = []
+    ops = list(pickletools.genops(payload))
+    for (op, arg, pos), nxt in zip(ops, [o[2] for o in ops[1:]] + [len(payload)]):
+        if op.name == "FRAME":
+            continue
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE") and isinstance(arg, str) \
+                and arg.startswith(_NUMPY2_MODULE_PREFIX):
+            text = ("numpy.core" + arg[len(_NUMPY2_MODULE_PREFIX):]).encode("utf-8")
+            out.append(b"\x8c" + bytes([len(text)]) + text if len(text) < 256
+                       else b"X" + len(text).to_bytes(4, "little") + text)
+            continue
+        out.append(payload[pos:nxt])
+    return b"".join(out)
+
+
 def _lzma_pickle(obj: Any) -> bytes:
-    """LEAD's write_pickle: highest protocol, pickletools.optimize, xz container."""
-    payload = pickle.dumps(obj, protocol=5)   # LEAD also runs pickletools.optimize (size only; 10x slower)
+    """LEAD's write_pickle: protocol 5, pickletools.optimize, xz container; loadable under numpy 1.26.
+
+    Numpy globals are written with numpy 1.x names (`_numpy1_globals`) whatever numpy runs the generator,
+    and `pickletools.optimize` (as LEAD does) drops unused memo puts and re-frames the stream.
+    """
+    payload = pickletools.optimize(_numpy1_globals(pickle.dumps(obj, protocol=5)))
     return lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=LZMA_PRESET)
 
 

@@ -118,6 +118,22 @@ def test_files_use_lead_encodings(lead_root: Path) -> None:
     assert x.min() >= -32 and x.max() < 64 and y.min() >= -40 and y.max() < 40 and z.min() >= -1.3
 
 
+def test_pickles_load_under_numpy_1_26(lead_root: Path) -> None:
+    """LEAD pins numpy 1.26.0, which has no `numpy._core`: metas/boxes must name numpy 1.x globals only."""
+    import lzma
+    import pickletools
+
+    route = _usable(lead_root)[0]
+    for modality in ("metas", "bboxes"):
+        payload = lzma.decompress(layout.modality_path(route.path, modality, 7).read_bytes())
+        ops = list(pickletools.genops(payload))
+        assert ops[0][0].name == "PROTO" and ops[0][1] == 5
+        strings = {arg for op, arg, _ in ops if op.name in ("SHORT_BINUNICODE", "BINUNICODE")}
+        numpy_modules = {s for s in strings if isinstance(s, str) and s.startswith("numpy")}
+        assert numpy_modules and not any(s.startswith("numpy._core") for s in numpy_modules)
+        assert numpy_modules <= {"numpy", "numpy.core.numeric", "numpy.core.multiarray"}
+
+
 def test_meta_has_lead_keys_and_dtypes(lead_root: Path) -> None:
     route = _usable(lead_root)[0]
     meta = route.meta(NUM_FRAMES // 2)
