@@ -2,7 +2,7 @@
 
 Builds its own data (write_synthetic_lead → build_index → write_shards) in a temp dir, then measures in
 one process, one thread (`torch.set_num_threads(1)`), so every rate is per core:
-  loader     lead-stream `make_loader(num_workers=0)`: seek+read, lz4, chosen-variant JPEG, collate → Batch
+  loader     lead-stream `make_loader(num_workers=0)`: seek+read, chosen variant's JPEG + lz4 group, collate → Batch
   (a) decode simplejpeg.decode_jpeg of the same served camera images, already in memory
   (b) lead   LEAD-style: one xz-pickle file per (frame, variant) holding the JPEG + PNG-encoded arrays
              (LEAD §3.2), open + unpickle + PNG/JPEG decode + default_collate
@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from lead_stream.codecs import decode_lz4
+from lead_stream.codecs import decode_group
 from lead_stream.collate import variant_member
 from lead_stream.loader import LoaderConfig, make_loader
 from lead_stream.tar_reader import ShardFiles, split_members
@@ -118,27 +118,28 @@ def write_lead_style(
     cat = loader.catalog
     pairs = []
     for i, ((m, pert), (row, _)) in enumerate(zip(members, samples)):
-        v = lambda stem: m[variant_member(stem, pert)]  # noqa: E731
-        lidar16 = (decode_lz4(v("lidar_bev.lz4")).astype(np.float32) / 5 * 65535).astype(np.uint16)
-        bev = decode_lz4(v("bev_semantic.lz4"))
+        arrays = {k: np.ascontiguousarray(a) for k, a in
+                  decode_group(m["arrays.lz4"], "perturbated" if pert else "normal").items()}
+        lidar16 = (arrays["lidar_bev"].astype(np.float32) / 5 * 65535).astype(np.uint16)
+        bev = arrays["bev_semantic"]
         hdmap = np.zeros((256, 256), np.uint8)
         hdmap[48:208, 64:256] = np.minimum(bev[::2, ::2], 3)
         occupancy = np.zeros((1024, 1024), np.uint8)
         occupancy[352:672, 384:768] = np.where(bev > 3, bev - 3, 0)
         boxes = np.zeros((90, 9), np.float32)
-        raw_boxes = np.load(io.BytesIO(v("boxes.npy")))
+        raw_boxes = arrays["boxes"]
         boxes[: len(raw_boxes)] = raw_boxes
-        radar = np.load(io.BytesIO(v("radar.npy")))
+        radar = arrays["radar"]
         record = {
-            "image": v("rgb.jpg"),
+            "image": m[variant_member("rgb.jpg", pert)],
             "lidar_bev": _png(lidar16),
-            "semantic": _png(decode_lz4(v("semantic.lz4"))),
-            "depth": _png(decode_lz4(v("depth.lz4"))),
+            "semantic": _png(arrays["semantic"]),
+            "depth": _png(arrays["depth"]),
             "bev_semantic": _png(hdmap),
             "bev_occupancy": _png(occupancy),
             "bboxes": boxes,
             "radars": tuple(_savez(radar[radar[:, 4] == s, :4].astype(np.float16)) for s in range(4)),
-            "radar_detections": np.load(io.BytesIO(v("radar_detections.npy"))),
+            "radar_detections": arrays["radar_detections"],
         }
         path = out_dir / f"{i:06d}.pkl"
         with lzma.open(path, "wb") as handle:

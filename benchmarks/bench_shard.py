@@ -1,6 +1,6 @@
 """Shard cache build vs a LEAD-style persistent cache, on one synthetic tree, in one run.
 
-candidate: `write_shards` (lz4 members in WebDataset tars + Parquet manifest).
+candidate: `write_shards` (JPEGs + one lz4 array container per variant in WebDataset tars + Parquet manifest).
 baseline:  LEAD's persistent cache layout (LEAD_FORMAT §3.1-3.2): one xz (lzma) pickle per (frame, variant)
            under cache/<route>/<normal|perturbated>/NNNN.pkl holding the SAME preprocessed content encoded the
            LEAD way: original JPEG bytes, 16-bit PNG LiDAR (counts / 5 * 65535), PNG semantics / depth /
@@ -58,26 +58,24 @@ def _savez(array: np.ndarray) -> bytes:
 
 def lead_style_variant(frame: features.Frame, perturbated: bool) -> dict:
     """The LEAD persistent-cache payload of one (frame, variant) with our preprocessed content."""
-    value = {m.name.replace("_pert",
-                            ""): m.compute(frame) for m in features.MEMBERS if m.perturbated == perturbated
-             and m.name != "targets.json"}
-    lidar = (value["lidar_bev.lz4"].astype(np.float64) / LIDAR_HIST_MAX_COUNT * 65535).astype(np.uint16)
+    value = features.variant_arrays(frame, perturbated)
+    lidar = (value["lidar_bev"].astype(np.float64) / LIDAR_HIST_MAX_COUNT * 65535).astype(np.uint16)
     boxes = np.zeros((MAX_NUM_BBOXES, NUM_BOX_FIELDS), dtype=np.float32)
-    boxes[: len(value["boxes.npy"])] = value["boxes.npy"]
-    radar = value["radar.npy"]
+    boxes[: len(value["boxes"])] = value["boxes"]
+    radar = value["radar"]
     payload = {
-        "image": value["rgb.jpg"],
+        "image": frame.sensors(perturbated).rgb_jpeg,
         "lidar_bev": _png(lidar),
-        "semantic": _png(value["semantic.lz4"]),
-        "bev_semantic": _png(value["bev_semantic.lz4"]),
-        "depth": _png(value["depth.lz4"]),
+        "semantic": _png(value["semantic"]),
+        "bev_semantic": _png(value["bev_semantic"]),
+        "depth": _png(value["depth"]),
         "bboxes": boxes,
         "radars": tuple(_savez(radar[radar[:, 4] == i,
                                      :4].astype(np.float16)) for i in range(NUM_RADAR_SENSORS)),
-        "radar_detections": value["radar_detections.npy"],
+        "radar_detections": value["radar_detections"],
     }
     if not perturbated:
-        payload["targets"] = next(m for m in features.MEMBERS if m.name == "targets.json").compute(frame)
+        payload["targets"] = features.sample_targets(frame.inputs.meta)  # scalars + both variants' geometry
     return payload
 
 

@@ -1,27 +1,25 @@
-"""Raw sample members (CONTRACTS §3) → one `Batch`: decode the chosen variant straight into batch arrays.
+"""Raw sample members (`features` doc) → one `Batch`: decode the chosen variant straight into batch arrays.
 
-Per sample only the chosen variant's members are decoded (`rgb.jpg` or `rgb_pert.jpg`, ...), the
-JPEG directly into the batch's (B, H, W, 3) buffer. Boxes are padded to 90 rows (`num_boxes` counts
-the real ones); radar points go to their sensor's block of 75 rows (300 in all); LiDAR counts (0..5)
-become float32 count / 5 and depth bytes become metres once per batch, not per sample.
+Per sample only the chosen variant's members are decoded: its JPEG (`rgb.jpg` or `rgb_pert.jpg`) directly
+into the batch's (B, H, W, 3) buffer, its group of `arrays.lz4` (two small lz4 calls; the other variant's
+block is skipped) whose arrays are views written once into their batch slots (nibble-packed rasters are
+unpacked straight into the slot), and the small `targets.json`. Boxes are padded to 90 rows (`num_boxes` counts the
+real ones); radar points go to their sensor's block of 75 rows (300 in all, float16 widened to float32);
+LiDAR counts (0..5) become float32 count / 5 and depth bytes become metres once per batch, not per sample.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import json
-import math
-import struct
+import sys
 from dataclasses import dataclass
 
-import lz4.block
 import numpy as np
 import simplejpeg
 import torch
 
 from lead_stream.batch import Batch
-from lead_stream.codecs import LZ4_MAGIC
+from lead_stream.codecs import StoredArray, decode_group_stored, unpack_nibbles
 from lead_stream.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
@@ -41,21 +39,10 @@ from lead_stream.constants import (
     RGB_WIDTH_PX,
 )
 
-MEMBER_STEMS = (
-    "rgb.jpg",
-    "lidar_bev.lz4",
-    "semantic.lz4",
-    "depth.lz4",
-    "bev_semantic.lz4",
-    "boxes.npy",
-    "radar.npy",
-    "radar_detections.npy",
-)
-SHARED_MEMBERS = ("targets.json",)
+MEMBER_STEMS = ("rgb.jpg",)                     # one per variant: rgb.jpg, rgb_pert.jpg
+SHARED_MEMBERS = ("arrays.lz4", "targets.json")  # arrays.lz4 holds one group per variant
 _PERT = "_pert"
-_LZ4_HEADER = struct.Struct("<4sB B")  # codecs' lz4 header: magic, len(dtype str), ndim; then dtype, shape
-_SENSOR_IDS = np.arange(NUM_RADAR_SENSORS)
-_NUM_TARGET_VALUES = 3 * 2 + NUM_WAYPOINTS + 2 + NUM_WAYPOINTS * 2 + NUM_ROUTE_POINTS * 2
+_GROUPS = {False: "normal", True: "perturbated"}  # arrays.lz4 group of each sensor variant
 
 
 def variant_member(stem: str, perturbated: bool) -> str:
@@ -67,7 +54,7 @@ def variant_member(stem: str, perturbated: bool) -> str:
 
 
 def expected_members() -> frozenset[str]:
-    """Every member name a sample must have (both variants + targets.json)."""
+    """Every member name a sample must have (both variants' JPEGs, arrays.lz4, targets.json)."""
     names = {variant_member(stem, pert) for stem in MEMBER_STEMS for pert in (False, True)}
     return frozenset(names | set(SHARED_MEMBERS))
 
@@ -80,45 +67,15 @@ def command_one_hot(command: int) -> int:
     return command if 0 <= command < NUM_COMMANDS else 3
 
 
-@functools.lru_cache(maxsize=4096)
-def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]]:
-    fields = ast.literal_eval(header.decode("latin1"))
-    dtype = np.dtype(fields["descr"])
-    if fields["fortran_order"] or dtype.hasobject:
-        raise ValueError(f"unsupported .npy header {fields}")
-    return dtype, tuple(fields["shape"])
-
-
-def _npy(payload: bytes | memoryview) -> np.ndarray:
-    """A read-only view of a C-order, non-object .npy payload (header parse cached: no per-call eval)."""
-    head = bytes(payload[:12])
-    if head[:6] != b"\x93NUMPY":
-        raise ValueError("not an .npy payload (bad magic)")
-    start = 10 if head[6] == 1 else 12
-    length = int.from_bytes(head[8:start], "little")
-    dtype, shape = _npy_header(bytes(payload[start : start + length]))
-    return np.frombuffer(payload, dtype=dtype, count=math.prod(shape), offset=start + length).reshape(shape)
-
-
-@functools.lru_cache(maxsize=256)
-def _lz4_header(head: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
-    """(dtype, shape, payload offset) of a lead-stream lz4 header (`codecs.encode_lz4`) (cached)."""
-    magic, dtype_len, ndim = _LZ4_HEADER.unpack_from(head, 0)
-    if magic != LZ4_MAGIC:
-        raise ValueError(f"not a lead-stream lz4 array (magic {magic!r})")
-    pos = _LZ4_HEADER.size
-    dtype = np.dtype(head[pos : pos + dtype_len].decode("ascii"))
-    pos += dtype_len
-    shape = struct.unpack_from(f"<{ndim}Q", head, pos)
-    return dtype, shape, pos + 8 * ndim
-
-
-def _lz4(payload: memoryview | bytes) -> np.ndarray:
-    """`codecs.decode_lz4` for a payload view, without copying the compressed bytes."""
-    view = memoryview(payload)
-    dtype_len, ndim = view[4], view[5]
-    dtype, shape, pos = _lz4_header(bytes(view[: _LZ4_HEADER.size + dtype_len + 8 * ndim]))
-    return np.frombuffer(lz4.block.decompress(view[pos:]), dtype=dtype).reshape(shape)
+def _into(arrays: dict[str, StoredArray], name: str, out: np.ndarray) -> None:
+    """Write container array `name` into its batch slot (nibbles unpacked there; no intermediate array)."""
+    stored = arrays[name]
+    if stored.shape != out.shape:
+        raise ValueError(f"array {name!r} has shape {stored.shape}, expected {out.shape}")
+    if stored.filters == ("nibble",):
+        unpack_nibbles(stored.data, out=out)
+    else:
+        out[...] = stored.restore()
 
 
 @dataclass
@@ -147,8 +104,18 @@ class BatchBuffers:
         self.flags = np.zeros((b, 3), np.bool_)  # brake, planning_valid, perturbated
         self.frame_idx = np.zeros(b, np.int64)
         self.bucket_idx = np.zeros(b, np.int64)
+        self.lidar_bev = np.empty((b, 1, BEV_HEIGHT_PX, BEV_WIDTH_PX), np.float32)  # to_batch's outputs
+        self.depth_m = np.empty((b, DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX), np.float32)
         self.route_id: list[str] = [""] * b
         self.current_member = ""
+
+    def unreferenced(self) -> bool:
+        """True when no tensor of a previous `to_batch` still uses these arrays (safe to refill)."""
+        for value in vars(self).values():
+            # 3 references = this object's attribute, the loop variable and getrefcount's argument
+            if isinstance(value, np.ndarray) and sys.getrefcount(value) > 3:
+                return False
+        return True
 
     def fill(self, i: int, members: dict[str, bytes], *, perturbated: bool) -> None:
         """Decode sample `i`'s chosen variant into row i; `current_member` names the member on error."""
@@ -157,78 +124,52 @@ class BatchBuffers:
         rgb = simplejpeg.decode_jpeg(members[name], colorspace="RGB", buffer=self.rgb[i])
         if rgb.shape != self.rgb.shape[1:]:
             raise ValueError(f"decodes to {rgb.shape}, expected {self.rgb.shape[1:]}")
-        for stem, out in (
-            ("lidar_bev", self.lidar),
-            ("semantic", self.semantic),
-            ("depth", self.depth),
-            ("bev_semantic", self.bev_semantic),
-        ):
-            self.current_member = name = f"{stem}{sfx}.lz4"
-            out[i] = _lz4(members[name])
-        self.current_member = name = f"boxes{sfx}.npy"
-        boxes = _npy(members[name])
+        self.current_member = name = "arrays.lz4"
+        arrays = decode_group_stored(members[name], _GROUPS[perturbated])
+        _into(arrays, "lidar_bev", self.lidar[i])
+        _into(arrays, "semantic", self.semantic[i])
+        _into(arrays, "depth", self.depth[i])
+        _into(arrays, "bev_semantic", self.bev_semantic[i])
+        boxes = arrays["boxes"].restore()
         if boxes.ndim != 2 or boxes.shape[0] > MAX_NUM_BBOXES or boxes.shape[1] != NUM_BOX_FIELDS:
-            raise ValueError(f"shape {boxes.shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
-        self.boxes[i] = 0.0
+            raise ValueError(f"boxes shape {boxes.shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
         self.boxes[i, : boxes.shape[0]] = boxes
+        self.boxes[i, boxes.shape[0] :] = 0.0
         self.num_boxes[i] = boxes.shape[0]
-        self.current_member = name = f"radar{sfx}.npy"
-        self._fill_radar(i, _npy(members[name]))
-        self.current_member = name = f"radar_detections{sfx}.npy"
-        detections = _npy(members[name])
-        if detections.shape != self.radar_detections.shape[1:]:
-            raise ValueError(f"shape {detections.shape}, expected {self.radar_detections.shape[1:]}")
-        self.radar_detections[i] = detections
+        self._fill_radar(i, arrays["radar"].restore())
+        _into(arrays, "radar_detections", self.radar_detections[i])
+        _into(arrays, "target_point", self.points[i, 0])
+        _into(arrays, "target_point_previous", self.points[i, 1])
+        _into(arrays, "target_point_next", self.points[i, 2])
+        _into(arrays, "future_waypoints", self.waypoints[i])
+        _into(arrays, "future_yaws_rad", self.yaws[i])
+        _into(arrays, "route", self.route[i])
         self.current_member = name = "targets.json"
         self._fill_targets(i, json.loads(bytes(members[name])), perturbated)
 
     def _fill_radar(self, i: int, points: np.ndarray) -> None:
         if points.ndim != 2 or points.shape[1] != 5:
-            raise ValueError(f"shape {points.shape}, expected (n, 5)")
-        self.radar[i] = 0.0
+            raise ValueError(f"radar shape {points.shape}, expected (n, 5)")
+        row = self.radar[i]
+        row[...] = 0.0
         if not points.shape[0]:
             return
         sensor = points[:, 4].astype(np.intp)
-        if (sensor[1:] < sensor[:-1]).any():  # shards store points grouped by sensor; sort otherwise
-            order = np.argsort(sensor, kind="stable")
-            sensor, points = sensor[order], points[order]
-        ends = np.searchsorted(sensor, _SENSOR_IDS, side="right").tolist()
-        if sensor[0] < 0 or ends[-1] != sensor.shape[0]:
+        counts = np.bincount(sensor, minlength=NUM_RADAR_SENSORS)  # ValueError on a negative id
+        if counts.shape[0] != NUM_RADAR_SENSORS:
             raise ValueError(f"sensor ids outside 0..{NUM_RADAR_SENSORS - 1}")
+        if (sensor[1:] < sensor[:-1]).any():  # shards store points grouped by sensor; sort otherwise
+            points = points[np.argsort(sensor, kind="stable")]
         start = 0
-        for sensor_id, end in enumerate(ends):
-            if end - start > MAX_RADAR_POINTS_PER_SENSOR:
-                raise ValueError(
-                    f"{end - start} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})"
-                )
-            row = sensor_id * MAX_RADAR_POINTS_PER_SENSOR
-            self.radar[i, row : row + end - start] = points[start:end]
-            start = end
+        for sensor_id, count in enumerate(counts.tolist()):
+            if count > MAX_RADAR_POINTS_PER_SENSOR:
+                raise ValueError(f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
+            slot = sensor_id * MAX_RADAR_POINTS_PER_SENSOR
+            row[slot : slot + count] = points[start : start + count]
+            start += count
 
     def _fill_targets(self, i: int, targets: dict, perturbated: bool) -> None:
-        geo = targets["perturbated" if perturbated else "normal"]
-        flat = [
-            *geo["target_point"],
-            *geo["target_point_previous"],
-            *geo["target_point_next"],
-            *geo["future_yaws_rad"],
-            targets["speed_mps"],
-            targets["target_speed_mps"],
-        ]
-        for point in geo["future_waypoints"]:
-            flat.extend(point)
-        for point in geo["route"]:
-            flat.extend(point)
-        values = np.array(flat, dtype=np.float32)  # one conversion instead of one per field
-        if values.shape[0] != _NUM_TARGET_VALUES:
-            raise ValueError(
-                f"{values.shape[0]} numbers, expected {_NUM_TARGET_VALUES} (8 waypoints, 10 route points)"
-            )
-        self.points[i].flat = values[:6]
-        self.yaws[i] = values[6:14]
-        self.scalars[i] = values[14:16]
-        self.waypoints[i].flat = values[16:32]
-        self.route[i].flat = values[32:]
+        self.scalars[i] = (targets["speed_mps"], targets["target_speed_mps"])
         self.commands[i] = 0.0
         self.commands[i, 0, command_one_hot(int(targets["command"]))] = 1.0
         self.commands[i, 1, command_one_hot(int(targets["next_command"]))] = 1.0
@@ -261,10 +202,13 @@ class BatchBuffers:
         self.route_id[dst] = self.route_id[src]
 
     def to_batch(self) -> Batch:
-        """Wrap the arrays as tensors (no copy except the float conversions of LiDAR and depth)."""
+        """Wrap the arrays as tensors (no copy except the float conversions of LiDAR and depth).
+
+        The tensors share memory with these arrays: refill only when `unreferenced()` (`BufferPool`).
+        """
         t = torch.from_numpy
-        lidar = np.divide(self.lidar[:, None], np.float32(LIDAR_HIST_MAX_COUNT), dtype=np.float32)  # one pass
-        depth = np.multiply(self.depth, np.float32(DEPTH_MAX_M / 255.0), dtype=np.float32)
+        lidar = np.divide(self.lidar[:, None], np.float32(LIDAR_HIST_MAX_COUNT), out=self.lidar_bev, dtype=np.float32)
+        depth = np.multiply(self.depth, np.float32(DEPTH_MAX_M / 255.0), out=self.depth_m, dtype=np.float32)
         return Batch(
             rgb=t(self.rgb).permute(0, 3, 1, 2),  # (B, 3, H, W) view in channels_last memory format
             lidar_bev=t(lidar),
@@ -292,3 +236,28 @@ class BatchBuffers:
             bucket_idx=t(self.bucket_idx),
             route_id=list(self.route_id),
         )
+
+
+class BufferPool:
+    """Recycles `BatchBuffers` once no consumer holds a tensor of theirs.
+
+    Filling a fresh ~20 MB batch costs page faults and cache misses on every byte; a recycled one is warm.
+    A buffer set is refilled only when `unreferenced()`, so a batch the trainer still holds is never
+    overwritten; when none is free a new set is made (kept if the pool has room).
+    """
+
+    def __init__(self, max_buffers: int = 3) -> None:
+        self.max_buffers = max_buffers
+        self._buffers: list[BatchBuffers] = []
+
+    def take(self, size: int) -> BatchBuffers:
+        """A buffer set for `size` samples whose previous batch nobody references, else a new one."""
+        for buffers in self._buffers:
+            if buffers.size == size and buffers.unreferenced():
+                buffers.route_id = [""] * size
+                buffers.current_member = ""
+                return buffers
+        buffers = BatchBuffers(size)
+        if len(self._buffers) < self.max_buffers:
+            self._buffers.append(buffers)
+        return buffers

@@ -153,17 +153,12 @@ def render_sample(key: str, members: dict[str, bytes], *, perturbated: bool = Fa
         KeyError: a needed member is missing.
     """
     suffix = "_pert" if perturbated else ""
-
-    def get(stem: str, ext: str) -> Any:
-        name = f"{stem}{suffix}.{ext}"
-        return features.decode_member(name, members[name])
-
-    rgb = get("rgb", "jpg")
-    lidar = get("lidar_bev", "lz4")
-    bev = get("bev_semantic", "lz4")
-    boxes = get("boxes", "npy")
+    rgb = features.decode_member(f"rgb{suffix}.jpg", members[f"rgb{suffix}.jpg"])
+    variant_name = "perturbated" if perturbated else "normal"
+    arrays = features.decode_member("arrays.lz4", members["arrays.lz4"])[variant_name]
+    lidar, bev, boxes = arrays["lidar_bev"], arrays["bev_semantic"], arrays["boxes"]
     targets = features.decode_member("targets.json", members["targets.json"])
-    variant = targets["perturbated" if perturbated else "normal"]
+    variant = {name: arrays[name] for name in ("target_point", "future_waypoints", "route")}
     waypoints = np.asarray(variant["future_waypoints"], dtype=np.float64)
     route = np.asarray(variant["route"], dtype=np.float64)
     target_point = np.asarray(variant["target_point"], dtype=np.float64)

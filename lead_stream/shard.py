@@ -7,7 +7,8 @@ Output: `<data_root>/cache/<pipeline_id>/shard-NNNNNN.tar`, `journal/`, `samples
 Each selected frame (union of the configured bucket collections) becomes one sample keyed
 "<route_id>/<frame_idx:04d>" ('.' → '_') with the members of `features.MEMBERS`. Shards never mix routes,
 so an unchanged route keeps its shards on a rebuild. Write order per shard: `*.tar.tmp` → its journal entry
-`journal/shard-NNNNNN.json` → rename to `shard-NNNNNN.tar`; after a route's last shard its record
+`journal/shard-NNNNNN.json` (the shard's row + its samples' rows as columns) → rename to
+`shard-NNNNNN.tar`; after a route's last shard its record
 `journal/route-<hash>.json` is written. A kill therefore leaves only `*.tmp` files and shards that have a
 journal entry; the next run deletes the tmp files and the shards of unfinished routes, rebuilds those
 routes and reuses every finished route whose index fingerprint and frame set are unchanged.
@@ -375,6 +376,29 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+JOURNAL_COLUMNS = ("frame_idx", "offset", "size_bytes", "sha256", "planning_valid")
+
+
+def _journal_entry(shard_row: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """A shard's journal entry: its shards row + its samples' rows as columns (a shard holds one route, so
+    route_id, fingerprint, shard name and key are stored once / derived, not repeated per sample)."""
+    assert all(row["route_id"] == shard_row["route_id"] for row in samples), "a shard holds one route"
+    return {"shard": shard_row, "columns": {name: [row[name] for row in samples] for name in JOURNAL_COLUMNS}}
+
+
+def _read_shard_entry(path: Path) -> dict[str, Any] | None:
+    """A shard journal entry with its sample rows expanded (as `samples.parquet` stores them); None if unreadable."""
+    entry = _read_json(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("columns"), dict):
+        return None  # unreadable or another layout: treated like a missing entry (the shard is rebuilt)
+    shard_row, columns = entry["shard"], entry["columns"]
+    route_id = shard_row["route_id"]
+    common = {"route_id": route_id, "shard": shard_row["shard"], "route_fingerprint": shard_row["route_fingerprint"]}
+    samples = [{"key": sample_key(route_id, values[0]), **dict(zip(JOURNAL_COLUMNS, values)), **common}
+               for values in zip(*(columns[name] for name in JOURNAL_COLUMNS))]
+    return {"shard": shard_row, "samples": samples}
+
+
 def _load_journal(cache_dir: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """(route_id → route record, shard name → shard journal entry) of finished work in `cache_dir`."""
     records, shard_entries = {}, {}
@@ -386,7 +410,7 @@ def _load_journal(cache_dir: Path) -> tuple[dict[str, dict], dict[str, dict]]:
         if record is not None:
             records[record["route_id"]] = record
     for path in sorted(journal.glob("shard-*.json")):
-        entry = _read_json(path)
+        entry = _read_shard_entry(path)
         if entry is not None:
             shard_entries[entry["shard"]["shard"]] = entry
     return records, shard_entries
@@ -526,9 +550,8 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
                 shard_row = {"shard": name, "route_id": route.route_id, "route_fingerprint": fingerprint,
                              "num_samples": len(tmp.samples), "size_bytes": tmp.size_bytes,
                              "sha256": tmp.sha256}
-                samples = [{**row, "shard": name, "route_fingerprint": fingerprint} for row in tmp.samples]
                 atomic_write_text(_shard_journal_path(cache_dir, name),
-                                  json.dumps({"shard": shard_row, "samples": samples}, sort_keys=True))
+                                  json.dumps(_journal_entry(shard_row, tmp.samples), sort_keys=True))
                 os.replace(tmp.tmp_path, cache_dir / name)
                 _after_shard_renamed(cache_dir / name)
                 state["shards"].append(name)
@@ -574,7 +597,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
 def _record_samples(cache_dir: Path, record: dict) -> int:
     total = 0
     for shard in record["shards"]:
-        entry = _read_json(_shard_journal_path(cache_dir, shard))
+        entry = _read_shard_entry(_shard_journal_path(cache_dir, shard))
         total += len(entry["samples"]) if entry else 0
     return total
 

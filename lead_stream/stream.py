@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import resource
+import struct
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lead_stream import sampling
 from lead_stream.batch import Batch
 from lead_stream.catalog import Catalog
-from lead_stream.collate import BatchBuffers
+from lead_stream.collate import BatchBuffers, BufferPool
 from lead_stream.errors import ConfigError, LeadFormatError
 from lead_stream.tar_reader import ShardFiles, split_members
 
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
     from lead_stream.loader import LoaderConfig
 
 _LOG = logging.getLogger(__name__)
-_DECODE_ERRORS = (KeyError, ValueError, TypeError, EOFError, IndexError, lz4.block.LZ4BlockError)
+_DECODE_ERRORS = (
+    KeyError, ValueError, TypeError, EOFError, IndexError, struct.error, zlib.error, lz4.block.LZ4BlockError
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class PlanStream(IterableDataset):
         self.catalog, self.config, self.locations = catalog, config, locations
         self.rank, self.world_size, self.control = rank, world_size, control
         self._files: ShardFiles | None = None
+        self._pool = BufferPool()
         self._files_pid = 0
         self._rss_start_mb = 0.0
         self._epochs: dict[str, Epoch] = {}
@@ -138,6 +143,7 @@ class PlanStream(IterableDataset):
         if self._files is None or self._files_pid != os.getpid():  # never share handles across a fork
             self._files_pid = os.getpid()
             self._rss_start_mb = _peak_rss_mb()
+            self._pool = BufferPool()  # never refill arrays a parent process handed out
             self._files = ShardFiles(
                 self.locations,
                 local_cache_dir=self.config.local_cache_dir,
@@ -171,7 +177,7 @@ class PlanStream(IterableDataset):
     def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
         cat = self.catalog
         rows = epoch.slot_rows[slots]
-        buffers = BatchBuffers(len(rows))
+        buffers = self._pool.take(len(rows))
         bad: list[int] = []
         order = np.lexsort((cat.sample_offset[rows], cat.sample_shard[rows]))  # group reads by shard
         for i in order.tolist():

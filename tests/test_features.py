@@ -12,11 +12,26 @@ from lead_stream import features as F
 from lead_stream import geometry as G
 from lead_stream.constants import BoxClass, BoxField
 
-CONTRACT_MEMBERS = (
-    "rgb.jpg", "rgb_pert.jpg", "lidar_bev.lz4", "lidar_bev_pert.lz4", "semantic.lz4", "semantic_pert.lz4",
-    "depth.lz4", "depth_pert.lz4", "bev_semantic.lz4", "bev_semantic_pert.lz4", "boxes.npy", "boxes_pert.npy",
-    "radar.npy", "radar_pert.npy", "radar_detections.npy", "radar_detections_pert.npy", "targets.json",
-)
+CONTRACT_MEMBERS = ("arrays.lz4", "rgb.jpg", "rgb_pert.jpg", "targets.json")
+CONTRACT_ARRAYS = {  # name → (dtype, shape; None = rows vary)
+    "lidar_bev": (np.uint8, (320, 384)), "semantic": (np.uint8, (384, 1152)), "depth": (np.uint8, (96, 288)),
+    "bev_semantic": (np.uint8, (320, 384)), "boxes": (np.float32, (None, 9)), "radar": (np.float16, (None, 5)),
+    "radar_detections": (np.float32, (20, 4)), "target_point": (np.float32, (2,)),
+    "target_point_previous": (np.float32, (2,)), "target_point_next": (np.float32, (2,)),
+    "future_waypoints": (np.float32, (8, 2)), "future_yaws_rad": (np.float32, (8,)),
+    "route": (np.float32, (10, 2)),
+}
+
+
+def assert_groups_equal(decoded: dict, expected: dict) -> None:
+    """Bit-exact equality of two {group: {array name: array}} dicts (dtype, shape, values)."""
+    assert list(decoded) == list(expected)
+    for group, arrays in expected.items():
+        assert list(decoded[group]) == list(arrays), group
+        for name, array in arrays.items():
+            got = decoded[group][name]
+            assert got.dtype == array.dtype and got.shape == array.shape, (group, name)
+            np.testing.assert_array_equal(got, array, err_msg=f"{group}/{name}")
 
 
 def _car(x: float, y: float, **extra) -> dict:
@@ -87,31 +102,28 @@ def test_every_member_decodes_to_what_preprocessing_produced(frame_inputs):
         elif member.kind == "json":
             assert F.decode_member(member.name, sample[member.name]) == expected
         else:
-            decoded = F.decode_member(member.name, sample[member.name])
-            assert decoded.dtype == expected.dtype and decoded.shape == expected.shape, member.name
-            np.testing.assert_array_equal(decoded, expected, err_msg=member.name)
+            assert_groups_equal(F.decode_member(member.name, sample[member.name]), expected)
 
 
 def test_member_shapes_and_dtypes_follow_the_contract(frame_inputs):
     sample = {name: F.decode_member(name, payload) for name, payload in F.build_sample(frame_inputs).items()
               if not name.endswith(".jpg")}
-    for suffix in ("", "_pert"):
-        assert sample[f"lidar_bev{suffix}.lz4"].shape == (320,
-                                                          384) and sample[f"lidar_bev{suffix}.lz4"].max() <= 5
-        assert sample[f"semantic{suffix}.lz4"].shape == (384, 1152)
-        assert sample[f"depth{suffix}.lz4"].shape == (96,
-                                                      288) and sample[f"depth{suffix}.lz4"].dtype == np.uint8
-        bev = sample[f"bev_semantic{suffix}.lz4"]
-        assert bev.dtype == np.uint8 and bev.max() <= 12
-        assert sample[f"boxes{suffix}.npy"].shape == (3,
-                                                      9) and sample[f"boxes{suffix}.npy"].dtype == np.float32
-        assert sample[f"radar{suffix}.npy"].shape[1] == 5
-        assert sample[f"radar_detections{suffix}.npy"].shape == (20, 4)
+    assert list(sample["arrays.lz4"]) == list(F.VARIANTS) == ["normal", "perturbated"]
+    for variant, arrays in sample["arrays.lz4"].items():
+        assert list(arrays) == list(CONTRACT_ARRAYS) == list(F.ARRAY_NAMES)
+        for name, (dtype, shape) in CONTRACT_ARRAYS.items():
+            array = arrays[name]
+            assert array.dtype == dtype and array.ndim == len(shape), (variant, name)
+            assert all(want is None or got == want for got, want in zip(array.shape, shape)), (variant, name)
+        assert arrays["lidar_bev"].max() <= 5 and arrays["bev_semantic"].max() <= 12
+        assert arrays["boxes"].shape == (3, 9)
+        assert set(arrays["radar"][:, 4].tolist()) <= {0, 1, 2, 3}
     targets = sample["targets.json"]
-    for variant in ("normal", "perturbated"):
-        assert np.asarray(targets[variant]["future_waypoints"]).shape == (8, 2)
-        assert np.asarray(targets[variant]["future_yaws_rad"]).shape == (8,)
-        assert np.asarray(targets[variant]["route"]).shape == (10, 2)
+    assert "normal" not in targets and "perturbated" not in targets   # per-variant geometry is in arrays.lz4
+    assert targets["speed_mps"] == 4.0 and targets["command"] == 4 and targets["planning_valid"] is True
+    normal = F.sample_targets(frame_inputs.meta)["normal"]
+    np.testing.assert_array_equal(sample["arrays.lz4"]["normal"]["future_waypoints"],
+                                  np.asarray(normal["future_waypoints"], dtype=np.float32))
 
 
 def test_lz4_members_use_high_compression_but_decode_with_codecs():
@@ -240,7 +252,7 @@ def test_radar_points_are_cropped_capped_and_tagged():
              "radar4": np.array([[-32, 40, 0, 1]])}
     radar = {name: points.astype(np.float16) for name, points in radar.items()}
     out = F.radar_points(radar)
-    assert out.shape == (76, 5) and out.dtype == np.float32
+    assert out.shape == (76, 5) and out.dtype == np.float16          # LEAD's radar dtype: exact
     assert (out[:75, 4] == 0).all() and out[75, 4] == 3
 
 

@@ -12,8 +12,9 @@ import pytest
 import simplejpeg
 import torch
 
+from lead_stream import codecs
 from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch
-from lead_stream.codecs import decode_lz4, decode_npy
+from lead_stream.codecs import decode_group
 from lead_stream.collate import BatchBuffers, command_one_hot
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import LoaderConfig, StreamingLoader, build_epoch, make_loader
@@ -73,20 +74,35 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
         members = read_sample_members(
             manifest.shard_path(sample["shard"]), sample["offset"], sample["size_bytes"]
         )
-        sfx = "_pert" if bool(batch.perturbated[i]) else ""
+        pert = bool(batch.perturbated[i])
+        sfx = "_pert" if pert else ""
         rgb = simplejpeg.decode_jpeg(members[f"rgb{sfx}.jpg"], colorspace="RGB")
         assert torch.equal(batch.rgb[i], torch.from_numpy(rgb).permute(2, 0, 1))
-        lidar = decode_lz4(members[f"lidar_bev{sfx}.lz4"]).astype(np.float32) / 5
-        torch.testing.assert_close(batch.lidar_bev[i, 0], torch.from_numpy(lidar))
-        boxes = decode_npy(members[f"boxes{sfx}.npy"])
+        arrays = codecs.decode("lz4", members["arrays.lz4"])["perturbated" if pert else "normal"]
+        targets = json.loads(members["targets.json"])
+
+        def same(got: torch.Tensor, want: np.ndarray) -> None:  # bit-exact, dtype included
+            assert torch.equal(got, torch.from_numpy(np.array(want)))
+
+        same(batch.lidar_bev[i, 0], np.divide(arrays["lidar_bev"], np.float32(5), dtype=np.float32))
+        same(batch.semantic[i], arrays["semantic"])
+        same(batch.bev_semantic[i], arrays["bev_semantic"])
+        same(batch.depth_m[i], np.multiply(arrays["depth"], np.float32(50 / 255), dtype=np.float32))
+        boxes = arrays["boxes"]
         assert int(batch.num_boxes[i]) == len(boxes)
-        torch.testing.assert_close(batch.boxes[i, : len(boxes)], torch.from_numpy(boxes))
+        same(batch.boxes[i, : len(boxes)], boxes)
         assert not batch.boxes[i, len(boxes) :].any()
-        radar = decode_npy(members[f"radar{sfx}.npy"])
-        assert int((batch.radar[i].abs().sum(-1) > 0).sum()) == int((np.abs(radar).sum(-1) > 0).sum())
-        torch.testing.assert_close(
-            batch.depth_m[i], torch.from_numpy(decode_lz4(members[f"depth{sfx}.lz4"]) / 255 * 50).float()
-        )
+        radar = np.zeros((300, 5), np.float32)
+        for sensor in range(4):
+            points = arrays["radar"][arrays["radar"][:, 4] == sensor]
+            radar[75 * sensor : 75 * sensor + len(points)] = points
+        same(batch.radar[i], radar)
+        same(batch.radar_detections[i], arrays["radar_detections"])
+        for name in ("target_point", "target_point_previous", "target_point_next", "future_waypoints",
+                     "future_yaws_rad", "route"):
+            same(getattr(batch, name)[i], arrays[name])
+        assert float(batch.speed_mps[i]) == np.float32(targets["speed_mps"])
+        assert bool(batch.planning_valid[i]) == targets["planning_valid"]
 
 
 def test_epoch_serves_the_plan_with_padding_counted(sharded_root: Path) -> None:
@@ -218,8 +234,10 @@ def test_pipe_url_shards_are_downloaded_once_and_read_the_same(sharded_root: Pat
     assert copies and not [p for p in copies if p.name.endswith(".tmp")]
 
 
-def _corrupt_one_sample(sharded_root: Path, tmp_path: Path) -> tuple[Path, str]:
-    """A copy of the cache whose first pretrain sample has a garbled targets.json; returns (cache, key)."""
+def _corrupt_one_sample(
+    sharded_root: Path, tmp_path: Path, member: str = "targets.json", skip: int = 0
+) -> tuple[Path, str]:
+    """A copy of the cache whose first pretrain sample has a garbled `member` (bytes from `skip` on)."""
     source = resolve_cache_dir(sharded_root)
     cache_dir = tmp_path / source.name
     shutil.copytree(source, cache_dir)
@@ -231,8 +249,8 @@ def _corrupt_one_sample(sharded_root: Path, tmp_path: Path) -> tuple[Path, str]:
     with open(cache_dir / sample["shard"], "r+b") as handle:
         handle.seek(sample["offset"])
         blob = handle.read(sample["size_bytes"])
-        header_at = blob.index(f"{sample['key']}.targets.json".encode())
-        handle.seek(sample["offset"] + header_at + 512)
+        header_at = blob.index(f"{sample['key']}.{member}".encode())
+        handle.seek(sample["offset"] + header_at + 512 + skip)
         handle.write(b"\xff{{{")
     return cache_dir, sample["key"]
 
@@ -357,19 +375,48 @@ def test_unknown_bucket_in_the_mixture_is_a_config_error(sharded_root: Path) -> 
         make_loader(sharded_root, config=LoaderConfig(num_workers=0, mixture={"nope": 1.0}))
 
 
-@pytest.mark.parametrize(
-    "array",
-    [
-        np.arange(12, dtype=np.uint8).reshape(3, 4),
-        np.zeros((320, 384), np.uint8),
-        np.ones((2, 3, 4), np.float32),
-    ],
-    ids=["uint8-3x4", "bev-zeros", "float32-3d"],
-)
-def test_view_lz4_decoder_matches_the_codec(array: np.ndarray) -> None:
-    from lead_stream.codecs import encode_lz4
-    from lead_stream.collate import _lz4
+def test_chosen_group_decodes_from_a_tar_view_like_from_bytes(sharded_root: Path) -> None:
+    manifest = read_manifest(resolve_cache_dir(sharded_root))
+    sample = manifest.samples.row(0, named=True)
+    with open(manifest.shard_path(sample["shard"]), "rb") as handle:
+        handle.seek(sample["offset"])
+        blob = handle.read(sample["size_bytes"])
+    view = split_members(blob, shard="s", key=sample["key"])["arrays.lz4"]
+    assert isinstance(view, memoryview)
+    for group in ("normal", "perturbated"):
+        from_view = decode_group(view, group)
+        from_bytes = codecs.decode("lz4", bytes(view))[group]
+        assert list(from_view) == list(from_bytes)
+        for name, array in from_bytes.items():
+            assert from_view[name].dtype == array.dtype and np.array_equal(from_view[name], array), name
 
-    payload = encode_lz4(array)
-    decoded = _lz4(memoryview(payload)[:])
-    assert decoded.dtype == array.dtype and np.array_equal(decoded, decode_lz4(payload))
+
+def test_a_held_batch_is_never_overwritten_by_recycled_buffers(sharded_root: Path) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=4, num_workers=0))
+    batches = iter(loader)
+    held = next(batches)
+    snapshot = {name: getattr(held, name).clone() for name in BATCH_TENSOR_FIELDS}
+    later = [next(batches) for _ in range(3)]
+    for name, value in snapshot.items():
+        assert torch.equal(getattr(held, name), value), name
+    assert held.rgb.data_ptr() not in {b.rgb.data_ptr() for b in later}
+    del held, later                                       # released: the next batches reuse warm buffers
+    assert next(batches).size == 4
+
+
+def test_buffer_pool_recycles_only_unreferenced_buffers() -> None:
+    from lead_stream.collate import BufferPool
+
+    pool = BufferPool(max_buffers=2)
+    first = pool.take(2)
+    batch = first.to_batch()
+    assert pool.take(2) is not first                      # its tensors are alive
+    del batch
+    assert pool.take(2) is first
+
+
+def test_a_garbled_array_container_is_a_format_error_naming_the_member(sharded_root: Path, tmp_path: Path) -> None:
+    cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path, member="arrays.lz4")  # breaks the magic
+    loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=0), cache_dir=cache_dir)
+    with pytest.raises(LeadFormatError, match=rf"{key}.*arrays\.lz4"):
+        list(loader)

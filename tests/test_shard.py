@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from lead_stream import features, shard
+from lead_stream import codecs, features, shard
 from lead_stream.errors import LeadFormatError
 from lead_stream.index import IndexConfig, build_index, read_bucket_members
 from lead_stream.manifest import (
@@ -77,8 +77,13 @@ def test_stored_members_round_trip_bit_exact_to_preprocessing(sharded_root, mani
                 assert features.decode_member(member.name, stored[member.name]) == expected
             else:
                 decoded = features.decode_member(member.name, stored[member.name])
-                assert decoded.dtype == expected.dtype
-                np.testing.assert_array_equal(decoded, expected, err_msg=member.name)
+                assert list(decoded) == list(expected) == list(features.VARIANTS)
+                for variant, arrays in expected.items():
+                    assert list(decoded[variant]) == list(arrays)
+                    for name, array in arrays.items():
+                        got = decoded[variant][name]
+                        assert got.dtype == array.dtype and got.shape == array.shape, (variant, name)
+                        np.testing.assert_array_equal(got, array, err_msg=f"{variant}/{name}")
 
 
 def test_offsets_let_a_reader_seek_to_every_sample(manifest):
@@ -96,8 +101,12 @@ def test_plain_webdataset_reads_keys_and_fields(manifest):
     assert set(seen) == set(manifest.samples["key"].to_list())
     assert all(fields == sorted(features.MEMBER_NAMES) for fields in seen.values())
     decoded = next(iter(wds.WebDataset(urls[:1], shardshuffle=False).decode("rgb8")))
-    assert decoded["rgb.jpg"].shape == (384, 1152, 3) and decoded["boxes.npy"].shape[1] == 9
-    assert isinstance(decoded["targets.json"], dict)
+    assert decoded["rgb.jpg"].shape == (384, 1152, 3) and decoded["rgb_pert.jpg"].shape == (384, 1152, 3)
+    assert isinstance(decoded["targets.json"], dict) and "speed_mps" in decoded["targets.json"]
+    assert isinstance(decoded["arrays.lz4"], bytes)                  # no built-in lz4 decoder: our codec reads it
+    arrays = codecs.decode("lz4", decoded["arrays.lz4"])
+    assert list(arrays) == ["normal", "perturbated"]
+    assert arrays["perturbated"]["boxes"].shape[1] == 9 and arrays["normal"]["semantic"].shape == (384, 1152)
 
 
 def test_tarfile_sees_sorted_reproducible_ustar_members(manifest):
