@@ -318,7 +318,8 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     kwargs = {"num_routes": 1, "num_frames": 2, "num_rejected": 1}
     first = write_synthetic_lead(tmp_path / "a", seed=5, workers=1, **kwargs)
-    monkeypatch.setattr(synthetic, "FRAMES_PER_TASK", 1)     # same bytes when routes are split across processes
+    # same bytes when routes are split across processes (FRAMES_PER_TASK is read by the writer module)
+    monkeypatch.setattr(synthetic.writer, "FRAMES_PER_TASK", 1)
     write_synthetic_lead(tmp_path / "b", seed=5, workers=2, **kwargs)
     monkeypatch.undo()
     write_synthetic_lead(tmp_path / "c", seed=6, workers=1, **kwargs)

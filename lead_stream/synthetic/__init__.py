@@ -1,0 +1,19 @@
+"""Seed → a small LEAD data root on disk, in exactly LEAD's raw layout (LEAD_FORMAT §1, §10).
+
+`write_synthetic_lead(data_root, num_routes=..., num_frames=..., seed=...)` writes
+`<data_root>/data/<Scenario>/<Town>_Rep0_<routefile>_route<i>_<MM>_<DD>_<hh>_<mm>_<ss>/` routes with
+results.json, lzma-pickled metas/bboxes, JPEG/PNG cameras (normal and perturbated), LAZ LiDAR and NPZ radar.
+Scenes are coherent: the ego follows a curving three-lane road at 20 Hz (a frame is saved every 5th step)
+and, on long routes, stops at a red light; vehicles, walkers and parked cars move along the same road and
+appear consistently in the boxes, LiDAR, radar, camera images and semantics; the HD map shows the road.
+Every frame depends only on (seed, route, frame), so frame ranges are written by parallel processes and
+the same seed gives byte-identical files (no wall clock anywhere). results.json is written last.
+
+Modules: world (route specs, road, ego motion, actors) → render (cameras, semantics, depth, HD map),
+lidar (LiDAR, radar) and labels (boxes, metas, results.json) → writer (frame ranges, process pool,
+`write_synthetic_lead`), which turns arrays and dicts into files through encode (JPEG/PNG/LAZ/NPZ/xz).
+"""
+
+from lead_stream.synthetic.writer import SynthSummary, write_synthetic_lead
+
+__all__ = ["SynthSummary", "write_synthetic_lead"]
