@@ -14,6 +14,7 @@ journal entry; the next run deletes the tmp files and the shards of unfinished r
 routes and reuses every finished route whose index fingerprint and frame set are unchanged.
 `pipeline_id` hashes the content-affecting config, `features.PREPROCESS_VERSION` and the source of the
 preprocessing modules, so a code or config change starts a new cache directory.
+The tar bytes and the journal files are written by `shard_writer`; this module decides what goes where.
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import sys
-import tarfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from lead_stream import codecs, constants, features, geometry
+from lead_stream import codecs, constants, features, geometry, labels, targets
 from lead_stream.atomic import atomic_path, atomic_write_text, remove_stale_tmp
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.manifest import (
@@ -45,14 +43,24 @@ from lead_stream.manifest import (
     sample_sha256,
 )
 from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
+from lead_stream.shard_writer import (
+    TarShardWriter,
+    delete_shard,
+    journal_dir,
+    journal_entry,
+    load_journal,
+    number_sequence,
+    read_shard_entry,
+    route_hash,
+    route_record_path,
+    sample_key,
+    shard_journal_path,
+    shard_name,
+)
 
-TAR_BLOCK = 512
-TAR_RECORD = 20 * TAR_BLOCK          # tar files are padded to a multiple of this (as GNU tar / tarfile)
-JOURNAL_DIRNAME = "journal"
-SHARD_NAME = re.compile(r"^shard-(\d{6})\.tar$")
 BUILD_TMP_PREFIX = "building-rank"   # "<prefix>-<rank>-<route hash>-<chunk>-<part>.tar.tmp"
 CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
-PREPROCESSING_SOURCES = (features, geometry, constants, codecs)
+PREPROCESSING_SOURCES = (features, labels, targets, geometry, constants, codecs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +126,7 @@ class ShardSummary:
 # identity and naming
 # ---------------------------------------------------------------------------------------------------
 def preprocessing_sha256() -> str:
-    """sha256 over the source files of the preprocessing modules (features, geometry, constants, codecs)."""
+    """sha256 over the source files of the preprocessing modules (`PREPROCESSING_SOURCES`)."""
     digest = hashlib.sha256()
     for module in PREPROCESSING_SOURCES:
         digest.update(Path(module.__file__).read_bytes())
@@ -142,31 +150,6 @@ def pipeline_id(config: ShardConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def sample_key(route_id: str, frame_idx: int) -> str:
-    """"<route_id>/<frame_idx:04d>" with '.' made safe ('_'), so webdataset splits key and member right."""
-    return f"{route_id.replace('.', '_')}/{frame_idx:04d}"
-
-
-def shard_name(number: int) -> str:
-    return f"shard-{number:06d}.tar"
-
-
-def _route_hash(route_id: str) -> str:
-    return hashlib.sha256(route_id.encode()).hexdigest()[:16]
-
-
-def _journal_dir(cache_dir: Path) -> Path:
-    return cache_dir / JOURNAL_DIRNAME
-
-
-def _route_record_path(cache_dir: Path, route_id: str) -> Path:
-    return _journal_dir(cache_dir) / f"route-{_route_hash(route_id)}.json"
-
-
-def _shard_journal_path(cache_dir: Path, shard: str) -> Path:
-    return _journal_dir(cache_dir) / f"{shard.removesuffix('.tar')}.json"
-
-
 def _partial_manifest_path(cache_dir: Path, rank: int, world_size: int) -> Path:
     return cache_dir / f"manifest-rank-{rank}-of-{world_size}.json"
 
@@ -176,64 +159,6 @@ def _relative(path: Path | str, data_root: Path) -> str:
         return Path(path).resolve().relative_to(data_root.resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-# ---------------------------------------------------------------------------------------------------
-# tar writing
-# ---------------------------------------------------------------------------------------------------
-def tar_header(name: str, size: int) -> bytes:
-    """A reproducible USTAR header: mtime 0, mode 0o444, uid/gid 0, empty user/group names."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
-
-
-class TarShardWriter:
-    """Append samples to one tar file, tracking each sample's byte range and the file's sha256."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: BinaryIO = open(path, "wb")
-        self._digest = hashlib.sha256()
-        self.size_bytes = 0
-        self.num_samples = 0
-
-    def _write(self, payload: bytes) -> None:
-        self._handle.write(payload)
-        self._digest.update(payload)
-        self.size_bytes += len(payload)
-
-    def add_sample(self, key: str, members: dict[str, bytes]) -> tuple[int, int]:
-        """Write members sorted by name as "<key>.<member>"; returns (offset, size_bytes) of the sample."""
-        offset = self.size_bytes
-        for member in sorted(members):
-            payload = members[member]
-            self._write(tar_header(f"{key}.{member}", len(payload)))
-            self._write(payload)
-            pad = -len(payload) % TAR_BLOCK
-            if pad:
-                self._write(b"\0" * pad)
-        self.num_samples += 1
-        return offset, self.size_bytes - offset
-
-    def close(self) -> str:
-        """Write the end-of-archive blocks and record padding; returns the file's sha256."""
-        end = 2 * TAR_BLOCK
-        end += -(self.size_bytes + end) % TAR_RECORD
-        self._write(b"\0" * end)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        return self._digest.hexdigest()
-
-    def abort(self) -> None:
-        self._handle.close()
-        self.path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -322,7 +247,7 @@ def build_chunk(task: ChunkTask) -> ChunkResult:
     failures: list[dict[str, Any]] = []
     writer: TarShardWriter | None = None
     rows: list[dict[str, Any]] = []
-    stem = f"{BUILD_TMP_PREFIX}-{task.rank}-{_route_hash(task.route_id)}-{task.chunk_idx:06d}"
+    stem = f"{BUILD_TMP_PREFIX}-{task.rank}-{route_hash(task.route_id)}-{task.chunk_idx:06d}"
 
     def finish() -> None:
         nonlocal writer, rows
@@ -369,53 +294,6 @@ def _after_shard_renamed(path: Path) -> None:
     """Hook called after each finished shard is renamed into place (tests inject a crash here)."""
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-JOURNAL_COLUMNS = ("frame_idx", "offset", "size_bytes", "sha256", "planning_valid")
-
-
-def _journal_entry(shard_row: dict[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """A shard's journal entry: its shards row + its samples' rows as columns (a shard holds one route, so
-    route_id, fingerprint, shard name and key are stored once / derived, not repeated per sample)."""
-    assert all(row["route_id"] == shard_row["route_id"] for row in samples), "a shard holds one route"
-    return {"shard": shard_row, "columns": {name: [row[name] for row in samples] for name in JOURNAL_COLUMNS}}
-
-
-def _read_shard_entry(path: Path) -> dict[str, Any] | None:
-    """A shard journal entry with its sample rows expanded (as `samples.parquet` stores them); None if unreadable."""
-    entry = _read_json(path)
-    if not isinstance(entry, dict) or not isinstance(entry.get("columns"), dict):
-        return None  # unreadable or another layout: treated like a missing entry (the shard is rebuilt)
-    shard_row, columns = entry["shard"], entry["columns"]
-    route_id = shard_row["route_id"]
-    common = {"route_id": route_id, "shard": shard_row["shard"], "route_fingerprint": shard_row["route_fingerprint"]}
-    samples = [{"key": sample_key(route_id, values[0]), **dict(zip(JOURNAL_COLUMNS, values)), **common}
-               for values in zip(*(columns[name] for name in JOURNAL_COLUMNS))]
-    return {"shard": shard_row, "samples": samples}
-
-
-def _load_journal(cache_dir: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """(route_id → route record, shard name → shard journal entry) of finished work in `cache_dir`."""
-    records, shard_entries = {}, {}
-    journal = _journal_dir(cache_dir)
-    if not journal.is_dir():
-        return records, shard_entries
-    for path in sorted(journal.glob("route-*.json")):
-        record = _read_json(path)
-        if record is not None:
-            records[record["route_id"]] = record
-    for path in sorted(journal.glob("shard-*.json")):
-        entry = _read_shard_entry(path)
-        if entry is not None:
-            shard_entries[entry["shard"]["shard"]] = entry
-    return records, shard_entries
-
-
 def _record_is_current(record: dict | None, route: RoutePlan, shard_entries: dict[str, dict],
                        cache_dir: Path) -> bool:
     if record is None or record["route_fingerprint"] != route.fingerprint:
@@ -428,27 +306,6 @@ def _record_is_current(record: dict | None, route: RoutePlan, shard_entries: dic
         if entry is None or not path.is_file() or path.stat().st_size != entry["shard"]["size_bytes"]:
             return False
     return True
-
-
-def _delete_shard(cache_dir: Path, shard: str) -> None:
-    (cache_dir / shard).unlink(missing_ok=True)
-    _shard_journal_path(cache_dir, shard).unlink(missing_ok=True)
-
-
-def _existing_numbers(cache_dir: Path) -> list[int]:
-    numbers = [int(m.group(1)) for p in cache_dir.glob("shard-*.tar") if (m := SHARD_NAME.match(p.name))]
-    numbers += [int(p.stem.split("-")[1]) for p in _journal_dir(cache_dir).glob("shard-*.json")
-                if p.stem.split("-")[1].isdigit()]
-    return numbers
-
-
-def _number_sequence(cache_dir: Path, rank: int, world_size: int) -> Iterator[int]:
-    """Shard numbers above every existing one, n ≡ rank (mod world_size), so ranks never collide."""
-    start = max(_existing_numbers(cache_dir), default=-1) + 1
-    number = start + (rank - start) % world_size
-    while True:
-        yield number
-        number += world_size
 
 
 def _chunks(route: RoutePlan, max_samples: int) -> list[tuple[int, ...]]:
@@ -488,14 +345,14 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     pid = pipeline_id(config)
     cache_dir = cache_root(data_root) / pid
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _journal_dir(cache_dir).mkdir(exist_ok=True)
+    journal_dir(cache_dir).mkdir(exist_ok=True)
     if config.world_size == 1:
         remove_stale_tmp(cache_dir)
     else:
         for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
             stale.unlink(missing_ok=True)
 
-    records, shard_entries = _load_journal(cache_dir)
+    records, shard_entries = load_journal(cache_dir)
     mine = routes_of_rank(plan, config.rank, config.world_size)
     mine_ids = {route.route_id for route in mine}
     planned_ids = {route.route_id for route in plan}
@@ -517,10 +374,10 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     if to_build or obsolete:
         (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)   # the cache is no longer complete
     for shard in obsolete:
-        _delete_shard(cache_dir, shard)
+        delete_shard(cache_dir, shard)
     removed = {r for r in records if r not in planned_ids} if config.world_size == 1 else set()
     for route_id in stale_ids | removed:
-        _route_record_path(cache_dir, route_id).unlink(missing_ok=True)
+        route_record_path(cache_dir, route_id).unlink(missing_ok=True)
         records.pop(route_id, None)
 
     tasks = [ChunkTask(data_root, cache_dir, route.route_id, i, frames, config.max_shard_bytes, config.rank,
@@ -528,7 +385,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
              for route in to_build for i, frames in enumerate(_chunks(route, config.max_samples_per_shard))]
     by_id = {route.route_id: route for route in to_build}
     num_chunks = {route.route_id: len(_chunks(route, config.max_samples_per_shard)) for route in to_build}
-    numbers = _number_sequence(cache_dir, config.rank, config.world_size)
+    numbers = number_sequence(cache_dir, config.rank, config.world_size)
     pending: dict[str, dict[str, Any]] = {}
     built_samples = built_bytes = 0
     bar = _progress_bar(sum(len(t.frames) for t in tasks), config.progress)
@@ -550,8 +407,8 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
                 shard_row = {"shard": name, "route_id": route.route_id, "route_fingerprint": fingerprint,
                              "num_samples": len(tmp.samples), "size_bytes": tmp.size_bytes,
                              "sha256": tmp.sha256}
-                atomic_write_text(_shard_journal_path(cache_dir, name),
-                                  json.dumps(_journal_entry(shard_row, tmp.samples), sort_keys=True))
+                atomic_write_text(shard_journal_path(cache_dir, name),
+                                  json.dumps(journal_entry(shard_row, tmp.samples), sort_keys=True))
                 os.replace(tmp.tmp_path, cache_dir / name)
                 _after_shard_renamed(cache_dir / name)
                 state["shards"].append(name)
@@ -566,7 +423,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
                 record = {"route_id": route.route_id, "route_fingerprint": route.fingerprint,
                           "frames": list(route.frames), "shards": state["shards"],
                           "failures": state["failures"]}
-                atomic_write_text(_route_record_path(cache_dir, route.route_id),
+                atomic_write_text(route_record_path(cache_dir, route.route_id),
                                   json.dumps(record, sort_keys=True))
                 records[route.route_id] = record
                 del pending[route.route_id]
@@ -597,7 +454,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
 def _record_samples(cache_dir: Path, record: dict) -> int:
     total = 0
     for shard in record["shards"]:
-        entry = _read_shard_entry(_shard_journal_path(cache_dir, shard))
+        entry = read_shard_entry(shard_journal_path(cache_dir, shard))
         total += len(entry["samples"]) if entry else 0
     return total
 
@@ -613,7 +470,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
     cache_dir = cache_root(data_root) / pid
-    records, shard_entries = _load_journal(cache_dir)
+    records, shard_entries = load_journal(cache_dir)
     missing = [r.route_id for r in plan
                if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)]
     if missing:
@@ -624,11 +481,11 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     keep = {shard for r in plan for shard in records[r.route_id]["shards"]}
     for shard in sorted(set(shard_entries) | {p.name for p in cache_dir.glob("shard-*.tar")}):
         if shard not in keep:
-            _delete_shard(cache_dir, shard)
+            delete_shard(cache_dir, shard)
     planned_ids = {r.route_id for r in plan}
     for route_id in records:
         if route_id not in planned_ids:
-            _route_record_path(cache_dir, route_id).unlink(missing_ok=True)
+            route_record_path(cache_dir, route_id).unlink(missing_ok=True)
     summary = _write_manifest(data_root, cache_dir, pid, config, plan)
     for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
         partial.unlink()
@@ -638,7 +495,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
 def _write_manifest(data_root: Path, cache_dir: Path, pid: str, config: ShardConfig,
                     plan: list[RoutePlan]) -> ShardSummary:
     """samples/shards/failures.parquet from the journal of every planned route, then manifest.json LAST."""
-    records, shard_entries = _load_journal(cache_dir)
+    records, shard_entries = load_journal(cache_dir)
     samples, shards, failures = [], [], []
     for route in plan:
         record = records[route.route_id]
@@ -677,19 +534,6 @@ def _code_version() -> str:
     from lead_stream import __version__
 
     return f"lead-stream {__version__}"
-
-
-def read_shard_keys(shard_path: Path) -> list[str]:
-    """Sample keys of a shard in storage order (via tarfile; for tests and debugging)."""
-    keys: list[str] = []
-    with tarfile.open(shard_path) as archive:
-        for info in archive:
-            key = info.name.rsplit("/", 1)
-            stem = key[-1].split(".", 1)[0]
-            full = f"{key[0]}/{stem}" if len(key) == 2 else stem
-            if not keys or keys[-1] != full:
-                keys.append(full)
-    return keys
 
 
 __all__ = ["ShardConfig", "ShardSummary", "write_shards", "merge_manifests", "pipeline_id", "sample_key"]

@@ -10,6 +10,8 @@ import pytest
 
 from lead_stream import features as F
 from lead_stream import geometry as G
+from lead_stream import labels as L
+from lead_stream import targets as T
 from lead_stream.constants import BoxClass, BoxField
 
 CONTRACT_MEMBERS = ("arrays.lz4", "rgb.jpg", "rgb_pert.jpg", "targets.json")
@@ -121,7 +123,7 @@ def test_member_shapes_and_dtypes_follow_the_contract(frame_inputs):
     targets = sample["targets.json"]
     assert "normal" not in targets and "perturbated" not in targets   # per-variant geometry is in arrays.lz4
     assert targets["speed_mps"] == 4.0 and targets["command"] == 4 and targets["planning_valid"] is True
-    normal = F.sample_targets(frame_inputs.meta)["normal"]
+    normal = T.sample_targets(frame_inputs.meta)["normal"]
     np.testing.assert_array_equal(sample["arrays.lz4"]["normal"]["future_waypoints"],
                                   np.asarray(normal["future_waypoints"], dtype=np.float32))
 
@@ -188,34 +190,34 @@ def test_box_labels_filter_classes_and_use_bev_pixels():
         {"class": "static_prop_car", "extent": [2, 1, 1], "position": [-5, 6, 0], "yaw": 0, "id": 10 ** 8,
          "num_points": 10, "visible_pixels": 10, "transfuser_semantics_id": 1},
     ]
-    out = F.box_labels(boxes, _meta(), translation_m=0.0, rotation_deg=0.0)
+    out = L.box_labels(boxes, _meta(), translation_m=0.0, rotation_deg=0.0)
     classes = out[:, BoxField.CLASS].astype(int).tolist()
     assert classes == [BoxClass.VEHICLE, BoxClass.BIKER, BoxClass.SPECIAL, BoxClass.TRAFFIC_LIGHT,
                        BoxClass.OBSTACLE, BoxClass.PARKING]
     np.testing.assert_allclose(out[0, [BoxField.X, BoxField.Y, BoxField.W, BoxField.H]],
                                [(10 + 32) * 4, (3 + 40) * 4, 2.4 * 4, 1.0 * 4], rtol=1e-6)
     np.testing.assert_allclose(out[4, [BoxField.W, BoxField.H]],
-                               np.array(F.CONSTRUCTION_CONE_HALF_EXTENT_M) * 4,
+                               np.array(L.CONSTRUCTION_CONE_HALF_EXTENT_M) * 4,
                                rtol=1e-6)
     assert out.dtype == np.float32
-    assert F.box_labels([], _meta(), translation_m=0.0, rotation_deg=0.0).shape == (0, 9)
+    assert L.box_labels([], _meta(), translation_m=0.0, rotation_deg=0.0).shape == (0, 9)
 
 
 def test_box_labels_keep_at_most_90_without_padding():
     boxes = [_car(float(i % 50), float(i // 50) - 20) for i in range(120)]
-    assert F.box_labels(boxes, _meta(), translation_m=0.0, rotation_deg=0.0).shape == (90, 9)
+    assert L.box_labels(boxes, _meta(), translation_m=0.0, rotation_deg=0.0).shape == (90, 9)
 
 
 def test_scenario_obstacles_are_relabelled():
     stopped = _car(10.0, 3.0, role_name="scenario", speed=0.0, id=42)
     meta = _meta(current_active_scenario_type="Accident", scenario_obstacles_ids=[42])
-    out = F.box_labels([stopped], meta, translation_m=0.0, rotation_deg=0.0)
+    out = L.box_labels([stopped], meta, translation_m=0.0, rotation_deg=0.0)
     assert int(out[0, BoxField.CLASS]) == BoxClass.OBSTACLE
 
 
 def test_perturbated_boxes_are_moved_with_the_rig():
     box = _car(10.0, 3.0)
-    out = F.box_labels([box], _meta(), translation_m=0.5, rotation_deg=5.0)
+    out = L.box_labels([box], _meta(), translation_m=0.5, rotation_deg=5.0)
     x, y = G.perturb_points(np.array([[10.0, 3.0]]), 0.5, 5.0)[0]
     np.testing.assert_allclose(out[0, [BoxField.X, BoxField.Y]], [(x + 32) * 4, (y + 40) * 4], rtol=1e-6)
     assert out[0, BoxField.YAW] == pytest.approx(0.2 - math.radians(5.0), abs=1e-6)
@@ -226,7 +228,7 @@ def test_hdmap_is_converted_cropped_and_upsampled():
     hdmap[48, 64] = 1       # road → first 2x2 pixels of the BEV
     hdmap[207, 255] = 4     # broken lane marking → last 2x2 pixels
     hdmap[47, 64] = 1       # outside the crop
-    bev = F.hdmap_to_bev(hdmap)
+    bev = L.hdmap_to_bev(hdmap)
     assert bev.shape == (320, 384)
     assert (bev[:2, :2] == 1).all() and (bev[-2:, -2:] == 2).all() and bev.sum() == 4 * 1 + 4 * 2
 
@@ -234,14 +236,14 @@ def test_hdmap_is_converted_cropped_and_upsampled():
 def test_bev_semantic_merges_occupancy_over_hdmap():
     hdmap_bev = np.ones((320, 384), dtype=np.uint8)
     occupancy = np.zeros((320, 384), dtype=np.uint8)
-    occupancy[10, 10] = F.OccupancyClass.WALKER
-    merged = F.merge_bev_semantic(hdmap_bev, occupancy)
-    assert merged[10, 10] == F.OccupancyClass.WALKER + 3 and merged[0, 0] == 1
+    occupancy[10, 10] = L.OccupancyClass.WALKER
+    merged = L.merge_bev_semantic(hdmap_bev, occupancy)
+    assert merged[10, 10] == L.OccupancyClass.WALKER + 3 and merged[0, 0] == 1
 
 
 def test_bev_occupancy_draws_a_vehicle_rectangle():
-    occupancy = F.bev_occupancy([_car(10.0, 3.0, yaw=0.0)], _meta(), translation_m=0.0, rotation_deg=0.0)
-    rows, cols = np.nonzero(occupancy == F.OccupancyClass.VEHICLE)
+    occupancy = L.bev_occupancy([_car(10.0, 3.0, yaw=0.0)], _meta(), translation_m=0.0, rotation_deg=0.0)
+    rows, cols = np.nonzero(occupancy == L.OccupancyClass.VEHICLE)
     assert rows.min() == (3 - 1 + 40) * 4 and rows.max() == (3 + 1 + 40) * 4 - 1
     assert cols.min() == 158 and cols.max() == 177   # pixel centres inside x in [7.6, 12.4] m
 
@@ -251,7 +253,7 @@ def test_radar_points_are_cropped_capped_and_tagged():
     radar = {"radar1": inside, "radar2": np.array([[200.0, 0, 0, 0]]), "radar3": np.zeros((0, 4)),
              "radar4": np.array([[-32, 40, 0, 1]])}
     radar = {name: points.astype(np.float16) for name, points in radar.items()}
-    out = F.radar_points(radar)
+    out = L.radar_points(radar)
     assert out.shape == (76, 5) and out.dtype == np.float16          # LEAD's radar dtype: exact
     assert (out[:75, 4] == 0).all() and out[75, 4] == 3
 
@@ -263,21 +265,21 @@ def test_radar_detections_sort_by_speed_then_class():
     boxes[:, BoxField.VELOCITY] = [1.0, 5.0, 5.0]
     boxes[:, BoxField.CLASS] = [BoxClass.VEHICLE, BoxClass.WALKER, BoxClass.VEHICLE]
     boxes[:, BoxField.NUM_RADAR_POINTS] = [1, 1, 1]
-    out = F.radar_detection_labels(boxes)
+    out = L.radar_detection_labels(boxes)
     np.testing.assert_allclose(out[:3, 0], [7.0, 6.0, 5.0])
     assert out[:3, 3].tolist() == [1, 1, 1] and not out[3:].any()
 
 
 def test_smooth_route_resamples_a_straight_line_from_2_5m():
     route = np.stack([np.arange(2.5, 30, 2.0), np.zeros(14)], 1)
-    np.testing.assert_allclose(F.smooth_route(route)[:, 0], 2.5 + np.arange(10), atol=1e-9)
+    np.testing.assert_allclose(T.smooth_route(route)[:, 0], 2.5 + np.arange(10), atol=1e-9)
     short = np.array([[3.0, 0.0], [4.0, 0.0]])           # extrapolated past its end
-    np.testing.assert_allclose(F.smooth_route(short)[:, 0], 2.5 + np.arange(10), atol=1e-9)
+    np.testing.assert_allclose(T.smooth_route(short)[:, 0], 2.5 + np.arange(10), atol=1e-9)
 
 
 def test_targets_transform_target_points_and_merge_duplicates():
     meta = _meta()
-    targets = F.sample_targets(meta)
+    targets = T.sample_targets(meta)
     expected = G.world_to_ego(np.array([[120.0, 60.0]]), np.array([100.0, 50.0]), 0.5)[0]
     np.testing.assert_allclose(targets["normal"]["target_point"], expected, atol=1e-6)   # rounded to 1e-6
     assert targets["command"] == 4 and targets["next_command"] == 1       # duplicate first point merged
@@ -290,10 +292,10 @@ def test_targets_transform_target_points_and_merge_duplicates():
 
 def test_planning_valid_needs_41_future_steps():
     positions = np.zeros((40, 3), dtype=np.float32)
-    targets = F.sample_targets(_meta(future_positions=positions, future_yaws=np.zeros(40)))
+    targets = T.sample_targets(_meta(future_positions=positions, future_yaws=np.zeros(40)))
     assert targets["planning_valid"] is False
     assert len(targets["normal"]["future_waypoints"]) == 8
-    assert F.sample_targets(_meta(future_positions=np.zeros((41, 3)),
+    assert T.sample_targets(_meta(future_positions=np.zeros((41, 3)),
                                   future_yaws=np.zeros(41)))["planning_valid"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import os
@@ -136,6 +137,33 @@ def test_pipeline_id_changes_with_content_config():
     assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(ShardConfig(max_samples_per_shard=8))
     assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(
         ShardConfig(max_samples_per_shard=16, collections=("pretrain",)))
+
+
+def _lead_stream_imports(module_name: str) -> set[str]:
+    """`lead_stream.*` modules that `module_name`'s source imports (any scope)."""
+    path = Path(__import__(module_name, fromlist=["_"]).__file__)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "lead_stream":
+            found |= {f"lead_stream.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lead_stream."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("lead_stream.")}
+    return found
+
+
+def test_pipeline_id_hashes_every_module_that_preprocessing_imports():
+    # errors and layout only name files in error messages; they cannot change sample bytes
+    exempt = {"lead_stream.errors", "lead_stream.layout"}
+    reached, todo = set(), ["lead_stream.features"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(_lead_stream_imports(name))
+    hashed = {module.__name__ for module in shard.PREPROCESSING_SOURCES}
+    assert reached - exempt <= hashed
 
 
 def test_incremental_rebuild_touches_only_changed_routes(sharded_root, manifest, tmp_path):

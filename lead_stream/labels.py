@@ -1,0 +1,401 @@
+"""Raw LEAD boxes, hdmap and radar of one frame → label arrays in the BEV frame (pure, hand-testable).
+
+Input: bboxes/NNNN.pkl dicts and the frame meta (true ego frame), a (256, 256) ChauffeurNet hdmap, radar
+point arrays. Output: `box_labels` (n, 9) BoxField rows in BEV pixels, `bev_occupancy` (320, 384) classes,
+`hdmap_to_bev` / `merge_bev_semantic` (320, 384) BEV semantics, `radar_points` and `radar_detection_labels`.
+Semantics follow LEAD's `CARLAData` (LEAD_FORMAT §4.1 step 10; §4.4). The one non-obvious rule: the
+perturbated variant passes its (translation_m, rotation_deg), and every box is moved with
+p' = R(r)^T (p - [0, t]), psi' = wrap(psi - r) BEFORE the filters on position run.
+
+Differences from LEAD, on purpose:
+* boxes are stored unpadded ((n, 9), n <= 90), so no phantom CenterNet peak at cell (0, 0) (§9.8);
+* BEV occupancy is drawn directly on the 320 x 384 BEV grid from rotated box rectangles with LEAD's
+  per-class labels, walker/biker scaling (x2.5, >= 0.4 m) and occlusion filters, but WITHOUT LEAD's convex
+  hulls (construction sites, scenario obstacles, red/green light groups) and with sub-pixel polygon
+  rasterisation instead of cv2's integer corners on a 1024 x 1024 grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lead_stream import geometry
+from lead_stream.constants import (
+    BEV_HEIGHT_PX,
+    BEV_WIDTH_PX,
+    BIKER_MESHES,
+    EMERGENCY_MESHES,
+    HDMAP_TO_BEV_SEMANTIC,
+    MAX_NUM_BBOXES,
+    MAX_RADAR_POINTS_PER_SENSOR,
+    MAX_X_M,
+    MAX_Y_M,
+    MIN_X_M,
+    MIN_Y_M,
+    NUM_BOX_FIELDS,
+    NUM_RADAR_QUERIES,
+    NUM_RADAR_SENSORS,
+    PIXELS_PER_M,
+    BoxClass,
+    BoxField,
+    SemanticClass,
+)
+
+# --- LEAD label constants (lead/common/constants.py, config_training.py) ---------------------------
+BOX_MAX_Z_M = 4.0                                  # boxes with z outside (-4, 4) are dropped (§4.4)
+CONSTRUCTION_CONE_HALF_EXTENT_M = (0.1720348298549652, 0.1720348298549652)
+TRAFFIC_WARNING_HALF_EXTENT_M = (1.186714768409729, 1.4352929592132568)
+STATIC_TYPES_WHITE_LIST = ("static.prop.constructioncone", "static.prop.trafficwarning")
+CAR_OPEN_DOOR_EXTRA_WIDTH_M = 1.2
+PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS = 5, 15
+PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS = 3, 5
+VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS = 1, 1
+WALKER_BEV_SCALE = 2.5                              # scale_pedestrian_bev_semantic_size
+WALKER_BEV_MIN_HALF_EXTENT_M = 0.4                  # pedestrian_bev_min_extent
+OBSTACLE_SCENARIOS = ("Accident", "AccidentTwoWays", "BlockedIntersection", "ParkedObstacle",
+                      "ParkedObstacleTwoWays")
+PARKING_SCENARIOS = ("ParkingCrossingPedestrian", "ParkingCutIn", "StaticCutIn", "PedestrianCrossing",
+                     "ParkingExit")
+# parked-vehicle / prop mesh path → half extents (x, y) in metres (LEAD's LOOKUP_TABLE)
+MESH_HALF_EXTENTS_M: dict[str, tuple[float, float]] = {
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/Lincoln/SM_LincolnParked.SM_LincolnParked":
+        (2.44619083404541, 1.115301489830017),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/Charger/SM_ChargerParked.SM_ChargerParked":
+        (2.5039126873016357, 1.0485419034957886),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/VolkswagenT2/SM_VolkswagenT2_2021_Parked."
+    "SM_VolkswagenT2_2021_Parked": (2.2210919857025146, 0.9388753771781921),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/FordCrown/SM_FordCrown_parked.SM_FordCrown_parked":
+        (2.6828393936157227, 0.9732309579849243),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/NissanPatrol2021/SM_NissanPatrol2021_parked."
+    "SM_NissanPatrol2021_parked": (2.782914400100708, 1.217571496963501),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/MercedesCCC/SM_MercedesCCC_Parked.SM_MercedesCCC_Parked":
+        (2.3368194103240967, 1.0011461973190308),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/TeslaM3/SM_TeslaM3_parked.SM_TeslaM3_parked":
+        (2.3958897590637207, 1.081725001335144),
+    "/Game/Carla/Static/Car/4Wheeled/ParkedVehicles/Mini2021/SM_Mini2021_parked.SM_Mini2021_parked":
+        (2.2763495445251465, 1.0926425457000732),
+    "/Game/Carla/Static/Dynamic/Garden/SM_PlasticTable.SM_PlasticTable":
+        (1.241101622581482, 1.241101622581482),
+    "/Game/Carla/Static/Dynamic/Garden/SM_PlasticChair.SM_PlasticChair":
+        (0.36523768305778503, 0.37522444128990173),
+    "/Game/Carla/Static/Dynamic/Construction/SM_ConstructionCone.SM_ConstructionCone":
+        (0.1720348298549652, 0.1720348298549652),
+}
+
+
+class OccupancyClass:
+    """LEAD's TransfuserBEVOccupancyClass (bev_semantic = occupancy + 3 where occupied)."""
+
+    VEHICLE, WALKER, OBSTACLE, PARKING_VEHICLE, SPECIAL_VEHICLE, BIKER = 1, 2, 3, 4, 5, 6
+    TRAFFIC_GREEN, TRAFFIC_RED_NORMAL, TRAFFIC_RED_NOT_NORMAL = 7, 8, 9
+
+
+OCCUPANCY_TO_BEV_OFFSET = 3
+RADAR_PRIORITY = (BoxClass.SPECIAL, BoxClass.VEHICLE, BoxClass.WALKER, BoxClass.OBSTACLE, BoxClass.PARKING)
+_HDMAP_LUT = np.array(HDMAP_TO_BEV_SEMANTIC, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# pure label functions (hand-testable)
+# ---------------------------------------------------------------------------------------------------
+def scenario_type_of(meta: dict[str, Any]) -> str:
+    """LEAD's `scenario_type`: the current active scenario, else the previous one, else "NA"."""
+    for key in ("current_active_scenario_type", "previous_active_scenario_type"):
+        value = meta.get(key)
+        if value is not None and value != "NA":
+            return str(value)
+    return "NA"
+
+
+def _door_side(meta: dict[str, Any]) -> str | None:
+    side = meta.get("vehicle_door_side")
+    if isinstance(side, (list, tuple)):
+        side = side[0] if side else None
+    return side
+
+
+def _occluded(box: dict[str, Any], semantics_id: int | None) -> bool:
+    """LEAD's get_bbox_labels occlusion rule: known (>= 0) LiDAR points and visible pixels both too low."""
+    num_points = box.get("num_points", -1)
+    visible = box.get("visible_pixels", -1)
+    num_points = -1 if num_points is None else num_points
+    visible = -1 if visible is None else visible
+
+    def low(min_points: int, min_pixels: int) -> bool:
+        return 0 <= num_points < min_points and 0 <= visible < min_pixels
+
+    pedestrian_low = low(PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS)
+    if semantics_id == SemanticClass.PEDESTRIAN and pedestrian_low:
+        return True
+    if (semantics_id == SemanticClass.VEHICLE and box["class"] == "static"
+            and low(PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS)):
+        return True
+    return semantics_id == SemanticClass.VEHICLE and low(VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS)
+
+
+def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
+               rotation_deg: float) -> np.ndarray:
+    """LEAD's `get_bbox_labels` (§4.4) without padding: filtered boxes in BEV pixel coordinates.
+
+    Args:
+        boxes: bboxes/NNNN.pkl dicts (true ego frame, sorted by distance).
+        meta: the frame's meta (scenario type, scenario_obstacles_ids, door flags).
+        translation_m, rotation_deg: the variant's perturbation (0, 0 for the normal variant).
+
+    Returns:
+        (n, 9) float32 BoxField columns, n <= 90; X/Y/W/H in BEV pixels, YAW radians, VELOCITY m/s.
+    """
+    scenario_type = scenario_type_of(meta)
+    obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
+    rows: list[np.ndarray] = []
+    for box in boxes:
+        cls = box["class"]
+        if cls == "ego_car":
+            continue
+        position = box["position"]
+        x, y = geometry.perturb_points(np.array([position[:2]], dtype=np.float64), translation_m,
+                                       rotation_deg)[0]
+        row = np.zeros(NUM_BOX_FIELDS, dtype=np.float32)
+        row[[BoxField.X, BoxField.Y, BoxField.W, BoxField.H]] = (x, y, box["extent"][0], box["extent"][1])
+        row[BoxField.YAW] = geometry.wrap_angle(float(box["yaw"]) - math.radians(rotation_deg))
+        row[BoxField.NUM_RADAR_POINTS] = box.get("num_radar_points", -1)
+        role_name = box.get("role_name") or ""
+        type_id = box.get("type_id")
+        if cls == "car":
+            row[BoxField.VELOCITY] = box["speed"]
+            brake = box["brake"]
+            row[BoxField.BRAKE] = 0.0 if brake is None or np.isnan(brake) else brake
+            emergency = "scenario" in role_name and type_id in EMERGENCY_MESHES
+            row[BoxField.CLASS] = BoxClass.SPECIAL if emergency else BoxClass.VEHICLE
+        elif cls == "walker":
+            row[BoxField.VELOCITY] = box["speed"]
+            row[BoxField.CLASS] = BoxClass.WALKER
+        elif cls == "traffic_light":
+            row[BoxField.CLASS] = BoxClass.TRAFFIC_LIGHT
+        elif cls == "stop_sign":
+            row[BoxField.CLASS] = BoxClass.STOP_SIGN
+        elif cls == "static":
+            row[BoxField.CLASS] = BoxClass.PARKING
+
+        if "num_points" in box and _occluded(box, box.get("transfuser_semantics_id")):
+            continue
+        if cls == "traffic_light" and (not box["affects_ego"] or box["state"] == "Green"):
+            continue
+        if cls == "stop_sign" and not box["affects_ego"]:
+            continue
+        height = float(position[2])
+        if not (MIN_X_M < row[BoxField.X] < MAX_X_M and MIN_Y_M < row[BoxField.Y] < MAX_Y_M
+                and -BOX_MAX_Z_M < height < BOX_MAX_Z_M):
+            continue
+        mesh_path = box.get("mesh_path")
+        is_parking = (cls == "static" and mesh_path is not None and "ParkedVehicles" in mesh_path) or (
+            cls == "static_prop_car")
+        whitelisted = type_id in STATIC_TYPES_WHITE_LIST
+        if cls == "static" and type_id is not None and not whitelisted and not is_parking:
+            continue
+        if type_id == "static.prop.trafficwarning":
+            row[[BoxField.W, BoxField.H]] = TRAFFIC_WARNING_HALF_EXTENT_M
+            row[BoxField.CLASS] = BoxClass.OBSTACLE
+        elif type_id == "static.prop.constructioncone":
+            row[[BoxField.W, BoxField.H]] = CONSTRUCTION_CONE_HALF_EXTENT_M
+            row[BoxField.CLASS] = BoxClass.OBSTACLE
+        if "mesh_path" in box:
+            if mesh_path in MESH_HALF_EXTENTS_M:
+                row[[BoxField.W, BoxField.H]] = MESH_HALF_EXTENTS_M[mesh_path]
+            if is_parking:
+                row[BoxField.CLASS] = BoxClass.PARKING
+        if cls == "static_prop_car":
+            row[BoxField.CLASS] = BoxClass.PARKING
+        if cls == "car" and "scenario" in role_name and box["speed"] < 0.1:
+            if scenario_type == "VehicleOpensDoorTwoWays" and box["id"] in obstacle_ids:
+                opened = bool(meta.get("vehicle_opened_door", False))
+                if opened:
+                    row[BoxField.H] += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
+                    shift = CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
+                    row[BoxField.Y] += shift if _door_side(meta) == "left" else -shift
+                if row[BoxField.CLASS] != BoxClass.SPECIAL:
+                    row[BoxField.CLASS] = BoxClass.OBSTACLE if opened else BoxClass.PARKING
+            elif row[BoxField.CLASS] != BoxClass.SPECIAL:
+                if scenario_type in OBSTACLE_SCENARIOS and box["id"] in obstacle_ids:
+                    row[BoxField.CLASS] = BoxClass.OBSTACLE
+                elif scenario_type in PARKING_SCENARIOS and box.get("lane_type_str") == "Parking":
+                    row[BoxField.CLASS] = BoxClass.PARKING
+        if type_id in BIKER_MESHES:
+            row[BoxField.CLASS] = BoxClass.BIKER
+        # vehicle → BEV pixel system (LEAD's bb_vehicle_to_image_system)
+        row[BoxField.X] = (row[BoxField.X] - MIN_X_M) * PIXELS_PER_M
+        row[BoxField.Y] = (row[BoxField.Y] - MIN_Y_M) * PIXELS_PER_M
+        row[BoxField.W] *= PIXELS_PER_M
+        row[BoxField.H] *= PIXELS_PER_M
+        if not (0 <= row[BoxField.X] < BEV_WIDTH_PX and 0 <= row[BoxField.Y] < BEV_HEIGHT_PX):
+            continue
+        rows.append(row)
+        if len(rows) == MAX_NUM_BBOXES:
+            break
+    if not rows:
+        return np.zeros((0, NUM_BOX_FIELDS), dtype=np.float32)
+    return np.stack(rows).astype(np.float32)
+
+
+def _occupancy_label(box: dict[str, Any], meta: dict[str, Any], scenario_type: str,
+                     obstacle_ids: set) -> int | None:
+    """LEAD's build_bev_occupancy class rules for one box; None = not drawn."""
+    cls = box["class"]
+    type_id = box.get("type_id") or ""
+    scenario_stopped = ("scenario" in (box.get("role_name") or "") and cls == "car" and box["speed"] < 0.1)
+    is_obstacle_actor = box.get("id") in obstacle_ids
+    if cls == "car":
+        if type_id in EMERGENCY_MESHES:
+            if scenario_type in OBSTACLE_SCENARIOS and is_obstacle_actor:
+                return OccupancyClass.OBSTACLE
+            return OccupancyClass.SPECIAL_VEHICLE
+        if type_id in BIKER_MESHES:
+            return OccupancyClass.BIKER
+        if scenario_stopped:
+            if scenario_type in OBSTACLE_SCENARIOS and is_obstacle_actor:
+                return OccupancyClass.OBSTACLE
+            if scenario_type == "VehicleOpensDoorTwoWays" and is_obstacle_actor:
+                opened = bool(meta.get("vehicle_opened_door", False))
+                return OccupancyClass.OBSTACLE if opened else OccupancyClass.PARKING_VEHICLE
+            if scenario_type in PARKING_SCENARIOS and box.get("lane_type_str") == "Parking":
+                return OccupancyClass.PARKING_VEHICLE
+        return OccupancyClass.VEHICLE
+    if cls == "walker":
+        return OccupancyClass.WALKER
+    if cls == "static_prop_car":
+        return OccupancyClass.PARKING_VEHICLE
+    if cls == "static":
+        mesh_path = box.get("mesh_path")
+        if type_id in STATIC_TYPES_WHITE_LIST:
+            return OccupancyClass.OBSTACLE
+        if type_id in EMERGENCY_MESHES:
+            return OccupancyClass.SPECIAL_VEHICLE
+        if mesh_path is not None and "ParkedVehicles" in mesh_path:
+            return OccupancyClass.PARKING_VEHICLE
+        return None
+    if cls == "traffic_light":
+        if box["affects_ego"] and box["state"] in ("Red", "Yellow"):
+            special = meta.get("over_head_traffic_light", False) or meta.get("europe_traffic_light", False)
+            normal = not special
+            return OccupancyClass.TRAFFIC_RED_NORMAL if normal else OccupancyClass.TRAFFIC_RED_NOT_NORMAL
+        return OccupancyClass.TRAFFIC_GREEN if box["affects_ego"] else None
+    return None
+
+
+def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
+                  rotation_deg: float) -> np.ndarray:
+    """Simplified LEAD `build_bev_occupancy` on the 320 x 384 BEV grid (no convex hulls; see module doc).
+
+    Returns:
+        (320, 384) uint8 occupancy classes 0..9 (0 = free), later boxes drawn over earlier ones.
+    """
+    scenario_type = scenario_type_of(meta)
+    obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
+    polygons: list[tuple[np.ndarray, int]] = []
+    for box in boxes:
+        cls = box["class"]
+        if cls not in ("car", "walker", "static", "static_prop_car", "traffic_light"):
+            continue
+        label = _occupancy_label(box, meta, scenario_type, obstacle_ids)
+        if label is None:
+            continue
+        num_points = box.get("num_points", -1)
+        visible = box.get("visible_pixels", -1)
+        thresholds = {"walker": (PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS),
+                      "car": (VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS),
+                      "static": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
+                      "static_prop_car": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS)}.get(cls)
+        if (thresholds is not None and num_points is not None and visible is not None
+                and 0 <= num_points < thresholds[0] and 0 <= visible < thresholds[1]):
+            continue
+        type_id = box.get("type_id") or ""
+        walker_like = cls == "walker" or type_id in BIKER_MESHES
+        scale, min_extent = (WALKER_BEV_SCALE, WALKER_BEV_MIN_HALF_EXTENT_M) if walker_like else (1.0, 0.0)
+        center = geometry.perturb_points(np.array([box["position"][:2]], dtype=np.float64),
+                                         translation_m, rotation_deg)[0]
+        yaw = geometry.wrap_angle(float(box["yaw"]) - math.radians(rotation_deg))
+        extent_x = max(float(box["extent"][0]), min_extent)
+        extent_y = max(float(box["extent"][1]), min_extent)
+        if (cls == "car" and "scenario" in (box.get("role_name") or "") and box["speed"] < 0.1
+                and box.get("id") in obstacle_ids and scenario_type == "VehicleOpensDoorTwoWays"
+                and meta.get("vehicle_opened_door", False)):
+            extent_y += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
+            center[1] += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2 * (1 if _door_side(meta) == "left" else -1)
+        mesh_path = box.get("mesh_path")
+        if "mesh_path" in box:
+            if mesh_path in MESH_HALF_EXTENTS_M:
+                extent_x, extent_y = MESH_HALF_EXTENTS_M[mesh_path]
+        elif type_id == "static.prop.trafficwarning":
+            extent_x, extent_y = TRAFFIC_WARNING_HALF_EXTENT_M
+        elif type_id == "static.prop.constructioncone":
+            extent_x, extent_y = CONSTRUCTION_CONE_HALF_EXTENT_M
+        corners = geometry.box_corners(center, (extent_x * scale, extent_y * scale), yaw)
+        if not (geometry.in_bev(corners).any() or geometry.in_bev(center[None]).any()):
+            continue
+        polygons.append((geometry.metres_to_bev_px(corners), label))
+    return geometry.fill_polygons((BEV_HEIGHT_PX, BEV_WIDTH_PX), polygons)
+
+
+def hdmap_to_bev(hdmap: np.ndarray) -> np.ndarray:
+    """ChauffeurNet hdmap (256, 256) → BEV classes 0..3: rows 48:208, cols 64:256, upsampled x2 (nearest).
+
+    Returns:
+        (320, 384) uint8.
+
+    Raises:
+        ValueError: an id outside 0..8.
+    """
+    if hdmap.size and int(hdmap.max()) >= len(_HDMAP_LUT):
+        raise ValueError(f"hdmap ids must be 0..{len(_HDMAP_LUT) - 1}, found {int(hdmap.max())}")
+    crop = _HDMAP_LUT[hdmap[48:208, 64:256]]
+    return np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
+
+
+def merge_bev_semantic(hdmap_bev: np.ndarray, occupancy: np.ndarray) -> np.ndarray:
+    """LEAD §4.1 step 10: bev_semantic = hdmap where occupancy == 0 else occupancy + 3, uint8 0..12."""
+    return np.where(occupancy == 0, hdmap_bev, occupancy + OCCUPANCY_TO_BEV_OFFSET).astype(np.uint8)
+
+
+def radar_points(radar: dict[str, np.ndarray]) -> np.ndarray:
+    """Per sensor radar1..4: points inside the closed BEV box, first 75, plus sensor id 0..3.
+
+    Returns:
+        (n, 5) float16 [x, y, z, v, sensor_id], sensors in order, n <= 300 (no padding). float16 is LEAD's
+        own radar dtype, so values are exact (the loader widens them to float32).
+    """
+    parts = []
+    for sensor_idx in range(NUM_RADAR_SENSORS):
+        points = np.asarray(radar[f"radar{sensor_idx + 1}"]).reshape(-1, 4)
+        points = points[geometry.in_bev(points.astype(np.float32))][:MAX_RADAR_POINTS_PER_SENSOR]
+        sensor_id = np.full((len(points), 1), sensor_idx, dtype=np.float16)
+        parts.append(np.concatenate([points.astype(np.float16), sensor_id], axis=1))
+    return np.concatenate(parts, axis=0).astype(np.float16)
+
+
+def radar_detection_labels(boxes_px: np.ndarray) -> np.ndarray:
+    """LEAD's `parse_radar_detection_labels`: boxes with radar hits by (speed, class priority, hits), desc.
+
+    Returns:
+        (20, 4) float32 [x_m, y_m, v_mps, valid], zero rows after the last detection.
+    """
+    out = np.zeros((NUM_RADAR_QUERIES, 4), dtype=np.float32)
+    boxes = boxes_px.astype(np.float32).copy()
+    boxes[:, :4] /= PIXELS_PER_M
+    boxes[:, :2] += np.array([MIN_X_M, MIN_Y_M], dtype=np.float32)
+    nonzero = (boxes[:, BoxField.X] != 0.0) | (boxes[:, BoxField.Y] != 0.0)
+    keep = nonzero & (boxes[:, BoxField.NUM_RADAR_POINTS] > 0)
+    boxes = boxes[keep]
+    if len(boxes) == 0:
+        return out
+    priority = {int(c): i for i, c in enumerate(RADAR_PRIORITY)}
+    class_rank = np.array([priority.get(int(c), len(RADAR_PRIORITY)) for c in boxes[:, BoxField.CLASS]])
+    order = np.lexsort((-boxes[:, BoxField.NUM_RADAR_POINTS], class_rank, -boxes[:, BoxField.VELOCITY]))
+    chosen = boxes[order][:NUM_RADAR_QUERIES]
+    out[: len(chosen), 0] = chosen[:, BoxField.X]
+    out[: len(chosen), 1] = chosen[:, BoxField.Y]
+    out[: len(chosen), 2] = chosen[:, BoxField.VELOCITY]
+    out[: len(chosen), 3] = 1.0
+    return out
