@@ -354,26 +354,27 @@ def _frames_table(route: Route, num_frames: int, usable: bool, present: Mapping[
 
 def _stat_stamp(route_dir: str) -> str:
     """Cheap hash of a route's stats: results.json, each metas/ and bboxes/ file, each sensor folder mtime."""
-    parts: list[Any] = []
+    digest = hashlib.blake2b(digest_size=16)
     try:
         st = os.stat(f"{route_dir}/results.json")
-        parts.append((st.st_size, st.st_mtime_ns))
+        digest.update(b"%d:%d;" % (st.st_size, st.st_mtime_ns))
     except FileNotFoundError:
-        parts.append(None)
+        digest.update(b"-;")
     for name in ("metas", "bboxes"):
         try:
             with os.scandir(f"{route_dir}/{name}") as entries:
-                parts.append(sorted([(e.name, st.st_size, st.st_mtime_ns)
-                                     for e in entries for st in (e.stat(),)]))
+                rows = sorted(f"{e.name}:{st.st_size}:{st.st_mtime_ns}" for e in entries for st in (e.stat(),))
+            digest.update("|".join(rows).encode())
+            digest.update(b";")
         except (FileNotFoundError, NotADirectoryError):
-            parts.append(None)
+            digest.update(b"-;")
     for name in MODALITIES:
         if name not in ("metas", "bboxes"):
             try:
-                parts.append(os.stat(f"{route_dir}/{name}").st_mtime_ns)
+                digest.update(b"%d;" % os.stat(f"{route_dir}/{name}").st_mtime_ns)
             except (FileNotFoundError, NotADirectoryError):
-                parts.append(None)
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+                digest.update(b"-;")
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
