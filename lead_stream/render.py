@@ -186,13 +186,18 @@ def show_sample(data_root: Path, key: str, out: Path, *, pipeline_id: str | None
         `out`.
 
     Raises:
-        LeadFormatError: no complete cache, or no sample with that key.
+        LeadFormatError: no complete cache, a cache of another member layout, or no sample with that key.
     """
     from lead_stream.atomic import atomic_path
     from lead_stream.errors import LeadFormatError
     from lead_stream.manifest import read_manifest, read_sample_members, resolve_cache_dir
 
     manifest = read_manifest(resolve_cache_dir(data_root, pipeline_id))
+    lacking = set(features.MEMBER_NAMES) - set(manifest.members)
+    if lacking:
+        raise LeadFormatError(manifest.cache_dir / "manifest.json",
+                              f"samples lack members {sorted(lacking)} (built by another preprocessing version, "
+                              f"members {list(manifest.members)}); rebuild with lead-stream shard")
     rows = manifest.samples.filter(manifest.samples["key"] == key)
     if rows.is_empty():
         examples = manifest.samples["key"][:3].to_list()

@@ -100,3 +100,19 @@ def test_show_unknown_key_exits_2(sharded_root, tmp_path):
     result = runner.invoke(app, ["show", "Nope/route/0001", "--out", str(tmp_path / "x.png"),
                                  "--root", str(sharded_root)])
     assert result.exit_code == 2 and "no sample with key" in result.output
+
+
+def test_show_on_a_cache_of_another_member_layout_exits_2_naming_the_manifest(sharded_root, tmp_path):
+    import json
+
+    copy = tmp_path / "root"
+    shutil.copytree(sharded_root, copy)
+    manifest = read_manifest(resolve_cache_dir(copy))
+    info_path = manifest.cache_dir / "manifest.json"
+    info = json.loads(info_path.read_text())
+    info["members"] = ["rgb.jpg", "rgb_pert.jpg", "semantic.lz4", "targets.json"]   # a layout-v1 style cache
+    info_path.write_text(json.dumps(info))
+    done = _cli("show", manifest.samples["key"][0], "--out", str(tmp_path / "x.png"), "--root", str(copy))
+    assert done.returncode == 2
+    assert "manifest.json" in done.stderr and "lack members" in done.stderr
+    assert not (tmp_path / "x.png").exists()
