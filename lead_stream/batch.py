@@ -4,6 +4,8 @@ B = per-rank batch size. Sizes are LEAD's CARLA-mode geometry (`constants`): sti
 384 x 1152, BEV 320 x 384 (rows = y, cols = x, 4 px/m), depth at 1/4 resolution (96 x 288).
 One sample = one frame in one sensor variant (normal or perturbated, chosen by the loader); every
 geometric label (LiDAR, boxes, BEV, target points, waypoints, route) is already in that variant's frame.
+LiDAR and depth cross as the uint8 values the shards store (1/4 of the float32 bytes, no host-side
+conversion); the model scales LiDAR counts on the device (`lidar_unit`) and `Batch.depth_m` gives metres.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from lead_stream.constants import DEPTH_MAX_M, LIDAR_HIST_MAX_COUNT
+
+DEPTH_M_PER_UNIT = DEPTH_MAX_M / 255.0  # depth_u8 value v is v * DEPTH_M_PER_UNIT metres
+
 
 @dataclass
 class Batch:
@@ -20,12 +26,12 @@ class Batch:
 
     # --- sensors ---
     rgb: torch.Tensor               # (B, 3, 384, 1152) uint8, RGB, cameras stitched left→front→right
-    lidar_bev: torch.Tensor         # (B, 1, 320, 384) float32 in [0, 1]: point histogram clipped at 5, / 5
+    lidar_bev: torch.Tensor         # (B, 1, 320, 384) uint8 point histogram counts 0..5 (clipped at 5)
     radar: torch.Tensor             # (B, 300, 5) float32 [x, y, z, v, sensor_id], zero padded per sensor
     speed_mps: torch.Tensor         # (B,) float32 ego speed
     # --- perception labels ---
     semantic: torch.Tensor          # (B, 384, 1152) uint8, SemanticClass 0..9
-    depth_m: torch.Tensor           # (B, 96, 288) float32 metres, 0..50
+    depth_u8: torch.Tensor          # (B, 96, 288) uint8, metres = v * DEPTH_M_PER_UNIT (0..50); see depth_m
     bev_semantic: torch.Tensor      # (B, 320, 384) uint8, BevSemanticClass 0..12 (hdmap merged with occupancy)
     boxes: torch.Tensor             # (B, 90, 9) float32, BoxField columns in BEV pixels, rows >= num_boxes are 0
     num_boxes: torch.Tensor         # (B,) int64 valid rows of `boxes` (padding never makes a target)
@@ -50,6 +56,11 @@ class Batch:
     route_id: list[str]             # len B, "<Scenario>/<route_dir>"
 
     @property
+    def depth_m(self) -> torch.Tensor:
+        """(B, 96, 288) float32 metres, 0..50, computed from `depth_u8` on its device."""
+        return depth_to_m(self.depth_u8)
+
+    @property
     def size(self) -> int:
         """B, the number of samples."""
         return int(self.speed_mps.shape[0])
@@ -71,6 +82,16 @@ class Batch:
             for value in [getattr(self, f.name)]
         }
         return Batch(**pinned)
+
+
+def depth_to_m(depth_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 depth → float32 metres: float32(v) * float32(50 / 255), as numpy computes it."""
+    return depth_u8.float() * DEPTH_M_PER_UNIT
+
+
+def lidar_unit(lidar_bev: torch.Tensor) -> torch.Tensor:
+    """uint8 LiDAR counts 0..5 → float32 in [0, 1] (count / 5), the network's input scale."""
+    return lidar_bev.float() / LIDAR_HIST_MAX_COUNT
 
 
 BATCH_TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(Batch) if f.name != "route_id")

@@ -240,15 +240,27 @@ def _array_spec(dtype_str: str, filter_name: str, shape: tuple[int, ...]) -> tup
     return chain, tuple(layouts), math.prod(layouts[-1][0])
 
 
+class GroupTable:
+    """A parsed group table: (name, filter chain, layouts, stored element count, offset) per array.
+
+    One object per distinct table bytes (`_group_table` caches them: samples with equal box / radar
+    counts share a table), hashed by identity, so a consumer can cache what it derives from a layout.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: tuple[tuple[str, tuple[str, ...], tuple[Layout, ...], int, int], ...]) -> None:
+        self.entries = entries
+
+
 @functools.lru_cache(maxsize=4096)
-def _group_table(table: bytes) -> tuple[tuple[str, tuple[str, ...], tuple[Layout, ...], int, int], ...]:
-    """Parsed group table: (name, filter chain, layouts, stored element count, offset) per array (cached:
-    samples with equal box / radar counts share a table)."""
+def _group_table(table: bytes) -> GroupTable:
+    """Parsed group table (cached per distinct table bytes)."""
     out = []
     for entry in json.loads(table)["arrays"]:
         chain, layouts, count = _array_spec(entry["dtype"], entry["filter"], tuple(entry["shape"]))
         out.append((entry["name"], chain, layouts, count, int(entry["offset"])))
-    return tuple(out)
+    return GroupTable(tuple(out))
 
 
 def array_groups(payload: bytes | memoryview) -> dict[str, tuple[int, int]]:
@@ -279,8 +291,12 @@ def array_groups(payload: bytes | memoryview) -> dict[str, tuple[int, int]]:
     return out
 
 
-def decode_group_stored(payload: bytes | memoryview, group: str) -> dict[str, StoredArray]:
-    """Decompress ONE group of an `LSC1` payload; every array is a read-only view of its stored layout.
+def decode_group_block(payload: bytes | memoryview, group: str) -> tuple[bytes, int, GroupTable]:
+    """Decompress ONE group of an `LSC1` payload: (block bytes, start of the array bytes, parsed table).
+
+    Array `name` with entry (name, chain, layouts, count, offset) stores `count` elements of
+    `layouts[-1]`'s dtype at byte `base + offset` of the block; the caller checks bounds (or uses
+    `decode_group_stored`, which does).
 
     Raises:
         KeyError: no such group.  ValueError: a malformed container.  lz4.block.LZ4BlockError: a corrupt block.
@@ -299,8 +315,18 @@ def decode_group_stored(payload: bytes | memoryview, group: str) -> dict[str, St
     (table_len,) = _TABLE_LEN.unpack_from(raw, 0)
     table_end = _TABLE_LEN.size + table_len
     base = table_end + -table_end % ARRAY_ALIGN
+    return raw, base, _group_table(raw[_TABLE_LEN.size : table_end])
+
+
+def decode_group_stored(payload: bytes | memoryview, group: str) -> dict[str, StoredArray]:
+    """Decompress ONE group of an `LSC1` payload; every array is a read-only view of its stored layout.
+
+    Raises:
+        KeyError: no such group.  ValueError: a malformed container.  lz4.block.LZ4BlockError: a corrupt block.
+    """
+    raw, base, table = decode_group_block(payload, group)
     out = {}
-    for name, chain, layouts, count, offset in _group_table(bytes(raw[_TABLE_LEN.size : table_end])):
+    for name, chain, layouts, count, offset in table.entries:
         stored_shape, stored_dtype = layouts[-1]
         if base + offset + count * stored_dtype.itemsize > len(raw):
             raise ValueError(f"group {group!r} array {name!r}: shape {layouts[0][0]} runs past the block end")

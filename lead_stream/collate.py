@@ -4,13 +4,16 @@ Per sample only the chosen variant's members are decoded: its JPEG (`rgb.jpg` or
 into the batch's (B, H, W, 3) buffer, its group of `arrays.lz4` (two small lz4 calls; the other variant's
 block is skipped) whose arrays are views written once into their batch slots (nibble-packed rasters are
 unpacked straight into the slot), and the small `targets.json`. Boxes are padded to 90 rows (`num_boxes` counts the
-real ones); radar points go to their sensor's block of 75 rows (300 in all, float16 widened to float32);
-LiDAR counts (0..5) become float32 count / 5 and depth bytes become metres once per batch, not per sample.
+real ones); radar points go to their sensor's block of 75 rows (300 in all, float16 widened to float32).
+LiDAR counts and depth bytes stay uint8 (the model scales them on the device, `batch`). Each distinct group
+table is checked against the batch layout once (`_group_plan`), so a sample costs no per-array validation.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import sys
 from dataclasses import dataclass
 
@@ -19,14 +22,12 @@ import simplejpeg
 import torch
 
 from lead_stream.batch import Batch
-from lead_stream.codecs import StoredArray, decode_group_stored, unpack_nibbles
+from lead_stream.codecs import GroupTable, StoredArray, decode_group_block, unpack_nibbles
 from lead_stream.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
     DEPTH_HEIGHT_PX,
-    DEPTH_MAX_M,
     DEPTH_WIDTH_PX,
-    LIDAR_HIST_MAX_COUNT,
     MAX_NUM_BBOXES,
     MAX_RADAR_POINTS_PER_SENSOR,
     NUM_BOX_FIELDS,
@@ -67,15 +68,102 @@ def command_one_hot(command: int) -> int:
     return command if 0 <= command < NUM_COMMANDS else 3
 
 
-def _into(arrays: dict[str, StoredArray], name: str, out: np.ndarray) -> None:
-    """Write container array `name` into its batch slot (nibbles unpacked there; no intermediate array)."""
-    stored = arrays[name]
-    if stored.shape != out.shape:
-        raise ValueError(f"array {name!r} has shape {stored.shape}, expected {out.shape}")
-    if stored.filters == ("nibble",):
-        unpack_nibbles(stored.data, out=out)
-    else:
-        out[...] = stored.restore()
+# Small float32 arrays of a group, in the order the shard writer stores them (`features`): when a group's
+# table has exactly these, unfiltered and back to back, one flat copy moves all of them into `nav`.
+_NAV_LAYOUT = (
+    ("radar_detections", (NUM_RADAR_QUERIES, 4)),
+    ("target_point", (2,)),
+    ("target_point_previous", (2,)),
+    ("target_point_next", (2,)),
+    ("future_waypoints", (NUM_WAYPOINTS, 2)),
+    ("future_yaws_rad", (NUM_WAYPOINTS,)),
+    ("route", (NUM_ROUTE_POINTS, 2)),
+)
+_NAV_SLICES: dict[str, tuple[int, int, tuple[int, ...]]] = {}
+_pos = 0
+for _name, _shape in _NAV_LAYOUT:
+    _NAV_SLICES[_name] = (_pos, _pos + math.prod(_shape), _shape)
+    _pos += math.prod(_shape)
+NAV_WIDTH = _pos  # float32 values per sample in BatchBuffers.nav
+_BUFFER_SHAPES = {  # uint8 per-sample rasters of BatchBuffers
+    "lidar": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
+    "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
+    "depth": (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX),
+    "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
+}
+_RASTERS = (  # container array → BatchBuffers attribute (uint8, same shape per sample)
+    ("lidar_bev", "lidar"),
+    ("semantic", "semantic"),
+    ("depth", "depth"),
+    ("bev_semantic", "bev_semantic"),
+)
+_F4 = np.dtype("<f4")
+_U1 = np.dtype("u1")
+
+
+@dataclass(frozen=True)
+class _GroupPlan:
+    """How to move one group table's arrays into batch rows, validated once per distinct table."""
+
+    end: int                                              # bytes the block must have (base + last array end)
+    rasters: tuple[tuple[str, int, int, tuple, str, tuple], ...]  # attr, start, count, stored shape, op, stored
+    boxes: tuple[int, int, tuple | None]                  # start, rows, stored args when not plain float32
+    radar: tuple[int, tuple[str, ...], tuple]             # start, filter chain, layouts
+    nav: tuple[tuple[int, int, int, tuple[str, ...], tuple], ...]  # nav start, nav end, start, chain, layouts
+    nav_flat: int                                         # start of all nav arrays back to back, or -1
+
+
+def _entry_of(entries: dict[str, tuple], name: str) -> tuple:
+    if name not in entries:
+        raise KeyError(name)
+    return entries[name]
+
+
+@functools.lru_cache(maxsize=1024)
+def _group_plan(table: GroupTable, base: int) -> _GroupPlan:
+    """Validate a group table against the batch layout once (tables repeat across samples)."""
+    entries = {entry[0]: entry for entry in table.entries}
+    end = base
+    for _, _, layouts, count, offset in table.entries:
+        end = max(end, base + offset + count * layouts[-1][1].itemsize)
+    rasters = []
+    for name, attr in _RASTERS:
+        _, chain, layouts, count, offset = _entry_of(entries, name)
+        shape, dtype = layouts[0]
+        expected = _BUFFER_SHAPES[attr]
+        if shape != expected:
+            raise ValueError(f"array {name!r} has shape {shape}, expected {expected}")
+        fast = dtype == _U1 and chain in ((), ("nibble",), ("transpose",))
+        op = (chain[0] if chain else "none") if fast else "restore"  # restore: any other filter chain / dtype
+        rasters.append((attr, base + offset, count, layouts[-1][0], op, (base + offset, chain, layouts)))
+    _, chain, layouts, count, offset = _entry_of(entries, "boxes")
+    shape, dtype = layouts[0]
+    if len(shape) != 2 or shape[0] > MAX_NUM_BBOXES or shape[1] != NUM_BOX_FIELDS:
+        raise ValueError(f"boxes shape {shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
+    boxes = (base + offset, shape[0], (base + offset, chain, layouts) if chain or dtype != _F4 else None)
+    _, chain, layouts, count, offset = _entry_of(entries, "radar")
+    if len(layouts[0][0]) != 2 or layouts[0][0][1] != 5:
+        raise ValueError(f"radar shape {layouts[0][0]}, expected (n, 5)")
+    radar = (base + offset, chain, layouts)
+    nav, flat, next_offset = [], True, None
+    for name, expected in _NAV_LAYOUT:
+        _, chain, layouts, count, offset = _entry_of(entries, name)
+        if layouts[0][0] != expected:
+            raise ValueError(f"array {name!r} has shape {layouts[0][0]}, expected {expected}")
+        lo, hi, _ = _NAV_SLICES[name]
+        nav.append((lo, hi, base + offset, chain, layouts))
+        flat = flat and not chain and layouts[0][1] == _F4 and next_offset in (None, offset)
+        next_offset = offset + count * layouts[-1][1].itemsize
+    return _GroupPlan(end, tuple(rasters), boxes, radar, tuple(nav), nav[0][2] if flat else -1)
+
+
+def _stored(raw: bytes, start: int, chain: tuple[str, ...], layouts: tuple) -> StoredArray:
+    stored_shape, stored_dtype = layouts[-1]
+    count = math.prod(stored_shape)
+    return StoredArray(np.frombuffer(raw, stored_dtype, count, start).reshape(stored_shape), chain, layouts)
+
+
+_JPEG_NAMES = {False: "rgb.jpg", True: f"rgb{_PERT}.jpg"}
 
 
 @dataclass
@@ -87,25 +175,17 @@ class BatchBuffers:
     def __post_init__(self) -> None:
         b = self.size
         self.rgb = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX, 3), np.uint8)
-        self.lidar = np.empty((b, BEV_HEIGHT_PX, BEV_WIDTH_PX), np.uint8)
-        self.semantic = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX), np.uint8)
-        self.depth = np.empty((b, DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX), np.uint8)
-        self.bev_semantic = np.empty((b, BEV_HEIGHT_PX, BEV_WIDTH_PX), np.uint8)
+        for attr, shape in _BUFFER_SHAPES.items():  # lidar, semantic, depth, bev_semantic (uint8)
+            setattr(self, attr, np.empty((b, *shape), np.uint8))
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
         self.radar = np.zeros((b, NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR, 5), np.float32)
-        self.radar_detections = np.zeros((b, NUM_RADAR_QUERIES, 4), np.float32)
-        self.points = np.zeros((b, 3, 2), np.float32)  # target_point, _previous, _next
+        self.nav = np.zeros((b, NAV_WIDTH), np.float32)  # _NAV_LAYOUT arrays, flattened back to back
         self.commands = np.zeros((b, 2, NUM_COMMANDS), np.float32)
-        self.waypoints = np.zeros((b, NUM_WAYPOINTS, 2), np.float32)
-        self.yaws = np.zeros((b, NUM_WAYPOINTS), np.float32)
-        self.route = np.zeros((b, NUM_ROUTE_POINTS, 2), np.float32)
         self.scalars = np.zeros((b, 2), np.float32)  # speed_mps, target_speed_mps
         self.flags = np.zeros((b, 3), np.bool_)  # brake, planning_valid, perturbated
         self.frame_idx = np.zeros(b, np.int64)
         self.bucket_idx = np.zeros(b, np.int64)
-        self.lidar_bev = np.empty((b, 1, BEV_HEIGHT_PX, BEV_WIDTH_PX), np.float32)  # to_batch's outputs
-        self.depth_m = np.empty((b, DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX), np.float32)
         self.route_id: list[str] = [""] * b
         self.current_member = ""
 
@@ -119,31 +199,42 @@ class BatchBuffers:
 
     def fill(self, i: int, members: dict[str, bytes], *, perturbated: bool) -> None:
         """Decode sample `i`'s chosen variant into row i; `current_member` names the member on error."""
-        sfx = _PERT if perturbated else ""
-        self.current_member = name = f"rgb{sfx}.jpg"
+        self.current_member = name = _JPEG_NAMES[perturbated]
         rgb = simplejpeg.decode_jpeg(members[name], colorspace="RGB", buffer=self.rgb[i])
         if rgb.shape != self.rgb.shape[1:]:
             raise ValueError(f"decodes to {rgb.shape}, expected {self.rgb.shape[1:]}")
         self.current_member = name = "arrays.lz4"
-        arrays = decode_group_stored(members[name], _GROUPS[perturbated])
-        _into(arrays, "lidar_bev", self.lidar[i])
-        _into(arrays, "semantic", self.semantic[i])
-        _into(arrays, "depth", self.depth[i])
-        _into(arrays, "bev_semantic", self.bev_semantic[i])
-        boxes = arrays["boxes"].restore()
-        if boxes.ndim != 2 or boxes.shape[0] > MAX_NUM_BBOXES or boxes.shape[1] != NUM_BOX_FIELDS:
-            raise ValueError(f"boxes shape {boxes.shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
-        self.boxes[i, : boxes.shape[0]] = boxes
-        self.boxes[i, boxes.shape[0] :] = 0.0
-        self.num_boxes[i] = boxes.shape[0]
-        self._fill_radar(i, arrays["radar"].restore())
-        _into(arrays, "radar_detections", self.radar_detections[i])
-        _into(arrays, "target_point", self.points[i, 0])
-        _into(arrays, "target_point_previous", self.points[i, 1])
-        _into(arrays, "target_point_next", self.points[i, 2])
-        _into(arrays, "future_waypoints", self.waypoints[i])
-        _into(arrays, "future_yaws_rad", self.yaws[i])
-        _into(arrays, "route", self.route[i])
+        raw, base, table = decode_group_block(members[name], _GROUPS[perturbated])
+        plan = _group_plan(table, base)
+        if len(raw) < plan.end:
+            raise ValueError(f"group {_GROUPS[perturbated]!r}: its arrays run past the block end")
+        frombuffer = np.frombuffer
+        for attr, start, count, shape, op, stored in plan.rasters:
+            out = getattr(self, attr)[i]
+            if op == "restore":
+                out[...] = _stored(raw, *stored).restore()
+                continue
+            data = frombuffer(raw, np.uint8, count, start).reshape(shape)
+            if op == "nibble":
+                unpack_nibbles(data, out=out)
+            elif op == "transpose":
+                out[...] = data.T
+            else:
+                out[...] = data
+        start, rows, stored = plan.boxes
+        self.boxes[i, :rows] = (
+            _stored(raw, *stored).restore()
+            if stored
+            else frombuffer(raw, _F4, rows * NUM_BOX_FIELDS, start).reshape(rows, NUM_BOX_FIELDS)
+        )
+        self.boxes[i, rows:] = 0.0
+        self.num_boxes[i] = rows
+        self._fill_radar(i, _stored(raw, *plan.radar).restore())
+        if plan.nav_flat >= 0:
+            self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, plan.nav_flat)
+        else:
+            for lo, hi, start, chain, layouts in plan.nav:
+                self.nav[i, lo:hi] = _stored(raw, start, chain, layouts).restore().reshape(-1)
         self.current_member = name = "targets.json"
         self._fill_targets(i, json.loads(bytes(members[name])), perturbated)
 
@@ -170,9 +261,10 @@ class BatchBuffers:
 
     def _fill_targets(self, i: int, targets: dict, perturbated: bool) -> None:
         self.scalars[i] = (targets["speed_mps"], targets["target_speed_mps"])
-        self.commands[i] = 0.0
-        self.commands[i, 0, command_one_hot(int(targets["command"]))] = 1.0
-        self.commands[i, 1, command_one_hot(int(targets["next_command"]))] = 1.0
+        commands = self.commands[i]
+        commands[...] = 0.0
+        commands[0, command_one_hot(int(targets["command"]))] = 1.0
+        commands[1, command_one_hot(int(targets["next_command"]))] = 1.0
         self.flags[i] = (bool(targets["brake"]), bool(targets["planning_valid"]), perturbated)
 
     def copy_row(self, dst: int, src: int) -> None:
@@ -186,12 +278,8 @@ class BatchBuffers:
             "boxes",
             "num_boxes",
             "radar",
-            "radar_detections",
-            "points",
+            "nav",
             "commands",
-            "waypoints",
-            "yaws",
-            "route",
             "scalars",
             "flags",
             "frame_idx",
@@ -201,33 +289,36 @@ class BatchBuffers:
             array[dst] = array[src]
         self.route_id[dst] = self.route_id[src]
 
-    def to_batch(self) -> Batch:
-        """Wrap the arrays as tensors (no copy except the float conversions of LiDAR and depth).
+    def _nav(self, name: str) -> torch.Tensor:
+        lo, hi, shape = _NAV_SLICES[name]
+        return torch.from_numpy(np.ascontiguousarray(self.nav[:, lo:hi]).reshape(self.size, *shape))
 
-        The tensors share memory with these arrays: refill only when `unreferenced()` (`BufferPool`).
+    def to_batch(self) -> Batch:
+        """Wrap the arrays as tensors: no copy but the small per-sample vectors (nav, scalars, flags).
+
+        The shared tensors use these arrays' memory: refill only when `unreferenced()` (`BufferPool`).
         """
         t = torch.from_numpy
-        lidar = np.divide(self.lidar[:, None], np.float32(LIDAR_HIST_MAX_COUNT), out=self.lidar_bev, dtype=np.float32)
-        depth = np.multiply(self.depth, np.float32(DEPTH_MAX_M / 255.0), out=self.depth_m, dtype=np.float32)
+        nav = self._nav
         return Batch(
             rgb=t(self.rgb).permute(0, 3, 1, 2),  # (B, 3, H, W) view in channels_last memory format
-            lidar_bev=t(lidar),
+            lidar_bev=t(self.lidar[:, None]),  # (B, 1, X, Y) uint8 counts
             radar=t(self.radar),
             speed_mps=t(self.scalars[:, 0].copy()),
             semantic=t(self.semantic),
-            depth_m=t(depth),
+            depth_u8=t(self.depth),
             bev_semantic=t(self.bev_semantic),
             boxes=t(self.boxes),
             num_boxes=t(self.num_boxes),
-            radar_detections=t(self.radar_detections),
-            target_point=t(self.points[:, 0].copy()),
-            target_point_previous=t(self.points[:, 1].copy()),
-            target_point_next=t(self.points[:, 2].copy()),
+            radar_detections=nav("radar_detections"),
+            target_point=nav("target_point"),
+            target_point_previous=nav("target_point_previous"),
+            target_point_next=nav("target_point_next"),
             command=t(self.commands[:, 0].copy()),
             next_command=t(self.commands[:, 1].copy()),
-            future_waypoints=t(self.waypoints),
-            future_yaws_rad=t(self.yaws),
-            route=t(self.route),
+            future_waypoints=nav("future_waypoints"),
+            future_yaws_rad=nav("future_yaws_rad"),
+            route=nav("route"),
             target_speed_mps=t(self.scalars[:, 1].copy()),
             brake=t(self.flags[:, 0].copy()),
             planning_valid=t(self.flags[:, 1].copy()),

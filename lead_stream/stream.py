@@ -207,7 +207,8 @@ class PlanStream(IterableDataset):
         cat = self.catalog
         shard, key = int(cat.sample_shard[row]), cat.key(row)
         location = self.locations[shard]
-        blob = self._files.read(shard, int(cat.sample_offset[row]), int(cat.sample_size[row]))
+        # a view into a buffer the next read reuses: the members are decoded into `buffers` right here
+        blob = self._files.read_view(shard, int(cat.sample_offset[row]), int(cat.sample_size[row]))
         members = split_members(blob, shard=location, key=key)
         try:
             buffers.fill(i, members, perturbated=perturbated)

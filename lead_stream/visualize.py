@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from lead_stream.batch import lidar_unit
 from lead_stream.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
@@ -98,7 +99,7 @@ def bev_image(
 ) -> np.ndarray:
     """BEV panel of sample `idx` (see module docstring) → (160, 960, 3) uint8."""
     size = (BEV_HEIGHT_PX // PANEL_SCALE, BEV_WIDTH_PX // PANEL_SCALE)
-    lidar = (batch.lidar_bev[idx, 0].float().cpu().numpy() * 255).astype(np.uint8)
+    lidar = (lidar_unit(batch.lidar_bev[idx, 0]).cpu().numpy() * 255).astype(np.uint8)
     lidar_rgb = _resize(np.stack([lidar] * 3, axis=-1), size, nearest=False)
     canvas = Image.fromarray(lidar_rgb)
     draw = ImageDraw.Draw(canvas)

@@ -13,7 +13,7 @@ import simplejpeg
 import torch
 
 from lead_stream import codecs
-from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch
+from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch, lidar_unit
 from lead_stream.codecs import decode_group
 from lead_stream.collate import BatchBuffers, command_one_hot
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
@@ -65,9 +65,10 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
     )
     batch = next(iter(loader))
     assert batch.rgb.shape == (4, 3, 384, 1152) and batch.rgb.dtype == torch.uint8
-    assert batch.lidar_bev.shape == (4, 1, 320, 384) and batch.lidar_bev.dtype == torch.float32
+    assert batch.lidar_bev.shape == (4, 1, 320, 384) and batch.lidar_bev.dtype == torch.uint8
     assert batch.boxes.shape == (4, 90, 9) and batch.radar.shape == (4, 300, 5)
-    assert batch.depth_m.shape == (4, 96, 288) and batch.semantic.shape == (4, 384, 1152)
+    assert batch.depth_u8.shape == (4, 96, 288) and batch.depth_u8.dtype == torch.uint8
+    assert batch.semantic.shape == (4, 384, 1152)
     manifest = read_manifest(resolve_cache_dir(sharded_root))
     for i, row in enumerate(_rows(loader, batch)):
         sample = manifest.samples.row(row, named=True)
@@ -84,9 +85,12 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
         def same(got: torch.Tensor, want: np.ndarray) -> None:  # bit-exact, dtype included
             assert torch.equal(got, torch.from_numpy(np.array(want)))
 
-        same(batch.lidar_bev[i, 0], np.divide(arrays["lidar_bev"], np.float32(5), dtype=np.float32))
+        same(batch.lidar_bev[i, 0], arrays["lidar_bev"])
+        lidar = np.divide(arrays["lidar_bev"], np.float32(5), dtype=np.float32)
+        same(lidar_unit(batch.lidar_bev[i, 0]), lidar)
         same(batch.semantic[i], arrays["semantic"])
         same(batch.bev_semantic[i], arrays["bev_semantic"])
+        same(batch.depth_u8[i], arrays["depth"])
         same(batch.depth_m[i], np.multiply(arrays["depth"], np.float32(50 / 255), dtype=np.float32))
         boxes = arrays["boxes"]
         assert int(batch.num_boxes[i]) == len(boxes)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lead_stream.batch import lidar_unit
 from lead_stream.constants import BEV_DOWN_SAMPLE_FACTOR, BEV_HEIGHT_PX, BEV_WIDTH_PX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,7 +158,8 @@ class GPT(nn.Module):
 class TransFuserBackbone(nn.Module):
     """rgb (B,3,384,1152) u8 + lidar_bev (B,1,320,384) → image (B,C4,h,w), BEV (B,C4,h',w'), grid (B,G,80,96).
 
-    Inputs are resized inside the model to `image_size` / `bev_size` (the compact preset trains on 1/4 size).
+    lidar_bev holds uint8 point counts 0..5 (`Batch`), scaled to count / 5 here, on the device. Inputs are
+    resized inside the model to `image_size` / `bev_size` (the compact preset trains on 1/4 size).
     """
 
     def __init__(
@@ -217,7 +219,7 @@ class TransFuserBackbone(nn.Module):
     def forward(self, rgb: torch.Tensor, lidar_bev: torch.Tensor) -> dict[str, torch.Tensor]:
         image = resize(rgb.float() / 255.0, self.image_size)  # (B, 3, H, W)
         image = (image - self.mean) / self.std
-        lidar = resize(lidar_bev.float(), self.bev_size)  # (B, 1, X, Y)
+        lidar = resize(lidar_unit(lidar_bev), self.bev_size)  # (B, 1, X, Y) float32 count / 5
         image = self.image_encoder.stem(image)
         lidar = self.lidar_encoder.stem(lidar)
         for stage_idx, (image_stage, lidar_stage) in enumerate(

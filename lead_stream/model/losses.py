@@ -161,7 +161,7 @@ def compute_losses(
     semantic_labels = _resize_labels(batch.semantic, semantic.shape[-2:])
     add("loss_semantic", F.cross_entropy(semantic, semantic_labels, reduction="sum"), semantic_labels.numel())
     depth = outputs["depth_m"].float()  # (B, H, W)
-    depth_labels = batch.depth_m.float()
+    depth_labels = batch.depth_m  # (B, H, W) float32 metres from the uint8 labels, on the device
     if tuple(depth_labels.shape[-2:]) != tuple(depth.shape[-2:]):
         depth_labels = F.interpolate(
             depth_labels[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False

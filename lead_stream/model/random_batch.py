@@ -69,11 +69,11 @@ def random_batch(batch_size: int, *, seed: int = 0, max_boxes: int = 12) -> Batc
     speed = rand(B) * 10
     return Batch(
         rgb=randint(256, B, 3, RGB_HEIGHT_PX, RGB_WIDTH_PX).to(torch.uint8),
-        lidar_bev=(randint(6, B, 1, BEV_HEIGHT_PX, BEV_WIDTH_PX).float() / 5),
+        lidar_bev=randint(6, B, 1, BEV_HEIGHT_PX, BEV_WIDTH_PX).to(torch.uint8),
         radar=radar,
         speed_mps=speed,
         semantic=randint(NUM_SEMANTIC_CLASSES, B, RGB_HEIGHT_PX, RGB_WIDTH_PX).to(torch.uint8),
-        depth_m=rand(B, DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX) * 50,
+        depth_u8=randint(256, B, DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX).to(torch.uint8),
         bev_semantic=randint(NUM_BEV_SEMANTIC_CLASSES, B, BEV_HEIGHT_PX, BEV_WIDTH_PX).to(torch.uint8),
         boxes=boxes,
         num_boxes=num_boxes.long(),
