@@ -21,27 +21,7 @@ from lead_stream.train import (
     resolve_precision,
     train,
 )
-
-TINY = [
-    "model.preset=compact",
-    "model.widths=8,16,32,32",
-    "model.image_size=48,144",
-    "model.bev_size=40,48",
-    "model.bev_channels=16",
-    "model.decoder_channels=16,8,8",
-    "model.token_dim=32",
-    "progress=false",
-    "num_workers=0",
-    "log_scalars_frequency=1",
-]
-
-
-def _scalars(logdir: Path, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return {event.step: event.value for event in acc.Scalars(tag)}
+from train_helpers import TINY, tensorboard_scalars
 
 
 def _tags(logdir: Path) -> dict[str, list[str]]:
@@ -169,7 +149,7 @@ def test_resume_after_kill_continues_the_loss_curve_exactly(sharded_root, tmp_pa
     assert again.start_step == 4 and [s for s, _ in again.losses] == [4, 5, 6]
     for step, loss in again.losses:
         assert loss == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
-    logged = _scalars(run, "loss/total")  # TensorBoard curve of the interrupted run == uninterrupted run
+    logged = tensorboard_scalars(run, "loss/total")  # TensorBoard curve of the interrupted run == uninterrupted run
     assert sorted(logged) == list(range(7))
     for step, value in logged.items():
         assert value == pytest.approx(expected[step], rel=1e-5), step

@@ -11,26 +11,7 @@ from typer.testing import CliRunner
 
 from lead_stream.cli.main import app
 
-TINY = [
-    "model.preset=compact",
-    "model.widths=8,16,32,32",
-    "model.image_size=48,144",
-    "model.bev_size=40,48",
-    "model.bev_channels=16",
-    "model.decoder_channels=16,8,8",
-    "model.token_dim=32",
-    "progress=false",
-    "num_workers=0",
-    "log_scalars_frequency=1",
-]
-
-
-def _scalars(logdir, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {event.step: event.value for event in acc.Scalars(tag)}
+from train_helpers import TINY, tensorboard_scalars
 
 
 def test_two_ranks_match_one_process_and_only_rank0_writes(sharded_root, tmp_path):
@@ -70,7 +51,7 @@ def test_two_ranks_match_one_process_and_only_rank0_writes(sharded_root, tmp_pat
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = _scalars(single, "loss/total"), _scalars(ddp, "loss/total")
+    one, two = tensorboard_scalars(single, "loss/total"), tensorboard_scalars(ddp, "loss/total")
     assert sorted(one) == sorted(two) == [0, 1]
     assert two[0] == pytest.approx(one[0], rel=1e-5)  # same global batch, same init
     assert two[1] == pytest.approx(one[1], rel=1e-4)  # after one DDP-averaged update
