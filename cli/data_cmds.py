@@ -59,7 +59,7 @@ def query(
     """Run an SQL query over the index tables and print the result."""
     import polars as pl
 
-    from lead_stream.index import run_query
+    from lead_stream.query import run_query
 
     if fmt not in ("table", "csv", "json"):
         raise ConfigError(f"--format: expected table, csv or json, got {fmt!r}")
@@ -99,7 +99,8 @@ def buckets(
     import polars as pl
 
     from lead_stream.buckets import RATE_FILL, BucketCollection
-    from lead_stream.index import bucket_report, write_bucket_collection
+    from lead_stream.index import write_bucket_collection
+    from lead_stream.query import bucket_report
 
     if define is not None:
         rates: dict[str, float | str] = {}

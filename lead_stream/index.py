@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from lead_stream import layout
 from lead_stream.atomic import atomic_path, list_finished, remove_stale_tmp
 from lead_stream.buckets import BucketCollection, default_collections
 from lead_stream.constants import RESULT_INFRACTION_KEYS
-from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.errors import ConfigError, LeadFormatError
 from lead_stream.schemas.tables import (
     BUILD_ID_KEY,
     FRAMES_SCHEMA,
@@ -154,46 +154,6 @@ def read_bucket_members(data_root: Path, collection: str) -> pl.DataFrame:
 def collection_names(data_root: Path) -> list[str]:
     """Names of the bucket collections written under index/buckets/."""
     return [p.stem for p in list_finished(index_dir(data_root) / BUCKETS_DIR, "*.parquet")]
-
-
-def load_tables(data_root: Path) -> dict[str, pl.LazyFrame]:
-    """Lazy scans of every index table: "frames", "routes" and each bucket collection by name.
-
-    Raises:
-        LeadFormatError: no index (or a table of another schema version).
-    """
-    tables = {"frames": "frames", "routes": "routes"}
-    tables.update({name: "bucket_members" for name in collection_names(data_root)})
-    out = {}
-    for name, kind in tables.items():
-        path = table_path(data_root, name)
-        if not path.is_file():
-            raise LeadFormatError(path, f"missing (build the index first: lead-stream index {data_root})")
-        try:
-            check_version(pq.read_schema(path), kind, path)
-        except SchemaError as error:
-            raise LeadFormatError(path, str(error).split(": ", 1)[-1]) from None
-        out[name] = pl.scan_parquet(path)
-    return out
-
-
-class QueryError(LeadStreamError, ValueError):
-    """An SQL query over the index tables failed (syntax, unknown table or column)."""
-
-
-def run_query(data_root: Path, sql: str) -> pl.DataFrame:
-    """Run Polars SQL over the index tables (`frames`, `routes`, `pretrain`, `posttrain`, user collections).
-
-    Raises:
-        LeadFormatError: no index.
-        QueryError: the query is invalid.
-    """
-    context = pl.SQLContext(load_tables(data_root))
-    try:
-        return context.execute(sql, eager=True)
-    except (pl.exceptions.PolarsError, ValueError) as error:
-        raise QueryError(f"query: {str(error).strip().splitlines()[0]} (tables: "
-                         f"{', '.join(context.tables())})") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -581,38 +541,3 @@ def _write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) 
         path = write_bucket_collection(data_root, collection, frames=frames, compression=compression)
         sizes[name] = pq.read_metadata(path).num_rows
     return sizes
-
-
-def bucket_report(data_root: Path, collections: Iterable[str] | None = None,
-                  by: tuple[str, ...] = ("town", "scenario")) -> dict[str, pl.DataFrame]:
-    """Frames per bucket, and per bucket x each column of `by`, for the given collections (default: all).
-
-    Returns:
-        {"buckets": (collection, bucket, rate, frames, epoch_frames), "<col>": per-column breakdown, ...}
-    """
-    tables = load_tables(data_root)
-    names = list(collections) if collections is not None else collection_names(data_root)
-    unknown = [n for n in names if n not in tables or n in ("frames", "routes")]
-    if unknown:
-        raise LeadFormatError(index_dir(data_root) / BUCKETS_DIR, f"no collection {unknown}; have "
-                              f"{collection_names(data_root)}")
-    columns = tables["frames"].collect_schema().names()
-    bad = [c for c in by if c not in columns]
-    if bad:
-        raise ConfigError(f"--by {bad}: not frames columns; e.g. town, scenario, weather_setting, "
-                          "is_junction")
-    members = pl.concat([tables[n].with_columns(collection=pl.lit(n)) for n in names]) if names else None
-    if members is None:
-        return {}
-    members = members.collect()
-    report = {"buckets": (
-        members.group_by("collection", "bucket", maintain_order=True)
-        .agg(pl.col("rate").first(), frames=pl.len())
-        .with_columns(epoch_frames=(pl.col("frames") * pl.col("rate")).floor().cast(pl.Int64))
-    )}
-    joined = members.lazy().join(tables["frames"].select("route_id", "frame_idx", *by),
-                                 on=["route_id", "frame_idx"], how="left").collect()
-    for column in by:
-        report[column] = (joined.group_by("collection", "bucket", column).agg(frames=pl.len())
-                          .sort("collection", "bucket", column))
-    return report

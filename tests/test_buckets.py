@@ -22,9 +22,9 @@ from lead_stream.index import (
     build_index,
     read_bucket_members,
     read_collection,
-    run_query,
     write_bucket_collection,
 )
+from lead_stream.query import run_query
 
 
 def _frames(num_frames: dict[str, int], usable: dict[str, bool], town: dict[str, str]) -> pl.LazyFrame:

@@ -21,11 +21,10 @@ from lead_stream.errors import LeadFormatError
 from lead_stream.index import (
     IndexConfig,
     build_index,
-    load_tables,
     read_bucket_members,
-    run_query,
     table_path,
 )
+from lead_stream.query import load_tables, run_query
 from lead_stream.schemas.tables import (
     FRAMES_SCHEMA,
     INFRACTION_COLUMNS,
