@@ -5,28 +5,36 @@ so they decode without side information; `npy` is numpy's own format (`allow_pic
 plain webdataset. Two lz4 payloads exist, told apart by their first 4 bytes (`decode("lz4", ...)` picks):
 
 * `LSA1` one array: magic, dtype, shape, then one lz4 block (`encode_lz4` / `decode_lz4`);
-* `LSC1` named GROUPS of named arrays, each group one independently decodable lz4 block
+* `LSC2` named GROUPS of named arrays, each group one independently decodable block
   (`encode_arrays` / `decode_arrays` / `decode_group`); the sample format (group = sensor variant):
 
-      magic "LSC1" | uint8 outer | uint8 num_groups | per group: uint8 name length, ASCII name,
+      magic "LSC2" | uint8 outer | uint8 num_groups | per group: uint8 name length, ASCII name,
       uint32 LE block size | the group blocks, in that order
-      a group block = an lz4 block (starting with its uint32 LE uncompressed size, as lz4.block's store_size;
-      primed with the fixed dictionary `ARRAYS_DICT`), wrapped by the `outer` codec: 0 none, 1 lz4 block (again
-      size-prefixed), 2 raw deflate (zlib, wbits -15). The lz4 block holds:
-          uint32 LE table length | table (UTF-8 JSON) | zeros to a multiple of 8 | array bytes
-      table = {"arrays": [{"name", "dtype" (numpy str, e.g. "<f2"), "shape", "filter", "offset"}, ...]}
+      a group block = the `outer` codec (0 none, 1 lz4 block, size-prefixed, 2 raw deflate: zlib, wbits -15)
+      over:  uint32 LE size of the lz4 block | the lz4 block | tail
+      the lz4 block (starting with its uint32 LE uncompressed size, as lz4.block's store_size; primed with the
+      fixed dictionary `ARRAYS_DICT`) decompresses to the head; head + tail is the logical group buffer:
+          uint32 LE table length | table (UTF-8 JSON) | zeros to a multiple of 8 | data
+      table = {"arrays": [{"name", "dtype" (numpy str, e.g. "<f2"), "shape", "filter"}, ...],
+               "attrs": {...} (optional), "tail": k (optional: the last k arrays are in the tail)}
+      data  = uint32 LE dims, one per array whose shape starts with -1 (its first dimension), in table order |
+              zeros to a multiple of 8 | each array's STORED bytes (after its filter chain), in table order,
+              each followed by zeros to a multiple of 8 (the last `tail` arrays' bytes: the tail, not lz4'd)
 
-  Each array's STORED bytes (after its filter chain) start at `offset`, counted from the start of the array
-  bytes (a multiple of 8; zeros in between). Decoding a group is one inflate (or lz4) call on a few KB, one lz4
-  call and `np.frombuffer` views.
-  Why an outer codec: the lz4 block keeps decoding of the large rasters fast, but lz4 spends one byte per 255
+  Variable first dimensions (box rows, radar points, run counts) live in the dims, so every sample of a
+  pipeline has byte-equal tables: a reader parses the table once and caches what it derives from it.
+  `attrs` (optional) is a JSON object (a sample's scalar targets). Decoding a group is one inflate call,
+  one lz4 call and `np.frombuffer` views. Arrays lz4 cannot shrink (run lengths) go to the tail: only the
+  outer codec sees them, which compresses them better without lz4's framing in between.
+  Why an outer codec: the lz4 block keeps decoding of the larger arrays fast, but lz4 spends one byte per 255
   bytes of a long match and codes literals/offsets without entropy coding; deflate over that SMALL block
   (a few KB) removes ~15% of it for tens of microseconds of decoding, outer lz4 ~5% for a few. Default: deflate.
   Filters are reversible, exact layouts, chained with '+':
   `none`; `transpose` (a 2-D array stored as its C-order transpose, for column-wise structure);
   `nibble` (uint8 values 0..15, even first axis: rows 2k and 2k+1 share one row of bytes, row 2k in the high
   4 bits; vertically paired label rows merge their edges, so lz4 sees fewer);
-  `shuffle` (byte j of every element stored together, then byte j + 1: float exponents compress).
+  `shuffle` (byte j of every element stored together, then byte j + 1: float exponents and the high bytes of
+  small integers compress).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import json
 import math
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
 import lz4.block
@@ -71,7 +79,8 @@ def decode_lz4(payload: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-ARRAYS_MAGIC = b"LSC1"
+ARRAYS_MAGIC = b"LSC2"
+_OLD_MAGICS = (b"LSC1",)  # earlier container versions: caches built by older lead-stream releases
 _GROUP_SIZE = struct.Struct("<I")
 _TABLE_LEN = struct.Struct("<I")
 ARRAY_ALIGN = 8
@@ -79,25 +88,34 @@ ARRAY_FILTERS = ("none", "transpose", "nibble", "shuffle")
 LZ4_HC_MAX_LEVEL = 12
 OUTER_CODECS = {"none": 0, "lz4": 1, "deflate": 2}
 ARRAY_OUTER = "deflate"
-# Primes the innermost lz4 pass of every group (lz4's "dictionary"): a typical table, so a group's table costs
-# a few dozen bytes instead of ~300. Any table still works; changing these bytes needs a new magic.
+VARIABLE = -1  # a table shape's first entry: the array's first dimension is stored in the group's dims
+# Primes the innermost lz4 pass of every group (lz4's "dictionary"): the sample format's table, so a group's
+# table costs a few bytes instead of ~700. Any table still works; changing these bytes needs a new magic.
 ARRAYS_DICT = (
-    b'{"arrays":[{"dtype":"|u1","filter":"nibble","name":"lidar_bev","offset":0,"shape":[320,384]},'
-    b'{"dtype":"|u1","filter":"nibble","name":"semantic","offset":0,"shape":[384,1152]},'
-    b'{"dtype":"|u1","filter":"transpose","name":"depth","offset":0,"shape":[96,288]},'
-    b'{"dtype":"|u1","filter":"nibble","name":"bev_semantic","offset":0,"shape":[320,384]},'
-    b'{"dtype":"<f4","filter":"none","name":"boxes","offset":0,"shape":[12,9]},'
-    b'{"dtype":"<f2","filter":"transpose+shuffle","name":"radar","offset":0,"shape":[150,5]},'
-    b'{"dtype":"<f4","filter":"none","name":"radar_detections","offset":0,"shape":[20,4]},'
-    b'{"dtype":"<f4","filter":"none","name":"target_point","offset":0,"shape":[2]},'
-    b'{"dtype":"<f4","filter":"none","name":"target_point_previous","offset":0,"shape":[2]},'
-    b'{"dtype":"<f4","filter":"none","name":"target_point_next","offset":0,"shape":[2]},'
-    b'{"dtype":"<f4","filter":"none","name":"future_waypoints","offset":0,"shape":[8,2]},'
-    b'{"dtype":"<f4","filter":"none","name":"future_yaws_rad","offset":0,"shape":[8]},'
-    b'{"dtype":"<f4","filter":"none","name":"route","offset":0,"shape":[10,2]}]}'
+    b'{"arrays":[{"dtype":"|u1","filter":"transpose","name":"depth","shape":[96,288]},'
+    b'{"dtype":"<f4","filter":"none","name":"radar_detections","shape":[20,4]},'
+    b'{"dtype":"<f4","filter":"none","name":"target_point","shape":[2]},'
+    b'{"dtype":"<f4","filter":"none","name":"target_point_previous","shape":[2]},'
+    b'{"dtype":"<f4","filter":"none","name":"target_point_next","shape":[2]},'
+    b'{"dtype":"<f4","filter":"none","name":"future_waypoints","shape":[8,2]},'
+    b'{"dtype":"<f4","filter":"none","name":"future_yaws_rad","shape":[8]},'
+    b'{"dtype":"<f4","filter":"none","name":"route","shape":[10,2]},'
+    b'{"dtype":"<f4","filter":"none","name":"ego","shape":[6]},'
+    b'{"dtype":"<f4","filter":"none","name":"boxes","shape":[-1,9]},'
+    b'{"dtype":"<f2","filter":"transpose+shuffle","name":"radar","shape":[-1,5]},'
+    b'{"dtype":"|u1","filter":"none","name":"lidar_bev_values","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"lidar_bev_lengths","shape":[-1]},'
+    b'{"dtype":"|u1","filter":"none","name":"semantic_values","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"semantic_lengths","shape":[-1]},'
+    b'{"dtype":"|u1","filter":"none","name":"bev_semantic_values","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"bev_semantic_lengths","shape":[-1]}]}'
 )
 
 Layout = tuple[tuple[int, ...], np.dtype]
+
+
+def _aligned(nbytes: int) -> int:
+    return nbytes + -nbytes % ARRAY_ALIGN
 
 
 def _filter_chain(filter_name: str) -> tuple[str, ...]:
@@ -144,7 +162,7 @@ def _undo_filter(step: str, data: np.ndarray, layout: Layout) -> np.ndarray:
 
 
 class StoredArray(NamedTuple):
-    """One array of an `LSC1` group as stored: `data` is a read-only view into the decompressed block."""
+    """One array of an `LSC2` group as stored: `data` is a read-only view into the decompressed block."""
 
     data: np.ndarray                  # stored layout (after the filter chain)
     filters: tuple[str, ...]          # filter chain, applied in order when encoding
@@ -163,31 +181,53 @@ class StoredArray(NamedTuple):
         return data
 
 
-def _encode_group(name: str, arrays: Mapping[str, np.ndarray], filters: Mapping[str, str], level: int,
-                  outer: int) -> bytes:
-    entries, parts, offset = [], [], 0
+def _stored_bytes(group: str, name: str, array: np.ndarray, filter_name: str) -> bytes:
+    if array.dtype.hasobject:
+        raise ValueError(f"group {group!r} array {name!r}: object dtype cannot be stored")
+    stored = np.ascontiguousarray(array)
+    for step in _filter_chain(filter_name):
+        stored = _apply_filter(step, name, stored)
+    raw = stored.tobytes()
+    return raw + bytes(-len(raw) % ARRAY_ALIGN)
+
+
+def _encode_group(name: str, arrays: Mapping[str, np.ndarray], filters: Mapping[str, str],
+                  variable: Collection[str], unpacked: Collection[str], attrs: Mapping[str, Any] | None,
+                  level: int, outer: int) -> bytes:
+    entries, dims, parts, tail = [], [], [], 0
     for array_name, array in arrays.items():
         array = np.asarray(array)
-        if array.dtype.hasobject:
-            raise ValueError(f"group {name!r} array {array_name!r}: object dtype cannot be stored")
         filter_name = filters.get(array_name, "none")
-        stored = np.ascontiguousarray(array)
-        for step in _filter_chain(filter_name):
-            stored = _apply_filter(step, array_name, stored)
-        raw = stored.tobytes()
-        entries.append({"name": array_name, "dtype": array.dtype.str, "shape": list(array.shape),
-                        "filter": filter_name, "offset": offset})
-        pad = -len(raw) % ARRAY_ALIGN
-        parts.append(raw + bytes(pad))
-        offset += len(raw) + pad
-    table = json.dumps({"arrays": entries}, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        shape = list(array.shape)
+        if array_name in variable:
+            if array.ndim == 0:
+                raise ValueError(f"group {name!r} array {array_name!r}: a variable first dimension needs ndim >= 1")
+            dims.append(shape[0])
+            shape[0] = VARIABLE
+        if array_name in unpacked:
+            tail += 1
+        elif tail:
+            raise ValueError(f"group {name!r}: array {array_name!r} follows an array stored outside lz4; "
+                             f"those must come last")
+        entries.append({"name": array_name, "dtype": array.dtype.str, "shape": shape, "filter": filter_name})
+        parts.append(_stored_bytes(name, array_name, array, filter_name))
+    table_dict: dict[str, Any] = {"arrays": entries}
+    if attrs is not None:
+        table_dict["attrs"] = dict(attrs)
+    if tail:
+        table_dict["tail"] = tail
+    table = json.dumps(table_dict, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
     head = _TABLE_LEN.pack(len(table)) + table
-    block = head + bytes(-len(head) % ARRAY_ALIGN) + b"".join(parts)
+    dims_bytes = struct.pack(f"<{len(dims)}I", *dims)
+    split = len(parts) - tail
+    block = b"".join([head, bytes(-len(head) % ARRAY_ALIGN), dims_bytes, bytes(-len(dims_bytes) % ARRAY_ALIGN)]
+                     + parts[:split])
     if level > 0:
         block = lz4.block.compress(block, mode="high_compression", compression=level, store_size=True,
                                    dict=ARRAYS_DICT)
     else:
         block = lz4.block.compress(block, store_size=True, dict=ARRAYS_DICT)
+    block = _GROUP_SIZE.pack(len(block)) + block + b"".join(parts[split:])
     if outer == OUTER_CODECS["lz4"]:
         block = lz4.block.compress(block, mode="high_compression", compression=LZ4_HC_MAX_LEVEL, store_size=True)
     elif outer == OUTER_CODECS["deflate"]:
@@ -197,31 +237,45 @@ def _encode_group(name: str, arrays: Mapping[str, np.ndarray], filters: Mapping[
 
 
 def encode_arrays(groups: Mapping[str, Mapping[str, np.ndarray]], *, filters: Mapping[str, str] | None = None,
+                  variable: Collection[str] = (), unpacked: Collection[str] = (),
+                  attrs: Mapping[str, Mapping[str, Any]] | None = None,
                   level: int = LZ4_HC_MAX_LEVEL, outer: str = ARRAY_OUTER) -> bytes:
-    """Named groups of named arrays → one `LSC1` payload; each group is its own lz4 block (module doc).
+    """Named groups of named arrays → one `LSC2` payload; each group is its own block (module doc).
 
     Args:
-        groups: group name (ASCII, 1..255 bytes) → {array name → array}; stored in this order.
+        groups: group name (ASCII, 1..255 bytes) → {array name → array}; stored in this order. A group may
+            have no arrays (then it usually carries `attrs`).
         filters: array name → filter chain ("none", "transpose", "nibble", "shuffle", or steps joined by
             "+", applied left to right); missing names use none.
+        variable: array names whose first dimension varies from sample to sample: the table says -1 and
+            the size goes to the group's dims, so equal layouts give byte-equal tables.
+        unpacked: array names stored after the lz4 block, compressed only by the outer codec: data lz4
+            cannot shrink (run lengths) compresses better without lz4's framing. They must come last in
+            their group.
+        attrs: group name → JSON-able dict stored in that group's table (e.g. a sample's scalar targets).
         level: lz4 high-compression level 1..12 of the first pass (decoding speed does not depend on it);
             0 = fast mode.
-        outer: codec over each group's (small) lz4 block: "none", "lz4" or "deflate" (see the module doc).
+        outer: codec over each group's lz4 block: "none", "lz4" or "deflate" (see the module doc).
 
     Raises:
         ValueError: an object dtype, a filter that does not fit its array, or a bad group name.
     """
     filters = filters or {}
+    attrs = attrs or {}
     if outer not in OUTER_CODECS:
         raise ValueError(f"outer must be one of {sorted(OUTER_CODECS)}, got {outer!r}")
     if not 1 <= len(groups) <= 255:
         raise ValueError(f"1..255 groups expected, got {len(groups)}")
+    unknown = set(attrs) - set(groups)
+    if unknown:
+        raise ValueError(f"attrs for unknown groups {sorted(unknown)}")
     header, blocks = [ARRAYS_MAGIC, bytes([OUTER_CODECS[outer], len(groups)])], []
     for name, arrays in groups.items():
         encoded_name = name.encode("ascii")
         if not 1 <= len(encoded_name) <= 255:
             raise ValueError(f"group name {name!r} must be 1..255 ASCII bytes")
-        block = _encode_group(name, arrays, filters, level, OUTER_CODECS[outer])
+        block = _encode_group(name, arrays, filters, variable, unpacked, attrs.get(name), level,
+                              OUTER_CODECS[outer])
         header += [bytes([len(encoded_name)]), encoded_name, _GROUP_SIZE.pack(len(block))]
         blocks.append(block)
     return b"".join(header + blocks)
@@ -240,43 +294,102 @@ def _array_spec(dtype_str: str, filter_name: str, shape: tuple[int, ...]) -> tup
     return chain, tuple(layouts), math.prod(layouts[-1][0])
 
 
-class GroupTable:
-    """A parsed group table: (name, filter chain, layouts, stored element count, offset) per array.
+class TableEntry(NamedTuple):
+    """One array of a group table."""
 
-    One object per distinct table bytes (`_group_table` caches them: samples with equal box / radar
-    counts share a table), hashed by identity, so a consumer can cache what it derives from a layout.
+    name: str
+    dtype: str                       # numpy dtype string, e.g. "<f4"
+    shape: tuple[int, ...]           # first entry VARIABLE (-1) when the size is in the group's dims
+    filter: str                      # filter chain as stored ("none", "transpose+shuffle", ...)
+
+    @property
+    def variable(self) -> bool:
+        return bool(self.shape) and self.shape[0] == VARIABLE
+
+
+class GroupTable:
+    """A parsed group table, one object per distinct table bytes (`_group_table` caches them).
+
+    With variable first dimensions in the dims vector the table is the same for every sample of a pipeline,
+    so a consumer can cache what it derives from it (hashed by identity). `fixed_offsets[i]` is entry i's
+    offset from the start of the data when no variable array precedes it, else None.
     """
 
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "attrs", "num_dims", "dims_bytes", "fixed_offsets")
 
-    def __init__(self, entries: tuple[tuple[str, tuple[str, ...], tuple[Layout, ...], int, int], ...]) -> None:
+    def __init__(self, entries: tuple[TableEntry, ...], attrs: dict[str, Any] | None) -> None:
         self.entries = entries
+        self.attrs = attrs
+        self.num_dims = sum(entry.variable for entry in entries)
+        self.dims_bytes = _aligned(4 * self.num_dims)
+        offsets: list[int | None] = []
+        pos: int | None = self.dims_bytes
+        for entry in entries:
+            if entry.variable:
+                pos = None
+            offsets.append(pos)
+            if pos is not None:
+                _, layouts, count = _array_spec(entry.dtype, entry.filter, entry.shape)
+                pos += _aligned(count * layouts[-1][1].itemsize)
+        self.fixed_offsets = tuple(offsets)
+
+    def locate(self, raw: bytes | memoryview, base: int) -> list[tuple[str, tuple[str, ...], tuple[Layout, ...], int, int]]:
+        """Per array (name, filter chain, layouts, stored element count, byte offset in `raw`), in table order.
+
+        Raises:
+            ValueError: the dims vector or an array runs past the end of `raw`.
+        """
+        end = len(raw)
+        if base + 4 * self.num_dims > end:
+            raise ValueError("group block ends inside its dims")
+        dims = iter(struct.unpack_from(f"<{self.num_dims}I", raw, base))
+        out = []
+        pos = base + self.dims_bytes
+        for entry in self.entries:
+            shape = (next(dims),) + entry.shape[1:] if entry.variable else entry.shape
+            chain, layouts, count = _array_spec(entry.dtype, entry.filter, shape)
+            nbytes = count * layouts[-1][1].itemsize
+            if pos + nbytes > end:
+                raise ValueError(f"array {entry.name!r}: shape {shape} runs past the block end")
+            out.append((entry.name, chain, layouts, count, pos))
+            pos += _aligned(nbytes)
+        return out
 
 
 @functools.lru_cache(maxsize=4096)
 def _group_table(table: bytes) -> GroupTable:
     """Parsed group table (cached per distinct table bytes)."""
-    out = []
-    for entry in json.loads(table)["arrays"]:
-        chain, layouts, count = _array_spec(entry["dtype"], entry["filter"], tuple(entry["shape"]))
-        out.append((entry["name"], chain, layouts, count, int(entry["offset"])))
-    return GroupTable(tuple(out))
+    parsed = json.loads(table)
+    entries = []
+    for entry in parsed["arrays"]:
+        shape = tuple(int(d) for d in entry["shape"])
+        if any(d < 0 for d in shape[1:]) or (shape and shape[0] < VARIABLE):
+            raise ValueError(f"array {entry['name']!r}: bad shape {list(shape)} in the group table")
+        probe = (0,) + shape[1:] if shape and shape[0] == VARIABLE else shape
+        _array_spec(entry["dtype"], entry["filter"], probe)  # validates dtype and filter
+        entries.append(TableEntry(entry["name"], entry["dtype"], shape, entry["filter"]))
+    return GroupTable(tuple(entries), parsed.get("attrs"))
 
 
 def array_groups(payload: bytes | memoryview) -> dict[str, tuple[int, int]]:
-    """Group name → (start, end) of its block in an `LSC1` payload (no decompression).
+    """Group name → (start, end) of its block in an `LSC2` payload (no decompression).
 
     Raises:
-        ValueError: not an `LSC1` payload, or a truncated header.
+        ValueError: not an `LSC2` payload (an older container names the rebuild), or a truncated header.
     """
     view = memoryview(payload)
-    if view[:4] != ARRAYS_MAGIC:
-        raise ValueError(f"not a lead-stream array container (magic {bytes(view[:4])!r}, "
-                         f"expected {ARRAYS_MAGIC!r})")
+    magic = bytes(view[:4])
+    if magic != ARRAYS_MAGIC:
+        if magic in _OLD_MAGICS:
+            raise ValueError(f"array container version {magic.decode()} was written by an older lead-stream; "
+                             f"rebuild the cache with `lead-stream shard` (this version reads {ARRAYS_MAGIC.decode()})")
+        raise ValueError(f"not a lead-stream array container (magic {magic!r}, expected {ARRAYS_MAGIC!r})")
     if len(view) < 6:
         raise ValueError("truncated array container header")
     pos, sizes = 6, []
     for _ in range(view[5]):
+        if pos >= len(view):
+            raise ValueError("truncated array container header")
         name_len = view[pos]
         name = bytes(view[pos + 1 : pos + 1 + name_len]).decode("ascii")
         (size,) = _GROUP_SIZE.unpack_from(view, pos + 1 + name_len)
@@ -292,11 +405,9 @@ def array_groups(payload: bytes | memoryview) -> dict[str, tuple[int, int]]:
 
 
 def decode_group_block(payload: bytes | memoryview, group: str) -> tuple[bytes, int, GroupTable]:
-    """Decompress ONE group of an `LSC1` payload: (block bytes, start of the array bytes, parsed table).
+    """Decompress ONE group of an `LSC2` payload: (block bytes, start of its data (the dims), parsed table).
 
-    Array `name` with entry (name, chain, layouts, count, offset) stores `count` elements of
-    `layouts[-1]`'s dtype at byte `base + offset` of the block; the caller checks bounds (or uses
-    `decode_group_stored`, which does).
+    `table.locate(raw, base)` gives every array's position; `decode_group_stored` wraps them as views.
 
     Raises:
         KeyError: no such group.  ValueError: a malformed container.  lz4.block.LZ4BlockError: a corrupt block.
@@ -311,32 +422,40 @@ def decode_group_block(payload: bytes | memoryview, group: str) -> tuple[bytes, 
         raw = zlib.decompress(raw, -15)
     elif outer != OUTER_CODECS["none"]:
         raise ValueError(f"unknown outer codec {outer} in array container")
-    raw = lz4.block.decompress(raw, dict=ARRAYS_DICT)
+    if len(raw) < _GROUP_SIZE.size:
+        raise ValueError(f"group {group!r}: block too short")
+    (head_size,) = _GROUP_SIZE.unpack_from(raw, 0)
+    head_end = _GROUP_SIZE.size + head_size
+    if head_end > len(raw):
+        raise ValueError(f"group {group!r}: its lz4 block runs past the block end")
+    head = lz4.block.decompress(raw[_GROUP_SIZE.size : head_end], dict=ARRAYS_DICT)
+    raw = head + raw[head_end:] if head_end < len(raw) else head  # arrays stored after the lz4 block follow
+    if len(raw) < _TABLE_LEN.size:
+        raise ValueError(f"group {group!r}: block too short for its table")
     (table_len,) = _TABLE_LEN.unpack_from(raw, 0)
     table_end = _TABLE_LEN.size + table_len
-    base = table_end + -table_end % ARRAY_ALIGN
-    return raw, base, _group_table(raw[_TABLE_LEN.size : table_end])
+    if table_end > len(raw):
+        raise ValueError(f"group {group!r}: table runs past the block end")
+    return raw, _aligned(table_end), _group_table(raw[_TABLE_LEN.size : table_end])
 
 
 def decode_group_stored(payload: bytes | memoryview, group: str) -> dict[str, StoredArray]:
-    """Decompress ONE group of an `LSC1` payload; every array is a read-only view of its stored layout.
+    """Decompress ONE group of an `LSC2` payload; every array is a read-only view of its stored layout.
 
     Raises:
         KeyError: no such group.  ValueError: a malformed container.  lz4.block.LZ4BlockError: a corrupt block.
     """
     raw, base, table = decode_group_block(payload, group)
     out = {}
-    for name, chain, layouts, count, offset in table.entries:
+    for name, chain, layouts, count, offset in table.locate(raw, base):
         stored_shape, stored_dtype = layouts[-1]
-        if base + offset + count * stored_dtype.itemsize > len(raw):
-            raise ValueError(f"group {group!r} array {name!r}: shape {layouts[0][0]} runs past the block end")
-        data = np.frombuffer(raw, dtype=stored_dtype, count=count, offset=base + offset).reshape(stored_shape)
+        data = np.frombuffer(raw, dtype=stored_dtype, count=count, offset=offset).reshape(stored_shape)
         out[name] = StoredArray(data, chain, layouts)
     return out
 
 
 def decode_group(payload: bytes | memoryview, group: str) -> dict[str, np.ndarray]:
-    """One group of an `LSC1` payload: array name → array, in stored order.
+    """One group of an `LSC2` payload: array name → array, in stored order.
 
     Arrays without nibble/shuffle filters are read-only zero-copy views into one decompressed buffer (a
     transposed array is the `.T` view of its stored layout); the others are new arrays.
@@ -344,9 +463,20 @@ def decode_group(payload: bytes | memoryview, group: str) -> dict[str, np.ndarra
     return {name: stored.restore() for name, stored in decode_group_stored(payload, group).items()}
 
 
-def decode_arrays(payload: bytes | memoryview) -> dict[str, dict[str, np.ndarray]]:
-    """Inverse of `encode_arrays`: group name → {array name → array} (see `decode_group`)."""
-    return {group: decode_group(payload, group) for group in array_groups(payload)}
+def decode_attrs(payload: bytes | memoryview, group: str) -> dict[str, Any]:
+    """The `attrs` dict of one group's table ({} when it has none)."""
+    _, _, table = decode_group_block(payload, group)
+    return dict(table.attrs or {})
+
+
+def decode_arrays(payload: bytes | memoryview) -> dict[str, Any]:
+    """Inverse of `encode_arrays`: group name → {array name → array}; a group without arrays gives its attrs."""
+    out: dict[str, Any] = {}
+    for group in array_groups(payload):
+        raw, base, table = decode_group_block(payload, group)
+        out[group] = (decode_group(payload, group) if table.entries or table.attrs is None
+                      else dict(table.attrs))
+    return out
 
 
 def unpack_nibbles(packed: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -365,7 +495,7 @@ def unpack_nibbles(packed: np.ndarray, out: np.ndarray | None = None) -> np.ndar
 
 
 def decode_lz4_any(payload: bytes | memoryview) -> np.ndarray | dict[str, dict[str, np.ndarray]]:
-    """The `lz4` codec: one array for an `LSA1` payload, group → {name → array} for an `LSC1` container."""
+    """The `lz4` codec: one array for an `LSA1` payload, group → {name → array} for an `LSC2` container."""
     if bytes(payload[:4]) == ARRAYS_MAGIC:
         return decode_arrays(payload)
     return decode_lz4(payload)
@@ -405,7 +535,7 @@ def encode(kind: str, array: np.ndarray) -> bytes:
 
 
 def decode(kind: str, payload: bytes) -> Any:
-    """Decode `payload` with the codec named `kind` (an `LSC1` lz4 payload gives name → array)."""
+    """Decode `payload` with the codec named `kind` (an `LSC2` lz4 payload gives group → arrays)."""
     if kind not in DECODERS:
         raise KeyError(f"unknown codec {kind!r}; known: {sorted(DECODERS)}")
     return DECODERS[kind](payload)

@@ -1,19 +1,23 @@
 """Raw sample members (`features` doc) → one `Batch`: decode the chosen variant straight into batch arrays.
 
 Per sample only the chosen variant's members are decoded: its JPEG (`rgb.jpg` or `rgb_pert.jpg`) directly
-into the batch's (B, H, W, 3) buffer, its group of `arrays.lz4` (two small lz4 calls; the other variant's
-block is skipped) whose arrays are views written once into their batch slots (nibble-packed rasters are
-unpacked straight into the slot), and the small `targets.json`. Boxes are padded to 90 rows (`num_boxes` counts the
-real ones); radar points go to their sensor's block of 75 rows (300 in all, float16 widened to float32).
-LiDAR counts and depth bytes stay uint8 (the model scales them on the device, `batch`). Each distinct group
-table is checked against the batch layout once (`_group_plan`), so a sample costs no per-array validation.
+into the batch's (B, H, W, 3) buffer, and its group of `arrays.lz4` (one inflate + one lz4 call on a few KB;
+the other variant's block is skipped), whose arrays are views written once into their batch slots: the
+LiDAR counts and the label rasters stay run-length coded (a few KB of runs per sample instead of 0.6 MB of
+pixels; `Batch.to(device)` expands them where the batch is used), depth is copied into its slot, the small
+float arrays move with one copy, and the ego scalars ride in the same copy (no JSON).
+Boxes are padded to 90 rows (`num_boxes` counts the real ones); radar points go to their sensor's block of
+75 rows (300 in all, float16 widened to float32). LiDAR counts and depth bytes stay uint8 (the model scales
+them on the device, `batch`). A group table is the same for every sample of a cache (`codecs` keeps variable
+sizes out of it), so it is checked against the batch layout once (`_group_plan`) and a sample costs no
+per-array validation beyond the bounds of its variable-size arrays.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
+import struct
 import sys
 from dataclasses import dataclass
 
@@ -21,8 +25,9 @@ import numpy as np
 import simplejpeg
 import torch
 
-from lead_stream.batch import Batch
-from lead_stream.codecs import GroupTable, StoredArray, decode_group_block, unpack_nibbles
+from lead_stream import runs
+from lead_stream.batch import Batch, RunCoded
+from lead_stream.codecs import GroupTable, StoredArray, TableEntry, _array_spec, decode_group_block, unpack_nibbles
 from lead_stream.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
@@ -39,11 +44,12 @@ from lead_stream.constants import (
     RGB_HEIGHT_PX,
     RGB_WIDTH_PX,
 )
+from lead_stream.features import EGO_FIELDS, RUN_CODED, VARIANTS
 
-MEMBER_STEMS = ("rgb.jpg",)                     # one per variant: rgb.jpg, rgb_pert.jpg
-SHARED_MEMBERS = ("arrays.lz4", "targets.json")  # arrays.lz4 holds one group per variant
+MEMBER_STEMS = ("rgb.jpg",)       # one per variant: rgb.jpg, rgb_pert.jpg
+SHARED_MEMBERS = ("arrays.lz4",)  # one group per variant + the targets group
 _PERT = "_pert"
-_GROUPS = {False: "normal", True: "perturbated"}  # arrays.lz4 group of each sensor variant
+_GROUPS = dict(zip((False, True), VARIANTS))  # arrays.lz4 group of each sensor variant
 
 
 def variant_member(stem: str, perturbated: bool) -> str:
@@ -55,7 +61,7 @@ def variant_member(stem: str, perturbated: bool) -> str:
 
 
 def expected_members() -> frozenset[str]:
-    """Every member name a sample must have (both variants' JPEGs, arrays.lz4, targets.json)."""
+    """Every member name a sample must have (both variants' JPEGs and arrays.lz4)."""
     names = {variant_member(stem, pert) for stem in MEMBER_STEMS for pert in (False, True)}
     return frozenset(names | set(SHARED_MEMBERS))
 
@@ -68,8 +74,14 @@ def command_one_hot(command: int) -> int:
     return command if 0 <= command < NUM_COMMANDS else 3
 
 
-# Small float32 arrays of a group, in the order the shard writer stores them (`features`): when a group's
-# table has exactly these, unfiltered and back to back, one flat copy moves all of them into `nav`.
+def command_one_hot_array(commands: np.ndarray) -> np.ndarray:
+    """`command_one_hot` of every entry of an integer array."""
+    index = np.where(commands < 0, 4, commands) - 1
+    return np.where((index >= 0) & (index < NUM_COMMANDS), index, 3)
+
+
+# Small float32 arrays of a group, in the order the shard writer stores them (`features.STORED_SPECS`): when
+# a group's table has exactly these, unfiltered and back to back, one flat copy moves all of them into `nav`.
 _NAV_LAYOUT = (
     ("radar_detections", (NUM_RADAR_QUERIES, 4)),
     ("target_point", (2,)),
@@ -78,6 +90,7 @@ _NAV_LAYOUT = (
     ("future_waypoints", (NUM_WAYPOINTS, 2)),
     ("future_yaws_rad", (NUM_WAYPOINTS,)),
     ("route", (NUM_ROUTE_POINTS, 2)),
+    ("ego", (len(EGO_FIELDS),)),
 )
 _NAV_SLICES: dict[str, tuple[int, int, tuple[int, ...]]] = {}
 _pos = 0
@@ -85,85 +98,141 @@ for _name, _shape in _NAV_LAYOUT:
     _NAV_SLICES[_name] = (_pos, _pos + math.prod(_shape), _shape)
     _pos += math.prod(_shape)
 NAV_WIDTH = _pos  # float32 values per sample in BatchBuffers.nav
-_BUFFER_SHAPES = {  # uint8 per-sample rasters of BatchBuffers
-    "lidar": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
+_EGO = {name: _NAV_SLICES["ego"][0] + k for k, name in enumerate(EGO_FIELDS)}  # nav column of each ego field
+_DENSE = {  # uint8 per-sample rasters of BatchBuffers: stored array → (attribute, shape)
+    "depth": ("depth", (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX)),
+}
+RASTER_SHAPES = {  # run-coded rasters: per-sample shape in the Batch
+    "lidar_bev": (1, BEV_HEIGHT_PX, BEV_WIDTH_PX),
     "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
-    "depth": (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX),
     "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
 }
-_RASTERS = (  # container array → BatchBuffers attribute (uint8, same shape per sample)
-    ("lidar_bev", "lidar"),
-    ("semantic", "semantic"),
-    ("depth", "depth"),
-    ("bev_semantic", "bev_semantic"),
-)
+_VARIABLE = ("boxes", "radar") + tuple(f"{n}_{part}" for n in RUN_CODED for part in ("values", "lengths"))
+_SENSOR_EDGES = np.arange(NUM_RADAR_SENSORS) + 0.5  # searchsorted bounds of sensor ids 0..3 in sorted points
 _F4 = np.dtype("<f4")
+_F2 = np.dtype("<f2")
 _U1 = np.dtype("u1")
+_U2 = np.dtype("<u2")
+
+
+def _aligned(nbytes: int) -> int:
+    return nbytes + -nbytes % 8
 
 
 @dataclass(frozen=True)
 class _GroupPlan:
-    """How to move one group table's arrays into batch rows, validated once per distinct table."""
+    """How the sample format's group table maps onto batch rows; built once per distinct table."""
 
-    end: int                                              # bytes the block must have (base + last array end)
-    rasters: tuple[tuple[str, int, int, tuple, str, tuple], ...]  # attr, start, count, stored shape, op, stored
-    boxes: tuple[int, int, tuple | None]                  # start, rows, stored args when not plain float32
-    radar: tuple[int, tuple[str, ...], tuple]             # start, filter chain, layouts
-    nav: tuple[tuple[int, int, int, tuple[str, ...], tuple], ...]  # nav start, nav end, start, chain, layouts
-    nav_flat: int                                         # start of all nav arrays back to back, or -1
+    dense: tuple[tuple[str, int, int, tuple[int, ...], str], ...]  # attr, data offset, count, stored shape, op
+    nav: int                  # data offset of the nav arrays, back to back
+    dims: struct.Struct       # the dims vector of the variable arrays (boxes, radar, runs)
+    variable_start: int       # data offset of the first variable array
 
 
-def _entry_of(entries: dict[str, tuple], name: str) -> tuple:
-    if name not in entries:
-        raise KeyError(name)
-    return entries[name]
+def _entries(table: GroupTable) -> dict[str, tuple[int, TableEntry]]:
+    return {entry.name: (k, entry) for k, entry in enumerate(table.entries)}
 
 
-@functools.lru_cache(maxsize=1024)
-def _group_plan(table: GroupTable, base: int) -> _GroupPlan:
-    """Validate a group table against the batch layout once (tables repeat across samples)."""
-    entries = {entry[0]: entry for entry in table.entries}
-    end = base
-    for _, _, layouts, count, offset in table.entries:
-        end = max(end, base + offset + count * layouts[-1][1].itemsize)
-    rasters = []
-    for name, attr in _RASTERS:
-        _, chain, layouts, count, offset = _entry_of(entries, name)
-        shape, dtype = layouts[0]
-        expected = _BUFFER_SHAPES[attr]
-        if shape != expected:
-            raise ValueError(f"array {name!r} has shape {shape}, expected {expected}")
-        fast = dtype == _U1 and chain in ((), ("nibble",), ("transpose",))
-        op = (chain[0] if chain else "none") if fast else "restore"  # restore: any other filter chain / dtype
-        rasters.append((attr, base + offset, count, layouts[-1][0], op, (base + offset, chain, layouts)))
-    _, chain, layouts, count, offset = _entry_of(entries, "boxes")
-    shape, dtype = layouts[0]
-    if len(shape) != 2 or shape[0] > MAX_NUM_BBOXES or shape[1] != NUM_BOX_FIELDS:
-        raise ValueError(f"boxes shape {shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
-    boxes = (base + offset, shape[0], (base + offset, chain, layouts) if chain or dtype != _F4 else None)
-    _, chain, layouts, count, offset = _entry_of(entries, "radar")
-    if len(layouts[0][0]) != 2 or layouts[0][0][1] != 5:
-        raise ValueError(f"radar shape {layouts[0][0]}, expected (n, 5)")
-    radar = (base + offset, chain, layouts)
-    nav, flat, next_offset = [], True, None
-    for name, expected in _NAV_LAYOUT:
-        _, chain, layouts, count, offset = _entry_of(entries, name)
-        if layouts[0][0] != expected:
-            raise ValueError(f"array {name!r} has shape {layouts[0][0]}, expected {expected}")
-        lo, hi, _ = _NAV_SLICES[name]
-        nav.append((lo, hi, base + offset, chain, layouts))
-        flat = flat and not chain and layouts[0][1] == _F4 and next_offset in (None, offset)
-        next_offset = offset + count * layouts[-1][1].itemsize
-    return _GroupPlan(end, tuple(rasters), boxes, radar, tuple(nav), nav[0][2] if flat else -1)
-
-
-def _stored(raw: bytes, start: int, chain: tuple[str, ...], layouts: tuple) -> StoredArray:
-    stored_shape, stored_dtype = layouts[-1]
-    count = math.prod(stored_shape)
-    return StoredArray(np.frombuffer(raw, stored_dtype, count, start).reshape(stored_shape), chain, layouts)
+@functools.lru_cache(maxsize=64)
+def _group_plan(table: GroupTable) -> _GroupPlan | None:
+    """The fast plan when `table` is the sample format's layout (`features.STORED_SPECS`), else None."""
+    entries = _entries(table)
+    offsets = table.fixed_offsets
+    dense = []
+    for name, (attr, shape) in _DENSE.items():
+        if name not in entries:
+            return None
+        k, entry = entries[name]
+        op = {"nibble": "nibble", "transpose": "transpose", "none": "copy"}.get(entry.filter)
+        if entry.dtype != "|u1" or entry.shape != shape or op is None or offsets[k] is None:
+            return None
+        stored = (shape[0] // 2, shape[1]) if op == "nibble" else shape[::-1] if op == "transpose" else shape
+        dense.append((attr, offsets[k], math.prod(stored), stored, op))
+    nav_names = [name for name, _ in _NAV_LAYOUT]
+    if any(name not in entries for name in nav_names):
+        return None
+    first = entries[nav_names[0]][0]
+    for j, (name, shape) in enumerate(_NAV_LAYOUT):
+        k, entry = entries[name]
+        if k != first + j or entry.dtype != "<f4" or entry.filter != "none" or entry.shape != shape:
+            return None
+        if offsets[k] is None or offsets[k] != offsets[first] + 4 * (_NAV_SLICES[name][0]):
+            return None
+    variable = [entry for entry in table.entries if entry.variable]
+    expected = {"boxes": ("<f4", (-1, NUM_BOX_FIELDS), "none"), "radar": ("<f2", (-1, 5), "transpose+shuffle")}
+    for name in RUN_CODED:
+        expected[f"{name}_values"] = ("|u1", (-1,), "none")
+        expected[f"{name}_lengths"] = ("<u2", (-1,), "shuffle")
+    if [e.name for e in variable] != list(_VARIABLE) or table.entries[-len(variable):] != tuple(variable):
+        return None
+    if any((e.dtype, e.shape, e.filter) != expected[e.name] for e in variable):
+        return None
+    fixed_end = table.dims_bytes
+    for k, entry in enumerate(table.entries[: -len(variable)]):
+        _, layouts, count = _array_spec(entry.dtype, entry.filter, entry.shape)
+        fixed_end = offsets[k] + _aligned(count * layouts[-1][1].itemsize)
+    return _GroupPlan(tuple(dense), offsets[first], struct.Struct(f"<{len(variable)}I"), fixed_end)
 
 
 _JPEG_NAMES = {False: "rgb.jpg", True: f"rgb{_PERT}.jpg"}
+
+
+class _Runs:
+    """One run-coded raster of a batch: each row keeps views of its stored runs until `coded()` joins them.
+
+    Nothing is copied per sample: `coded()` concatenates the batch's runs (a few KB) in one call per array and
+    checks, in one reduction per batch, that every row's runs cover its raster exactly (`check`).
+    """
+
+    def __init__(self, size: int, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.pixels = math.prod(shape)
+        self.rows: list[tuple[np.ndarray, np.ndarray] | None] = [None] * size
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        empty = runs.encode_runs(np.zeros(self.pixels, np.uint8))  # a zero raster, for rows never filled
+        self._empty = (empty[0], np.ascontiguousarray(empty[1].view(np.uint8).reshape(-1, 2).T))
+
+    def fill(self, i: int, values: np.ndarray, shuffled_lengths: np.ndarray) -> None:
+        """Row i := runs: (n,) uint8 values and the stored (2, n) uint8 low/high byte planes of the lengths."""
+        self.rows[i] = (values, shuffled_lengths)
+        self._cache = None
+
+    def copy_row(self, dst: int, src: int) -> None:
+        self.rows[dst] = self.rows[src]
+        self._cache = None
+
+    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._cache is None:
+            self._cache = self._join()
+        return self._cache
+
+    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = [row if row is not None else self._empty for row in self.rows]  # unfilled rows are zeros
+        counts = np.array([row[0].shape[0] for row in rows], np.int64)
+        values = np.concatenate([row[0] for row in rows])
+        lengths = np.concatenate([row[1][1] for row in rows]).astype(np.int32)
+        lengths <<= 8
+        lengths |= np.concatenate([row[1][0] for row in rows])
+        return values, lengths, counts
+
+    def check(self) -> dict[int, str]:
+        """Rows whose runs do not cover prod(shape) pixels → the problem."""
+        if not self.rows:
+            return {}
+        _, lengths, counts = self._joined()
+        ends = np.cumsum(counts)
+        cumulative = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        totals = cumulative[ends] - cumulative[ends - counts]
+        return {i: f"runs cover {int(total)} pixels, expected {self.pixels} {self.shape}"
+                for i, total in enumerate(totals.tolist()) if total != self.pixels}
+
+    def coded(self) -> RunCoded:
+        values, lengths, _ = self._joined()
+        return RunCoded(torch.from_numpy(values), torch.from_numpy(lengths), (len(self.rows), *self.shape))
+
+    def clear(self) -> None:
+        self.rows = [None] * len(self.rows)
+        self._cache = None
 
 
 @dataclass
@@ -175,15 +244,15 @@ class BatchBuffers:
     def __post_init__(self) -> None:
         b = self.size
         self.rgb = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX, 3), np.uint8)
-        for attr, shape in _BUFFER_SHAPES.items():  # lidar, semantic, depth, bev_semantic (uint8)
+        for attr, shape in _DENSE.values():  # depth (uint8)
             setattr(self, attr, np.empty((b, *shape), np.uint8))
+        self.runs = {name: _Runs(b, shape) for name, shape in RASTER_SHAPES.items()}  # views until to_batch
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
         self.radar = np.zeros((b, NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR, 5), np.float32)
+        self._radar_used = [[0] * NUM_RADAR_SENSORS for _ in range(b)]  # filled rows per sensor block
         self.nav = np.zeros((b, NAV_WIDTH), np.float32)  # _NAV_LAYOUT arrays, flattened back to back
-        self.commands = np.zeros((b, 2, NUM_COMMANDS), np.float32)
-        self.scalars = np.zeros((b, 2), np.float32)  # speed_mps, target_speed_mps
-        self.flags = np.zeros((b, 3), np.bool_)  # brake, planning_valid, perturbated
+        self.perturbated = np.zeros(b, np.bool_)
         self.frame_idx = np.zeros(b, np.int64)
         self.bucket_idx = np.zeros(b, np.int64)
         self.route_id: list[str] = [""] * b
@@ -192,109 +261,176 @@ class BatchBuffers:
     def unreferenced(self) -> bool:
         """True when no tensor of a previous `to_batch` still uses these arrays (safe to refill)."""
         for value in vars(self).values():
-            # 3 references = this object's attribute, the loop variable and getrefcount's argument
+            # 3 references = the owner's attribute, the loop variable and getrefcount's argument
             if isinstance(value, np.ndarray) and sys.getrefcount(value) > 3:
                 return False
         return True
 
     def fill(self, i: int, members: dict[str, bytes], *, perturbated: bool) -> None:
         """Decode sample `i`'s chosen variant into row i; `current_member` names the member on error."""
+        self.fill_image(i, members, perturbated=perturbated)
+        self.fill_arrays(i, members, perturbated=perturbated)
+
+    def fill_image(self, i: int, members: dict[str, bytes], *, perturbated: bool) -> None:
+        """The JPEG half of `fill` (a loader decodes a batch's images, then its arrays: each phase's code and
+        tables stay in the CPU caches instead of evicting each other sample by sample)."""
         self.current_member = name = _JPEG_NAMES[perturbated]
         rgb = simplejpeg.decode_jpeg(members[name], colorspace="RGB", buffer=self.rgb[i])
         if rgb.shape != self.rgb.shape[1:]:
             raise ValueError(f"decodes to {rgb.shape}, expected {self.rgb.shape[1:]}")
+
+    def fill_arrays(self, i: int, members: dict[str, bytes], *, perturbated: bool) -> None:
+        """The arrays.lz4 half of `fill`."""
         self.current_member = name = "arrays.lz4"
         raw, base, table = decode_group_block(members[name], _GROUPS[perturbated])
-        plan = _group_plan(table, base)
-        if len(raw) < plan.end:
-            raise ValueError(f"group {_GROUPS[perturbated]!r}: its arrays run past the block end")
+        plan = _group_plan(table)
+        if plan is None:
+            self._fill_generic(i, raw, base, table)
+        else:
+            self._fill_planned(i, raw, base, plan)
+        self.perturbated[i] = perturbated
+
+    def _fill_planned(self, i: int, raw: bytes, base: int, plan: _GroupPlan) -> None:
         frombuffer = np.frombuffer
-        for attr, start, count, shape, op, stored in plan.rasters:
+        end = len(raw)
+        start = base + plan.variable_start
+        if start > end:
+            raise ValueError("group block ends inside its fixed-size arrays")
+        for attr, offset, count, shape, op in plan.dense:
+            data = frombuffer(raw, _U1, count, base + offset).reshape(shape)
             out = getattr(self, attr)[i]
-            if op == "restore":
-                out[...] = _stored(raw, *stored).restore()
-                continue
-            data = frombuffer(raw, np.uint8, count, start).reshape(shape)
             if op == "nibble":
                 unpack_nibbles(data, out=out)
             elif op == "transpose":
                 out[...] = data.T
             else:
                 out[...] = data
-        start, rows, stored = plan.boxes
-        self.boxes[i, :rows] = (
-            _stored(raw, *stored).restore()
-            if stored
-            else frombuffer(raw, _F4, rows * NUM_BOX_FIELDS, start).reshape(rows, NUM_BOX_FIELDS)
-        )
-        self.boxes[i, rows:] = 0.0
-        self.num_boxes[i] = rows
-        self._fill_radar(i, _stored(raw, *plan.radar).restore())
-        if plan.nav_flat >= 0:
-            self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, plan.nav_flat)
-        else:
-            for lo, hi, start, chain, layouts in plan.nav:
-                self.nav[i, lo:hi] = _stored(raw, start, chain, layouts).restore().reshape(-1)
-        self.current_member = name = "targets.json"
-        self._fill_targets(i, json.loads(bytes(members[name])), perturbated)
+        self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, base + plan.nav)
+        n_boxes, n_radar, *run_counts = plan.dims.unpack_from(raw, base)
+        sizes = (n_boxes * NUM_BOX_FIELDS * 4, n_radar * 10) + tuple(
+            n * width for n, width in zip(run_counts, (1, 2) * len(RUN_CODED)))
+        if start + sum(_aligned(size) for size in sizes) > end:
+            raise ValueError("variable-size arrays run past the block end")
+        if n_boxes > MAX_NUM_BBOXES:
+            raise ValueError(f"{n_boxes} boxes (max {MAX_NUM_BBOXES})")
+        pos = start
+        self.boxes[i, :n_boxes] = frombuffer(raw, _F4, n_boxes * NUM_BOX_FIELDS, pos).reshape(n_boxes, -1)
+        self.boxes[i, n_boxes:] = 0.0
+        self.num_boxes[i] = n_boxes
+        pos += _aligned(sizes[0])
+        planes = frombuffer(raw, _U1, sizes[1], pos).reshape(2, 5 * n_radar)  # transpose+shuffle of (n, 5) f2
+        self._fill_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
+        pos += _aligned(sizes[1])
+        for k, name in enumerate(RUN_CODED):
+            n, n_lengths = run_counts[2 * k], run_counts[2 * k + 1]
+            if n != n_lengths:
+                raise ValueError(f"{name}: {n} run values but {n_lengths} lengths")
+            values = frombuffer(raw, _U1, n, pos)
+            pos += _aligned(n)
+            self.runs[name].fill(i, values, frombuffer(raw, _U1, 2 * n, pos).reshape(2, n))
+            pos += _aligned(2 * n)
+
+    def _fill_generic(self, i: int, raw: bytes, base: int, table: GroupTable) -> None:
+        """Any table layout (other filters or order): restore every array, then place it."""
+        arrays = {}
+        for name, chain, layouts, count, offset in table.locate(raw, base):
+            data = np.frombuffer(raw, layouts[-1][1], count, offset).reshape(layouts[-1][0])
+            arrays[name] = StoredArray(data, chain, layouts).restore()
+        missing = [n for n in list(_DENSE) + [n for n, _ in _NAV_LAYOUT] + list(_VARIABLE) if n not in arrays]
+        if missing:
+            raise ValueError(f"group lacks arrays {missing}")
+        for name, (attr, shape) in _DENSE.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+            getattr(self, attr)[i] = arrays[name]
+        for name, (lo, hi, shape) in _NAV_SLICES.items():
+            if arrays[name].shape != shape:
+                raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+            self.nav[i, lo:hi] = arrays[name].reshape(-1)
+        boxes = arrays["boxes"]
+        if boxes.ndim != 2 or boxes.shape[0] > MAX_NUM_BBOXES or boxes.shape[1] != NUM_BOX_FIELDS:
+            raise ValueError(f"boxes shape {boxes.shape}, expected (<= {MAX_NUM_BBOXES}, {NUM_BOX_FIELDS})")
+        self.boxes[i, : len(boxes)] = boxes
+        self.boxes[i, len(boxes) :] = 0.0
+        self.num_boxes[i] = len(boxes)
+        self._fill_radar(i, arrays["radar"])
+        for name in RUN_CODED:
+            values, lengths = arrays[f"{name}_values"], arrays[f"{name}_lengths"]
+            if values.shape != lengths.shape or values.ndim != 1:
+                raise ValueError(f"{name}: run values {values.shape} and lengths {lengths.shape} differ")
+            planes = np.ascontiguousarray(lengths.astype(_U2).view(np.uint8).reshape(-1, 2).T)
+            self.runs[name].fill(i, values.astype(np.uint8), planes)
+
+    def check_runs(self) -> dict[int, str]:
+        """Rows whose run-coded rasters do not cover their raster → the problem (call after the fills)."""
+        problems: dict[int, str] = {}
+        for name, runs in self.runs.items():
+            for i, problem in runs.check().items():
+                problems.setdefault(i, f"{name}: {problem}")
+        return problems
+
+    def reset(self) -> None:
+        """Forget the previous batch's per-row views before refilling (`BufferPool.take`)."""
+        for runs in self.runs.values():
+            runs.clear()
+        self.route_id = [""] * self.size
+        self.current_member = ""
 
     def _fill_radar(self, i: int, points: np.ndarray) -> None:
+        """Row i of `radar` := (n, 5) points, each sensor's points in its block of 75 rows, zeros elsewhere."""
         if points.ndim != 2 or points.shape[1] != 5:
             raise ValueError(f"radar shape {points.shape}, expected (n, 5)")
         row = self.radar[i]
-        row[...] = 0.0
-        if not points.shape[0]:
-            return
-        sensor = points[:, 4].astype(np.intp)
-        counts = np.bincount(sensor, minlength=NUM_RADAR_SENSORS)  # ValueError on a negative id
-        if counts.shape[0] != NUM_RADAR_SENSORS:
-            raise ValueError(f"sensor ids outside 0..{NUM_RADAR_SENSORS - 1}")
-        if (sensor[1:] < sensor[:-1]).any():  # shards store points grouped by sensor; sort otherwise
-            points = points[np.argsort(sensor, kind="stable")]
+        sensor = points[:, 4]
+        if sensor.shape[0] and ((sensor[1:] < sensor[:-1]).any() or sensor[0] < 0 or sensor[-1] >= NUM_RADAR_SENSORS
+                                or (sensor != np.round(sensor)).any()):
+            ids = sensor.astype(np.intp)  # not grouped by sensor as shards store them: check, then sort
+            if (ids != sensor).any() or (ids < 0).any() or (ids >= NUM_RADAR_SENSORS).any():
+                raise ValueError(f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}")
+            points = points[np.argsort(ids, kind="stable")]
+            sensor = points[:, 4]
+        bounds = np.searchsorted(sensor, _SENSOR_EDGES).tolist()
+        used = self._radar_used[i]
         start = 0
-        for sensor_id, count in enumerate(counts.tolist()):
+        for sensor_id, end in enumerate(bounds):
+            count = end - start
             if count > MAX_RADAR_POINTS_PER_SENSOR:
                 raise ValueError(f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
             slot = sensor_id * MAX_RADAR_POINTS_PER_SENSOR
-            row[slot : slot + count] = points[start : start + count]
-            start += count
-
-    def _fill_targets(self, i: int, targets: dict, perturbated: bool) -> None:
-        self.scalars[i] = (targets["speed_mps"], targets["target_speed_mps"])
-        commands = self.commands[i]
-        commands[...] = 0.0
-        commands[0, command_one_hot(int(targets["command"]))] = 1.0
-        commands[1, command_one_hot(int(targets["next_command"]))] = 1.0
-        self.flags[i] = (bool(targets["brake"]), bool(targets["planning_valid"]), perturbated)
+            if count:
+                row[slot : slot + count] = points[start:end]
+            if used[sensor_id] > count:
+                row[slot + count : slot + used[sensor_id]] = 0.0
+            used[sensor_id] = count
+            start = end
 
     def copy_row(self, dst: int, src: int) -> None:
         """Make row `dst` a copy of row `src` (the skip policy repeats a good sample of the batch)."""
-        for name in (
-            "rgb",
-            "lidar",
-            "semantic",
-            "depth",
-            "bev_semantic",
-            "boxes",
-            "num_boxes",
-            "radar",
-            "nav",
-            "commands",
-            "scalars",
-            "flags",
-            "frame_idx",
-            "bucket_idx",
-        ):
+        for name in ("rgb", "depth", "boxes", "num_boxes", "radar", "nav", "perturbated",
+                     "frame_idx", "bucket_idx"):
             array = getattr(self, name)
             array[dst] = array[src]
+        for runs in self.runs.values():
+            runs.copy_row(dst, src)
+        self._radar_used[dst] = list(self._radar_used[src])
         self.route_id[dst] = self.route_id[src]
 
     def _nav(self, name: str) -> torch.Tensor:
         lo, hi, shape = _NAV_SLICES[name]
         return torch.from_numpy(np.ascontiguousarray(self.nav[:, lo:hi]).reshape(self.size, *shape))
 
+    def _one_hot(self, field: str) -> torch.Tensor:
+        index = command_one_hot_array(self.nav[:, _EGO[field]].astype(np.int64))
+        out = np.zeros((self.size, NUM_COMMANDS), np.float32)
+        out[np.arange(self.size), index] = 1.0
+        return torch.from_numpy(out)
+
+    def _ego(self, field: str, dtype: type = np.float32) -> torch.Tensor:
+        column = self.nav[:, _EGO[field]]
+        return torch.from_numpy(column != 0 if dtype is np.bool_ else column.astype(dtype))
+
     def to_batch(self) -> Batch:
-        """Wrap the arrays as tensors: no copy but the small per-sample vectors (nav, scalars, flags).
+        """Wrap the arrays as tensors: no copy but the small per-sample vectors (nav slices, ego scalars).
 
         The shared tensors use these arrays' memory: refill only when `unreferenced()` (`BufferPool`).
         """
@@ -302,27 +438,27 @@ class BatchBuffers:
         nav = self._nav
         return Batch(
             rgb=t(self.rgb).permute(0, 3, 1, 2),  # (B, 3, H, W) view in channels_last memory format
-            lidar_bev=t(self.lidar[:, None]),  # (B, 1, X, Y) uint8 counts
+            lidar_bev=self.runs["lidar_bev"].coded(),  # (B, 1, Y, X) uint8 counts, run-coded
             radar=t(self.radar),
-            speed_mps=t(self.scalars[:, 0].copy()),
-            semantic=t(self.semantic),
+            speed_mps=self._ego("speed_mps"),
+            semantic=self.runs["semantic"].coded(),
             depth_u8=t(self.depth),
-            bev_semantic=t(self.bev_semantic),
+            bev_semantic=self.runs["bev_semantic"].coded(),
             boxes=t(self.boxes),
             num_boxes=t(self.num_boxes),
             radar_detections=nav("radar_detections"),
             target_point=nav("target_point"),
             target_point_previous=nav("target_point_previous"),
             target_point_next=nav("target_point_next"),
-            command=t(self.commands[:, 0].copy()),
-            next_command=t(self.commands[:, 1].copy()),
+            command=self._one_hot("command"),
+            next_command=self._one_hot("next_command"),
             future_waypoints=nav("future_waypoints"),
             future_yaws_rad=nav("future_yaws_rad"),
             route=nav("route"),
-            target_speed_mps=t(self.scalars[:, 1].copy()),
-            brake=t(self.flags[:, 0].copy()),
-            planning_valid=t(self.flags[:, 1].copy()),
-            perturbated=t(self.flags[:, 2].copy()),
+            target_speed_mps=self._ego("target_speed_mps"),
+            brake=self._ego("brake", np.bool_),
+            planning_valid=self._ego("planning_valid", np.bool_),
+            perturbated=t(self.perturbated.copy()),
             frame_idx=t(self.frame_idx),
             bucket_idx=t(self.bucket_idx),
             route_id=list(self.route_id),
@@ -345,8 +481,7 @@ class BufferPool:
         """A buffer set for `size` samples whose previous batch nobody references, else a new one."""
         for buffers in self._buffers:
             if buffers.size == size and buffers.unreferenced():
-                buffers.route_id = [""] * size
-                buffers.current_member = ""
+                buffers.reset()
                 return buffers
         buffers = BatchBuffers(size)
         if len(self._buffers) < self.max_buffers:

@@ -2,17 +2,22 @@
 
 Input: a `FrameInputs` (raw arrays of one frame, read by `load_frame` from a `sources.Route`, or made by
 hand in tests). Output: `build_sample(inputs) -> {member name: bytes}`, one entry per `MEMBERS` builder;
-the builder name is the tar member name. A sample has four members:
+the builder name is the tar member name. A sample has three members:
 
     rgb.jpg, rgb_pert.jpg   original JPEG bytes (no re-encode) → (384, 1152, 3) uint8
-    arrays.lz4              one `codecs.encode_arrays` container with two groups, "normal" and "perturbated"
-                            (`VARIANTS`), each holding that sensor variant's arrays (`ARRAY_SPECS`) in its
-                            own lz4 block, so a reader decompresses only the variant it serves
-    targets.json            variant-independent scalars (speed, controls, commands, planning_valid, ...)
+    arrays.lz4              one `codecs.encode_arrays` container: groups "normal" and "perturbated"
+                            (`VARIANTS`), each holding that sensor variant's arrays (`STORED_SPECS`) in its own
+                            block, so a reader decompresses only the variant it serves, and a group "targets"
+                            whose attrs are the variant-independent scalars (speed, controls, commands,
+                            planning_valid, the route's perturbation)
 
-One container instead of one member per array saves ~12 KB of tar headers and padding per sample and lets
-the loader decode a variant's arrays with one lz4 call. Plain webdataset yields `arrays.lz4` as bytes;
-`lead_stream.codecs.decode("lz4", payload)` turns it into {"normal": {array name: array}, "perturbated": ...}. Semantics follow LEAD's `CARLAData` (LEAD_FORMAT
+One container instead of one member per array (and the targets inside it) saves ~13 KB of tar headers and
+padding per sample and lets the loader decode a variant's arrays with one inflate and one lz4 call. The
+rasters `lidar_bev`, `semantic` and `bev_semantic` are stored run-length coded (`runs`: `<name>_values` uint8
+and `<name>_lengths` uint16, byte-shuffled): smaller than lz4 over the raster, and the loader ships the runs to
+the trainer, which expands them on the device. `decode_member("arrays.lz4", payload)` gives the dense view
+{"normal": {array name: array}, "perturbated": {...}, "targets": {...}}; plain webdataset yields the bytes and
+`lead_stream.codecs.decode("lz4", payload)` the stored arrays. Semantics follow LEAD's `CARLAData` (LEAD_FORMAT
 §4.1 steps 5, 7, 9, 10; §4.3; §4.4). The one non-obvious rule: the perturbated variant reads the
 `*_perturbated` images/semantics/depth/hdmap/radar files but TRANSFORMS the shared LiDAR, boxes, target
 points, waypoints, route and yaws with p' = R(r)^T (p - [0, t]), psi' = wrap(psi - r) (r in degrees).
@@ -38,8 +43,10 @@ from typing import Any
 import lz4.block
 import numpy as np
 
-from lead_stream import codecs, geometry
+from lead_stream import codecs, geometry, runs
 from lead_stream.constants import (
+    BEV_HEIGHT_PX,
+    BEV_WIDTH_PX,
     DEPTH_HEIGHT_PX,
     DEPTH_MAX_M,
     DEPTH_WIDTH_PX,
@@ -62,9 +69,11 @@ from lead_stream.targets import sample_targets
 # Bump when preprocessing output changes in a way the source hash of this file would not show
 # (e.g. a change in constants.py or geometry.py); part of every pipeline id.
 # 2: one `arrays.lz4` container (was one member per array), radar float16, per-variant targets in it.
-PREPROCESS_VERSION = 2
+# 3: container LSC2 (dims outside the table), lidar_bev/semantic/bev_semantic run-length coded, targets.json folded
+#    into arrays.lz4 (group "targets"), per-variant "ego" vector.
+PREPROCESS_VERSION = 3
 # First lz4 pass of the array container in high-compression mode at this level (0 = fast mode). Decoding
-# speed does not depend on it; 12 saves ~5% more bytes but costs ~25 ms per variant to build.
+# speed does not depend on it; higher levels save a few more bytes for more build time.
 LZ4_HC_LEVEL = 4
 
 
@@ -236,9 +245,15 @@ def _frame_targets(frame: Frame) -> dict[str, Any]:
     return frame.memo("targets", False, compute)
 
 
-def _targets(frame: Frame, perturbated: bool) -> dict[str, Any]:
-    """targets.json: the variant-independent part of `sample_targets` (no per-variant geometry)."""
+def _targets(frame: Frame, perturbated: bool = False) -> dict[str, Any]:
+    """The "targets" attrs: the variant-independent part of `sample_targets` (no per-variant geometry)."""
     return {name: value for name, value in _frame_targets(frame).items() if name not in ("normal", "perturbated")}
+
+
+def _ego(frame: Frame, perturbated: bool) -> np.ndarray:
+    """(6,) float32 `EGO_FIELDS`: the scalars the loader needs, so it never parses the targets JSON."""
+    targets = _frame_targets(frame)
+    return np.array([float(targets[name]) for name in EGO_FIELDS], dtype=np.float32)
 
 
 def _planning(name: str) -> Callable[[Frame, bool], np.ndarray]:
@@ -249,22 +264,26 @@ def _planning(name: str) -> Callable[[Frame, bool], np.ndarray]:
     return compute
 
 
+# "ego" array of each variant group: float32 values of these targets (command ids and flags as floats)
+EGO_FIELDS = ("speed_mps", "target_speed_mps", "command", "next_command", "brake", "planning_valid")
+
+
 @dataclass(frozen=True)
 class ArraySpec:
-    """One array of a variant's `arrays[_pert].lz4` container."""
+    """One array of a variant's group in arrays.lz4 (the dense value; `RUN_CODED` ones are stored as runs)."""
 
-    name: str                                       # array name inside the container
+    name: str                                       # array name (decoded view)
     compute: Callable[[Frame, bool], np.ndarray]    # (frame, perturbated) -> array
-    filter: str = "none"                            # codecs filter: none | transpose | nibble
+    filter: str = "none"                            # codecs filter: none | transpose | nibble | ...
     source: str = "metas"                           # raw file named when a key is missing
 
 
 # Shapes / dtypes (n = rows actually present, never padded):
 ARRAY_SPECS: tuple[ArraySpec, ...] = (
-    ArraySpec("lidar_bev", _lidar_bev, "nibble", "lidar"),        # (320, 384) uint8 counts 0..5 (loader / 5)
-    ArraySpec("semantic", _semantic, "nibble", "semantics"),       # (384, 1152) uint8 SemanticClass 0..9
+    ArraySpec("lidar_bev", _lidar_bev, "none", "lidar"),          # (320, 384) uint8 counts 0..5 (loader / 5), runs
+    ArraySpec("semantic", _semantic, "none", "semantics"),         # (384, 1152) uint8 SemanticClass 0..9, runs
     ArraySpec("depth", _depth, "transpose", "depth"),              # (96, 288) uint8, metres = v / 255 * 50
-    ArraySpec("bev_semantic", _bev_semantic, "nibble", "bboxes"),  # (320, 384) uint8 BevSemanticClass 0..12
+    ArraySpec("bev_semantic", _bev_semantic, "none", "bboxes"),    # (320, 384) uint8 BevSemanticClass 0..12, runs
     ArraySpec("boxes", _boxes, "none", "bboxes"),                  # (n, 9) float32 BoxField, BEV px, n <= 90
     ArraySpec("radar", _radar, "transpose+shuffle", "radar"),      # (n, 5) float16 [x, y, z, v, sensor 0..3]
     ArraySpec("radar_detections", _radar_detections, "none", "bboxes"),  # (20, 4) float32 [x, y, v, valid]
@@ -274,14 +293,39 @@ ARRAY_SPECS: tuple[ArraySpec, ...] = (
     ArraySpec("future_waypoints", _planning("future_waypoints"), "none"),            # (8, 2) float32 m
     ArraySpec("future_yaws_rad", _planning("future_yaws_rad"), "none"),              # (8,) float32 rad
     ArraySpec("route", _planning("route"), "none"),                                  # (10, 2) float32 m
+    ArraySpec("ego", _ego, "none"),                                                  # (6,) float32 EGO_FIELDS
 )
 ARRAY_NAMES: tuple[str, ...] = tuple(spec.name for spec in ARRAY_SPECS)
-ARRAY_FILTERS: dict[str, str] = {spec.name: spec.filter for spec in ARRAY_SPECS if spec.filter != "none"}
-VARIANTS = ("normal", "perturbated")  # group names in arrays.lz4
+# stored as <name>_values + <name>_lengths (`runs`): label rasters are large regions of one class, and the LiDAR
+# histogram is mostly empty (LEAD removes ground points before rasterising)
+RUN_CODED: tuple[str, ...] = ("lidar_bev", "semantic", "bev_semantic")
+VARIANTS = ("normal", "perturbated")  # array groups in arrays.lz4
+TARGETS_GROUP = "targets"             # attrs-only group in arrays.lz4
+
+
+def _stored_specs() -> tuple[tuple[str, str, bool], ...]:
+    """(stored name, filter, variable first dim) in storage order: fixed-size arrays first, then variable."""
+    specs = {spec.name: spec for spec in ARRAY_SPECS}
+    fixed = [(s.name, s.filter, False) for s in ARRAY_SPECS
+             if s.name not in RUN_CODED and s.name not in ("boxes", "radar")]
+    variable = [("boxes", specs["boxes"].filter, True), ("radar", specs["radar"].filter, True)]
+    for name in RUN_CODED:
+        variable += [(f"{name}_values", "none", True), (f"{name}_lengths", "shuffle", True)]
+    return tuple(fixed + variable)
+
+
+STORED_SPECS = _stored_specs()
+STORED_FILTERS: dict[str, str] = {name: f for name, f, _ in STORED_SPECS if f != "none"}
+STORED_VARIABLE: frozenset[str] = frozenset(name for name, _, variable in STORED_SPECS if variable)
+# the runs go after the lz4 block, compressed by deflate alone (lz4 cannot shrink them; its framing costs bytes)
+STORED_UNPACKED: frozenset[str] = frozenset(f"{name}_{part}" for name in RUN_CODED for part in ("values", "lengths"))
+RASTER_SHAPES: dict[str, tuple[int, int]] = {"lidar_bev": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
+                                              "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
+                                              "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX)}
 
 
 def variant_arrays(frame: Frame, perturbated: bool) -> dict[str, np.ndarray]:
-    """Every container array of one variant, in `ARRAY_SPECS` order.
+    """Every array of one variant (dense rasters), in `ARRAY_SPECS` order.
 
     Raises:
         LeadFormatError: a raw file lacks a key the array needs (names the file).
@@ -296,9 +340,46 @@ def variant_arrays(frame: Frame, perturbated: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def sample_arrays(frame: Frame, perturbated: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """The arrays.lz4 content: {"normal": variant_arrays(normal), "perturbated": variant_arrays(perturbated)}."""
-    return {variant: variant_arrays(frame, variant == "perturbated") for variant in VARIANTS}
+def stored_arrays(dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A variant's dense arrays → the arrays its group stores, in `STORED_SPECS` order (label rasters as runs)."""
+    out = dict(dense)
+    for name in RUN_CODED:
+        out[f"{name}_values"], out[f"{name}_lengths"] = runs.encode_runs(out.pop(name))
+    return {name: out[name] for name, _, _ in STORED_SPECS}
+
+
+def dense_arrays(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inverse of `stored_arrays` (runs expanded), in `ARRAY_SPECS` order.
+
+    Raises:
+        ValueError: runs that do not cover their raster exactly.
+    """
+    out = dict(stored)
+    for name in RUN_CODED:
+        out[name] = runs.expand_runs(out.pop(f"{name}_values"), out.pop(f"{name}_lengths"), RASTER_SHAPES[name])
+    return {name: out[name] for name in ARRAY_NAMES}
+
+
+def sample_arrays(frame: Frame, perturbated: bool = False) -> dict[str, Any]:
+    """The dense arrays.lz4 content: {"normal": arrays, "perturbated": arrays, "targets": scalars dict}."""
+    value: dict[str, Any] = {variant: variant_arrays(frame, variant == "perturbated") for variant in VARIANTS}
+    value[TARGETS_GROUP] = _targets(frame)
+    return value
+
+
+def encode_sample_arrays(value: dict[str, Any], *, level: int = LZ4_HC_LEVEL) -> bytes:
+    """`sample_arrays` content → the arrays.lz4 bytes (`codecs` LSC2 container)."""
+    groups = {variant: stored_arrays(value[variant]) for variant in VARIANTS}
+    groups[TARGETS_GROUP] = {}
+    return codecs.encode_arrays(groups, filters=STORED_FILTERS, variable=STORED_VARIABLE,
+                                unpacked=STORED_UNPACKED, attrs={TARGETS_GROUP: value[TARGETS_GROUP]}, level=level)
+
+
+def decode_sample_arrays(payload: bytes | memoryview) -> dict[str, Any]:
+    """Inverse of `encode_sample_arrays`: dense arrays per variant plus the targets dict."""
+    value: dict[str, Any] = {variant: dense_arrays(codecs.decode_group(payload, variant)) for variant in VARIANTS}
+    value[TARGETS_GROUP] = codecs.decode_attrs(payload, TARGETS_GROUP)
+    return value
 
 
 def encode_json(value: dict[str, Any]) -> bytes:
@@ -333,9 +414,7 @@ def _both(stem: str, ext: str, compute: Callable[[Frame, bool], Any]) -> tuple[M
 
 
 MEMBERS: tuple[MemberBuilder, ...] = tuple(sorted(
-    _both("rgb", "jpg", _rgb)
-    + (MemberBuilder("arrays.lz4", sample_arrays),)
-    + (MemberBuilder("targets.json", _targets),),
+    _both("rgb", "jpg", _rgb) + (MemberBuilder("arrays.lz4", sample_arrays),),
     key=lambda m: m.name,
 ))
 MEMBER_NAMES: tuple[str, ...] = tuple(m.name for m in MEMBERS)
@@ -361,7 +440,7 @@ def encode_member(name: str, value: Any) -> bytes:
     if kind == "json":
         return encode_json(value)
     if kind == "lz4" and isinstance(value, dict):
-        return codecs.encode_arrays(value, filters=ARRAY_FILTERS, level=LZ4_HC_LEVEL)
+        return encode_sample_arrays(value)
     if kind == "lz4":
         return encode_lz4_hc(value)
     return codecs.encode(kind, value)
@@ -369,10 +448,12 @@ def encode_member(name: str, value: Any) -> bytes:
 
 def decode_member(name: str, payload: bytes) -> Any:
     """Decode member bytes by extension: jpg → (H, W, 3) uint8, npy → array, json → dict, lz4 → array or,
-    for an array container, {array name: array}."""
+    for the sample's array container, the dense `sample_arrays` view."""
     kind = codecs.codec_of(name)
     if kind == "json":
         return json.loads(payload)
+    if kind == "lz4" and bytes(payload[:4]) == codecs.ARRAYS_MAGIC:
+        return decode_sample_arrays(payload)
     return codecs.decode(kind, payload)
 
 

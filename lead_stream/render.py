@@ -155,9 +155,9 @@ def render_sample(key: str, members: dict[str, bytes], *, perturbated: bool = Fa
     suffix = "_pert" if perturbated else ""
     rgb = features.decode_member(f"rgb{suffix}.jpg", members[f"rgb{suffix}.jpg"])
     variant_name = "perturbated" if perturbated else "normal"
-    arrays = features.decode_member("arrays.lz4", members["arrays.lz4"])[variant_name]
+    sample_arrays = features.decode_member("arrays.lz4", members["arrays.lz4"])
+    arrays, targets = sample_arrays[variant_name], sample_arrays[features.TARGETS_GROUP]
     lidar, bev, boxes = arrays["lidar_bev"], arrays["bev_semantic"], arrays["boxes"]
-    targets = features.decode_member("targets.json", members["targets.json"])
     variant = {name: arrays[name] for name in ("target_point", "future_waypoints", "route")}
     waypoints = np.asarray(variant["future_waypoints"], dtype=np.float64)
     route = np.asarray(variant["route"], dtype=np.float64)

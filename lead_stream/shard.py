@@ -33,7 +33,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from lead_stream import codecs, constants, features, geometry, labels, targets
+from lead_stream import codecs, constants, features, geometry, labels, runs, targets
 from lead_stream.atomic import atomic_path, atomic_write_text, remove_stale_tmp
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.manifest import (
@@ -60,7 +60,7 @@ from lead_stream.shard_writer import (
 
 BUILD_TMP_PREFIX = "building-rank"   # "<prefix>-<rank>-<route hash>-<chunk>-<part>.tar.tmp"
 CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
-PREPROCESSING_SOURCES = (features, labels, targets, geometry, constants, codecs)
+PREPROCESSING_SOURCES = (features, labels, targets, geometry, constants, codecs, runs)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,7 +270,7 @@ def build_chunk(task: ChunkTask) -> ChunkResult:
                 writer = TarShardWriter(task.cache_dir / f"{stem}-{len(shards):04d}.tar.tmp")
             key = sample_key(task.route_id, frame_idx)
             offset, size = writer.add_sample(key, members)
-            targets = json.loads(members["targets.json"])
+            targets = codecs.decode_attrs(members["arrays.lz4"], features.TARGETS_GROUP)
             rows.append({"key": key, "route_id": task.route_id, "frame_idx": frame_idx, "offset": offset,
                          "size_bytes": size, "sha256": sample_sha256(members),
                          "planning_valid": bool(targets["planning_valid"])})

@@ -15,7 +15,7 @@ import os
 import resource
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -175,45 +175,68 @@ class PlanStream(IterableDataset):
             )
 
     def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
+        """Read the batch's samples, decode every image, then every array group (two phases: see
+        `BatchBuffers.fill_image`); a bad sample is raised or, by policy, replaced by a good one."""
         cat = self.catalog
         rows = epoch.slot_rows[slots]
         buffers = self._pool.take(len(rows))
-        bad: list[int] = []
         order = np.lexsort((cat.sample_offset[rows], cat.sample_shard[rows]))  # group reads by shard
+        shards, offsets = cat.sample_shard[rows].tolist(), cat.sample_offset[rows].tolist()
+        sizes, flags = cat.sample_size[rows].tolist(), epoch.perturbated[slots].tolist()
+        bad: set[int] = set()
+        members: dict[int, dict[str, memoryview]] = {}
         for i in order.tolist():
-            row = int(rows[i])
             try:
-                self._fill(buffers, i, row, bool(epoch.perturbated[slots[i]]))
+                members[i] = self._members(shards[i], offsets[i], sizes[i], int(rows[i]))
             except LeadFormatError as err:
-                if self.config.on_bad_sample == "raise":
-                    raise
-                _LOG.warning("skipping bad sample (repeating a good one of its batch): %s", err)
-                bad.append(i)
-            buffers.frame_idx[i] = cat.sample_frame[row]
-            buffers.bucket_idx[i] = epoch.slot_bucket[slots[i]]
-            buffers.route_id[i] = cat.routes[cat.sample_route[row]]
+                self._skip(bad, i, err)
+        for phase in (buffers.fill_image, buffers.fill_arrays):
+            for i in order.tolist():
+                if i in bad:
+                    continue
+                try:
+                    self._decode(phase, buffers, i, members[i], flags[i], shards[i], int(rows[i]))
+                except LeadFormatError as err:
+                    self._skip(bad, i, err)
+        for i, problem in buffers.check_runs().items():
+            if i not in bad:
+                self._skip(bad, i, LeadFormatError(
+                    self.locations[shards[i]], f"sample {cat.key(int(rows[i]))!r} member 'arrays.lz4': {problem}"))
+        buffers.frame_idx[:] = cat.sample_frame[rows]
+        buffers.bucket_idx[:] = epoch.slot_bucket[slots]
+        buffers.route_id = [cat.routes[r] for r in cat.sample_route[rows].tolist()]
         if bad:
-            good = sorted(set(range(len(rows))) - set(bad))
+            good = sorted(set(range(len(rows))) - bad)
             if not good:
                 raise LeadFormatError(
                     self.locations[cat.sample_shard[rows[0]]],
                     f"every sample of a batch is bad (first {cat.key(int(rows[0]))!r})",
                 )
-            for i in bad:
+            for i in sorted(bad):
                 buffers.copy_row(i, next((j for j in good if j > i), good[0]))
-        return buffers.to_batch(), len(bad)
+        batch = buffers.to_batch()
+        members.clear()  # the batch holds copies: the shard views may go now
+        return batch, len(bad)
 
-    def _fill(self, buffers: BatchBuffers, i: int, row: int, perturbated: bool) -> None:
-        cat = self.catalog
-        shard, key = int(cat.sample_shard[row]), cat.key(row)
-        location = self.locations[shard]
-        # a view into a buffer the next read reuses: the members are decoded into `buffers` right here
-        blob = self._files.read_view(shard, int(cat.sample_offset[row]), int(cat.sample_size[row]))
-        members = split_members(blob, shard=location, key=key)
+    def _skip(self, bad: set[int], i: int, err: LeadFormatError) -> None:
+        """A bad sample: raise (strict policy) or log it and mark row i for replacement (skip policy)."""
+        if self.config.on_bad_sample == "raise":
+            raise err
+        _LOG.warning("skipping bad sample (repeating a good one of its batch): %s", err)
+        bad.add(i)
+
+    def _members(self, shard: int, offset: int, size: int, row: int) -> dict[str, memoryview]:
+        # views into the shard's mapping (or a fresh copy where it cannot be mapped): valid for the batch
+        blob = self._files.read_stable(shard, offset, size)
+        return split_members(blob, shard=self.locations[shard], key=self.catalog.key(row), check_sums=False)
+
+    def _decode(self, phase: Callable[..., None], buffers: BatchBuffers, i: int,
+                members: dict[str, memoryview], perturbated: bool, shard: int, row: int) -> None:
         try:
-            buffers.fill(i, members, perturbated=perturbated)
+            phase(i, members, perturbated=perturbated)
         except _DECODE_ERRORS as err:
-            member = buffers.current_member
             raise LeadFormatError(
-                location, f"sample {key!r} member {member!r}: {type(err).__name__}: {err}"
+                self.locations[shard],
+                f"sample {self.catalog.key(row)!r} member {buffers.current_member!r}: "
+                f"{type(err).__name__}: {err}",
             ) from err

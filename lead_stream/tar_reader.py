@@ -8,6 +8,8 @@ without a cache directory, seekable fsspec URLs are read in place when fsspec is
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import re
 import shutil
@@ -30,27 +32,32 @@ def is_url(location: str) -> bool:
     return bool(_URL.match(location)) and not re.match(r"^[a-zA-Z]:[\\/]", location)
 
 
-def split_members(blob: bytes | memoryview, *, shard: str, key: str) -> dict[str, memoryview]:
+def split_members(
+    blob: bytes | memoryview, *, shard: str, key: str, check_sums: bool = True
+) -> dict[str, memoryview]:
     """Parse the USTAR members of one sample's byte range into {member name: payload view} (no copies).
-
-    Header checksums are verified for all headers in one numpy operation.
 
     Args:
         blob: bytes from the sample's first header through the padding of its last member (any buffer).
         shard: shard location, for error messages.
         key: expected sample key; every member must be named "<key>.<member>".
+        check_sums: verify every header's checksum (one numpy operation for all headers). The loader's hot
+            path skips it: the structure checks below already catch a header that names another key, a size
+            that overruns the range or members that do not tile it exactly, payload corruption surfaces as a
+            decode error, and `lead-stream verify` re-hashes whole shards.
 
     Raises:
         LeadFormatError: a header is corrupt, a member belongs to another key, or a member repeats.
     """
     view = memoryview(blob).cast("B")
     prefix = key.encode() + b"."
+    skip = len(prefix)
     members: dict[str, memoryview] = {}
     headers: list[int] = []
     stored_sums: list[bytes] = []
     pos, end = 0, len(view)
     while pos + TAR_BLOCK <= end and view[pos] != 0:
-        header = bytes(view[pos : pos + TAR_BLOCK])
+        header = bytes(view[pos : pos + 500])
         name = header[:100].split(b"\0", 1)[0]
         if header[345] != 0:
             name = header[345:500].split(b"\0", 1)[0] + b"/" + name
@@ -62,7 +69,7 @@ def split_members(blob: bytes | memoryview, *, shard: str, key: str) -> dict[str
             raise LeadFormatError(
                 shard, f"sample {key!r}: member {name.decode(errors='replace')!r} belongs to another key"
             )
-        member = name[len(prefix) :].decode()
+        member = name[skip:].decode()
         if member in members:
             raise LeadFormatError(shard, f"sample {key!r} has duplicate member {member!r}")
         start = pos + TAR_BLOCK
@@ -72,15 +79,18 @@ def split_members(blob: bytes | memoryview, *, shard: str, key: str) -> dict[str
         headers.append(pos)
         stored_sums.append(header[148:156])
         pos = start + -(-size // TAR_BLOCK) * TAR_BLOCK
-    _check_header_sums(view, headers, stored_sums, shard=shard, key=key)
+    if not headers:
+        raise LeadFormatError(shard, f"sample {key!r}: no tar member in its byte range")
+    if pos != end:
+        raise LeadFormatError(shard, f"sample {key!r}: members end at +{pos}, its byte range at +{end}")
+    if check_sums:
+        _check_header_sums(view, headers, stored_sums, shard=shard, key=key)
     return members
 
 
 def _check_header_sums(
     view: memoryview, headers: list[int], stored_sums: list[bytes], *, shard: str, key: str
 ) -> None:
-    if not headers:
-        raise LeadFormatError(shard, f"sample {key!r}: no tar member in its byte range")
     usable = len(view) // TAR_BLOCK * TAR_BLOCK
     blocks = np.frombuffer(view, np.uint8, count=usable).reshape(-1, TAR_BLOCK)[
         np.asarray(headers) // TAR_BLOCK
@@ -104,10 +114,16 @@ class ShardFiles:
         local_cache_dir: where remote shards are downloaded (whole, atomically); None → fsspec in place
             for seekable URLs, or a per-user temp directory for `pipe:` and other streams.
         max_open: open file handles kept per process.
+        use_mmap: map local shard files for `read_view` (zero-copy); False reads into a reused buffer.
     """
 
     def __init__(
-        self, locations: list[str], *, local_cache_dir: str | None = None, max_open: int = 4
+        self,
+        locations: list[str],
+        *,
+        local_cache_dir: str | None = None,
+        max_open: int = 4,
+        use_mmap: bool = True,
     ) -> None:
         self.locations = locations
         self.local_cache_dir = local_cache_dir
@@ -115,6 +131,8 @@ class ShardFiles:
         self._open: OrderedDict[int, BinaryIO] = OrderedDict()
         self.num_opens = 0
         self.num_downloads = 0
+        self.use_mmap = use_mmap
+        self._maps: dict[int, mmap.mmap] = {}
         self._buffer = bytearray()
 
     def read(self, shard_idx: int, offset: int, size: int) -> bytes:
@@ -129,14 +147,25 @@ class ShardFiles:
         return payload
 
     def read_view(self, shard_idx: int, offset: int, size: int) -> memoryview:
-        """Like `read`, into a buffer this object reuses: the view is valid until the next `read_view`.
+        """Like `read`, without a copy where possible: valid until the next `read_view` or `close`.
 
-        Saves allocating (and page-faulting) a fresh bytes object per sample on the loader's hot path.
+        A local shard is memory-mapped (shards are immutable: written once, renamed into place, so a mapping
+        never sees a file change under it), and the view points into the page cache: no read call, and the
+        pages of members the caller never touches (the other variant's JPEG) are never copied. Other
+        sources read into a buffer this object reuses (no fresh allocation per sample).
         """
+        handle = self._handle(shard_idx)
+        mapped = self._maps.get(shard_idx)
+        if mapped is not None:
+            if offset < 0 or offset + size > len(mapped):
+                raise LeadFormatError(
+                    self.locations[shard_idx],
+                    f"short read: {max(0, len(mapped) - offset)} of {size} bytes at offset {offset}",
+                )
+            return memoryview(mapped)[offset : offset + size]
         if len(self._buffer) < size:
             self._buffer = bytearray(max(size, 2 * len(self._buffer)))
         view = memoryview(self._buffer)[:size]
-        handle = self._handle(shard_idx)
         handle.seek(offset)
         got = handle.readinto(view)
         if got != size:
@@ -145,10 +174,27 @@ class ShardFiles:
             )
         return view
 
+    def read_stable(self, shard_idx: int, offset: int, size: int) -> memoryview | bytes:
+        """Like `read_view`, but valid until `close` (or the shard leaves the LRU): a view into the mapping of a
+        local shard, else a fresh copy. Lets a caller hold several samples at once without copying them."""
+        self._handle(shard_idx)  # opens (and maps) the shard if it is not open yet
+        if shard_idx in self._maps:
+            return self.read_view(shard_idx, offset, size)
+        return self.read(shard_idx, offset, size)
+
     def close(self) -> None:
-        """Close every open handle."""
+        """Close every open handle and mapping."""
         while self._open:
-            self._open.popitem(last=False)[1].close()
+            self._evict(next(iter(self._open)))
+
+    def _evict(self, shard_idx: int) -> None:
+        self._open.pop(shard_idx).close()
+        mapped = self._maps.pop(shard_idx, None)
+        if mapped is not None:
+            try:
+                mapped.close()
+            except BufferError:  # a caller still holds a view: the mapping closes when that view goes
+                pass
 
     def _handle(self, shard_idx: int) -> BinaryIO:
         handle = self._open.get(shard_idx)
@@ -156,10 +202,15 @@ class ShardFiles:
             self._open.move_to_end(shard_idx)
             return handle
         if len(self._open) >= self.max_open:
-            self._open.popitem(last=False)[1].close()
+            self._evict(next(iter(self._open)))
         handle = self._open_location(self.locations[shard_idx])
         self.num_opens += 1
         self._open[shard_idx] = handle
+        if self.use_mmap and isinstance(handle, io.BufferedReader):
+            try:
+                self._maps[shard_idx] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # an empty file, or a file system without mmap: plain reads
+                pass
         return handle
 
     def _open_location(self, location: str) -> BinaryIO:

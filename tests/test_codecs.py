@@ -162,3 +162,41 @@ def test_decoding_rejects_foreign_and_truncated_payloads():
     with pytest.raises(KeyError):
         codecs.decode_group(payload, "missing")
     assert isinstance(codecs.decode("lz4", codecs.encode("lz4", ARRAYS["boxes"])), np.ndarray)   # LSA1 still
+
+
+def test_variable_first_dims_keep_every_samples_table_byte_equal():
+    tables = set()
+    for rows in (0, 3, 11):
+        arrays = {"boxes": RNG.normal(size=(rows, 9)).astype(np.float32), "depth": ARRAYS["depth"],
+                  "runs": np.arange(rows * 7, dtype=np.uint16)}
+        payload = codecs.encode_arrays({"g": arrays}, filters={"runs": "shuffle"}, variable={"boxes", "runs"})
+        _, _, table = codecs.decode_group_block(payload, "g")
+        tables.add(id(table))                                          # one parsed table, cached by its bytes
+        decoded = codecs.decode_group(payload, "g")
+        for name, array in arrays.items():
+            assert decoded[name].shape == array.shape and np.array_equal(decoded[name], array), (rows, name)
+    assert len(tables) == 1
+
+
+def test_unpacked_arrays_follow_the_lz4_block_and_must_come_last():
+    arrays = {"depth": ARRAYS["depth"], "runs": np.arange(999, dtype=np.uint16)}
+    packed = codecs.encode_arrays({"g": arrays}, filters={"runs": "shuffle"})
+    tail = codecs.encode_arrays({"g": arrays}, filters={"runs": "shuffle"}, unpacked={"runs"})
+    assert np.array_equal(codecs.decode_group(tail, "g")["runs"], arrays["runs"])
+    assert np.array_equal(codecs.decode_group(tail, "g")["depth"], arrays["depth"])
+    assert len(tail) != len(packed)
+    with pytest.raises(ValueError, match="must come last"):
+        codecs.encode_arrays({"g": {"runs": arrays["runs"], "depth": arrays["depth"]}}, unpacked={"runs"})
+
+
+def test_an_attrs_only_group_carries_a_json_dict():
+    payload = codecs.encode_arrays({"normal": {"x": ARRAYS["boxes"]}, "targets": {}},
+                                   attrs={"targets": {"speed_mps": 3.5, "brake": False}})
+    assert codecs.decode_attrs(payload, "targets") == {"speed_mps": 3.5, "brake": False}
+    assert codecs.decode_attrs(payload, "normal") == {}
+    assert codecs.decode("lz4", payload)["targets"] == {"speed_mps": 3.5, "brake": False}
+
+
+def test_an_older_container_version_names_the_rebuild():
+    with pytest.raises(ValueError, match="older lead-stream.*lead-stream shard"):
+        codecs.decode_group(b"LSC1" + b"\0" * 20, "normal")

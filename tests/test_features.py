@@ -14,21 +14,25 @@ from lead_stream import labels as L
 from lead_stream import targets as T
 from lead_stream.constants import BoxClass, BoxField
 
-CONTRACT_MEMBERS = ("arrays.lz4", "rgb.jpg", "rgb_pert.jpg", "targets.json")
+CONTRACT_MEMBERS = ("arrays.lz4", "rgb.jpg", "rgb_pert.jpg")
 CONTRACT_ARRAYS = {  # name → (dtype, shape; None = rows vary)
     "lidar_bev": (np.uint8, (320, 384)), "semantic": (np.uint8, (384, 1152)), "depth": (np.uint8, (96, 288)),
     "bev_semantic": (np.uint8, (320, 384)), "boxes": (np.float32, (None, 9)), "radar": (np.float16, (None, 5)),
     "radar_detections": (np.float32, (20, 4)), "target_point": (np.float32, (2,)),
     "target_point_previous": (np.float32, (2,)), "target_point_next": (np.float32, (2,)),
     "future_waypoints": (np.float32, (8, 2)), "future_yaws_rad": (np.float32, (8,)),
-    "route": (np.float32, (10, 2)),
+    "route": (np.float32, (10, 2)), "ego": (np.float32, (6,)),
 }
 
 
 def assert_groups_equal(decoded: dict, expected: dict) -> None:
-    """Bit-exact equality of two {group: {array name: array}} dicts (dtype, shape, values)."""
+    """Bit-exact equality of two {group: {array name: array}} dicts (dtype, shape, values); a dict of
+    scalars (the "targets" group) must be equal."""
     assert list(decoded) == list(expected)
     for group, arrays in expected.items():
+        if group == F.TARGETS_GROUP:
+            assert decoded[group] == arrays
+            continue
         assert list(decoded[group]) == list(arrays), group
         for name, array in arrays.items():
             got = decoded[group][name]
@@ -110,8 +114,9 @@ def test_every_member_decodes_to_what_preprocessing_produced(frame_inputs):
 def test_member_shapes_and_dtypes_follow_the_contract(frame_inputs):
     sample = {name: F.decode_member(name, payload) for name, payload in F.build_sample(frame_inputs).items()
               if not name.endswith(".jpg")}
-    assert list(sample["arrays.lz4"]) == list(F.VARIANTS) == ["normal", "perturbated"]
-    for variant, arrays in sample["arrays.lz4"].items():
+    assert list(sample["arrays.lz4"]) == [*F.VARIANTS, F.TARGETS_GROUP] == ["normal", "perturbated", "targets"]
+    for variant in F.VARIANTS:
+        arrays = sample["arrays.lz4"][variant]
         assert list(arrays) == list(CONTRACT_ARRAYS) == list(F.ARRAY_NAMES)
         for name, (dtype, shape) in CONTRACT_ARRAYS.items():
             array = arrays[name]
@@ -120,9 +125,13 @@ def test_member_shapes_and_dtypes_follow_the_contract(frame_inputs):
         assert arrays["lidar_bev"].max() <= 5 and arrays["bev_semantic"].max() <= 12
         assert arrays["boxes"].shape == (3, 9)
         assert set(arrays["radar"][:, 4].tolist()) <= {0, 1, 2, 3}
-    targets = sample["targets.json"]
-    assert "normal" not in targets and "perturbated" not in targets   # per-variant geometry is in arrays.lz4
+    targets = sample["arrays.lz4"][F.TARGETS_GROUP]
+    assert "normal" not in targets and "perturbated" not in targets   # per-variant geometry is in the groups
     assert targets["speed_mps"] == 4.0 and targets["command"] == 4 and targets["planning_valid"] is True
+    for variant in F.VARIANTS:  # the loader's copy of the scalars it needs
+        ego = dict(zip(F.EGO_FIELDS, sample["arrays.lz4"][variant]["ego"].tolist()))
+        assert ego == {name: float(targets[name]) for name in F.EGO_FIELDS}
+        assert ego["speed_mps"] == 4.0 and ego["target_speed_mps"] == 6.0 and ego["planning_valid"] == 1.0
     normal = T.sample_targets(frame_inputs.meta)["normal"]
     np.testing.assert_array_equal(sample["arrays.lz4"]["normal"]["future_waypoints"],
                                   np.asarray(normal["future_waypoints"], dtype=np.float32))

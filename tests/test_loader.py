@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 import simplejpeg
 import torch
 
-from lead_stream import codecs
-from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch, lidar_unit
+from lead_stream import codecs, features
+from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch, RunCoded, lidar_unit
 from lead_stream.codecs import decode_group
 from lead_stream.collate import BatchBuffers, command_one_hot
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
@@ -37,6 +38,7 @@ def _assert_batches_equal(a: list[Batch], b: list[Batch]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.route_id == y.route_id
+        x, y = x.dense(), y.dense()
         for name in BATCH_TENSOR_FIELDS:
             assert torch.equal(getattr(x, name), getattr(y, name)), name
 
@@ -63,7 +65,12 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
     loader = make_loader(
         sharded_root, config=LoaderConfig(batch_size=4, num_workers=0, perturbation_prob=0.5)
     )
-    batch = next(iter(loader))
+    coded = next(iter(loader))
+    for name in ("lidar_bev", "semantic", "bev_semantic"):  # rasters leave the loader run-length coded
+        runs = getattr(coded, name)
+        assert isinstance(runs, RunCoded) and runs.values.dtype == torch.uint8 and runs.lengths.dtype == torch.int32
+        assert runs.values.shape == runs.lengths.shape and int(runs.lengths.sum()) == math.prod(runs.shape)
+    batch = coded.to("cpu")  # expands them (Batch.to on a GPU does the same there)
     assert batch.rgb.shape == (4, 3, 384, 1152) and batch.rgb.dtype == torch.uint8
     assert batch.lidar_bev.shape == (4, 1, 320, 384) and batch.lidar_bev.dtype == torch.uint8
     assert batch.boxes.shape == (4, 90, 9) and batch.radar.shape == (4, 300, 5)
@@ -79,8 +86,8 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
         sfx = "_pert" if pert else ""
         rgb = simplejpeg.decode_jpeg(members[f"rgb{sfx}.jpg"], colorspace="RGB")
         assert torch.equal(batch.rgb[i], torch.from_numpy(rgb).permute(2, 0, 1))
-        arrays = codecs.decode("lz4", members["arrays.lz4"])["perturbated" if pert else "normal"]
-        targets = json.loads(members["targets.json"])
+        sample_arrays = features.decode_member("arrays.lz4", members["arrays.lz4"])
+        arrays, targets = sample_arrays["perturbated" if pert else "normal"], sample_arrays["targets"]
 
         def same(got: torch.Tensor, want: np.ndarray) -> None:  # bit-exact, dtype included
             assert torch.equal(got, torch.from_numpy(np.array(want)))
@@ -239,7 +246,7 @@ def test_pipe_url_shards_are_downloaded_once_and_read_the_same(sharded_root: Pat
 
 
 def _corrupt_one_sample(
-    sharded_root: Path, tmp_path: Path, member: str = "targets.json", skip: int = 0
+    sharded_root: Path, tmp_path: Path, member: str = "arrays.lz4", skip: int = 0
 ) -> tuple[Path, str]:
     """A copy of the cache whose first pretrain sample has a garbled `member` (bytes from `skip` on)."""
     source = resolve_cache_dir(sharded_root)
@@ -262,7 +269,7 @@ def _corrupt_one_sample(
 def test_bad_sample_raises_by_default_naming_shard_key_and_member(sharded_root: Path, tmp_path: Path) -> None:
     cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path)
     loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=1), cache_dir=cache_dir)
-    with pytest.raises(LeadFormatError, match=rf"{key}.*targets\.json") as info:
+    with pytest.raises(LeadFormatError, match=rf"{key}.*arrays\.lz4") as info:
         list(loader)
     assert info.value.path.name.startswith("shard-")
 
@@ -399,10 +406,10 @@ def test_a_held_batch_is_never_overwritten_by_recycled_buffers(sharded_root: Pat
     loader = make_loader(sharded_root, config=LoaderConfig(batch_size=4, num_workers=0))
     batches = iter(loader)
     held = next(batches)
-    snapshot = {name: getattr(held, name).clone() for name in BATCH_TENSOR_FIELDS}
+    snapshot = {name: getattr(held.dense(), name).clone() for name in BATCH_TENSOR_FIELDS}
     later = [next(batches) for _ in range(3)]
     for name, value in snapshot.items():
-        assert torch.equal(getattr(held, name), value), name
+        assert torch.equal(getattr(held.dense(), name), value), name
     assert held.rgb.data_ptr() not in {b.rgb.data_ptr() for b in later}
     del held, later                                       # released: the next batches reuse warm buffers
     assert next(batches).size == 4
@@ -424,3 +431,19 @@ def test_a_garbled_array_container_is_a_format_error_naming_the_member(sharded_r
     loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=0), cache_dir=cache_dir)
     with pytest.raises(LeadFormatError, match=rf"{key}.*arrays\.lz4"):
         list(loader)
+
+
+def test_runs_that_miss_pixels_are_reported_for_their_row() -> None:
+    from lead_stream import runs
+
+    buffers = BatchBuffers(2)
+    values, lengths = runs.encode_runs(np.zeros((384, 1152), np.uint8))
+    def planes(lengths: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(lengths.view(np.uint8).reshape(-1, 2).T)
+
+    buffers.runs["semantic"].fill(0, values, planes(lengths))
+    short = lengths.copy()
+    short[-1] -= 1
+    buffers.runs["semantic"].fill(1, values, planes(short))
+    problems = buffers.check_runs()
+    assert list(problems) == [1] and "semantic" in problems[1] and "expected 442368" in problems[1]

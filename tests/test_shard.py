@@ -78,8 +78,10 @@ def test_stored_members_round_trip_bit_exact_to_preprocessing(sharded_root, mani
                 assert features.decode_member(member.name, stored[member.name]) == expected
             else:
                 decoded = features.decode_member(member.name, stored[member.name])
-                assert list(decoded) == list(expected) == list(features.VARIANTS)
-                for variant, arrays in expected.items():
+                assert list(decoded) == list(expected) == [*features.VARIANTS, features.TARGETS_GROUP]
+                assert decoded[features.TARGETS_GROUP] == expected[features.TARGETS_GROUP]
+                for variant in features.VARIANTS:
+                    arrays = expected[variant]
                     assert list(decoded[variant]) == list(arrays)
                     for name, array in arrays.items():
                         got = decoded[variant][name]
@@ -103,11 +105,14 @@ def test_plain_webdataset_reads_keys_and_fields(manifest):
     assert all(fields == sorted(features.MEMBER_NAMES) for fields in seen.values())
     decoded = next(iter(wds.WebDataset(urls[:1], shardshuffle=False).decode("rgb8")))
     assert decoded["rgb.jpg"].shape == (384, 1152, 3) and decoded["rgb_pert.jpg"].shape == (384, 1152, 3)
-    assert isinstance(decoded["targets.json"], dict) and "speed_mps" in decoded["targets.json"]
     assert isinstance(decoded["arrays.lz4"], bytes)                  # no built-in lz4 decoder: our codec reads it
-    arrays = codecs.decode("lz4", decoded["arrays.lz4"])
-    assert list(arrays) == ["normal", "perturbated"]
-    assert arrays["perturbated"]["boxes"].shape[1] == 9 and arrays["normal"]["semantic"].shape == (384, 1152)
+    arrays = codecs.decode("lz4", decoded["arrays.lz4"])              # the stored arrays (label rasters as runs)
+    assert list(arrays) == ["normal", "perturbated", "targets"]
+    assert isinstance(arrays["targets"], dict) and "speed_mps" in arrays["targets"]
+    assert arrays["perturbated"]["boxes"].shape[1] == 9
+    assert arrays["normal"]["semantic_lengths"].sum() == 384 * 1152
+    dense = features.decode_member("arrays.lz4", decoded["arrays.lz4"])  # the dense view
+    assert dense["normal"]["semantic"].shape == (384, 1152) and dense["targets"] == arrays["targets"]
 
 
 def test_tarfile_sees_sorted_reproducible_ustar_members(manifest):

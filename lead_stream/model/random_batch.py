@@ -105,7 +105,8 @@ def random_batch(batch_size: int, *, seed: int = 0, max_boxes: int = 12) -> Batc
 
 
 def slice_batch(batch: Batch, start: int, stop: int) -> Batch:
-    """Samples [start, stop) of `batch`."""
+    """Samples [start, stop) of `batch` (run-coded rasters are expanded first)."""
+    batch = batch.dense()
     fields = {f.name: getattr(batch, f.name)[start:stop] for f in dataclasses.fields(batch)}
     return Batch(**fields)
 
