@@ -208,11 +208,12 @@ class _Runs:
 
     def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = [row if row is not None else self._empty for row in self.rows]  # unfilled rows are zeros
-        counts = np.array([row[0].shape[0] for row in rows], np.int64)
+        counts = np.array([row[0].shape[0] for row in rows], np.intp)
         values = np.concatenate([row[0] for row in rows])
-        lengths = np.concatenate([row[1][1] for row in rows]).astype(np.int32)
+        planes = np.concatenate([row[1] for row in rows], axis=1)  # (2, N) low / high bytes
+        lengths = planes[1].astype(np.int32)
         lengths <<= 8
-        lengths |= np.concatenate([row[1][0] for row in rows])
+        lengths |= planes[0]
         return values, lengths, counts
 
     def check(self) -> dict[int, str]:
@@ -220,9 +221,10 @@ class _Runs:
         if not self.rows:
             return {}
         _, lengths, counts = self._joined()
-        ends = np.cumsum(counts)
-        cumulative = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-        totals = cumulative[ends] - cumulative[ends - counts]
+        starts = np.zeros(len(counts), np.intp)
+        np.cumsum(counts[:-1], out=starts[1:])
+        totals = np.add.reduceat(lengths, starts) if lengths.size else np.zeros(len(counts), np.int32)
+        totals[counts == 0] = 0  # reduceat repeats the next element for an empty segment
         return {i: f"runs cover {int(total)} pixels, expected {self.pixels} {self.shape}"
                 for i, total in enumerate(totals.tolist()) if total != self.pixels}
 
@@ -250,7 +252,8 @@ class BatchBuffers:
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
         self.radar = np.zeros((b, NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR, 5), np.float32)
-        self._radar_used = [[0] * NUM_RADAR_SENSORS for _ in range(b)]  # filled rows per sensor block
+        self.radar_points: list[np.ndarray | None] = [None] * b  # (n, 5) per row until to_batch places them
+        self._radar_cache: tuple | None = None
         self.nav = np.zeros((b, NAV_WIDTH), np.float32)  # _NAV_LAYOUT arrays, flattened back to back
         self.perturbated = np.zeros(b, np.bool_)
         self.frame_idx = np.zeros(b, np.int64)
@@ -319,7 +322,7 @@ class BatchBuffers:
         self.num_boxes[i] = n_boxes
         pos += _aligned(sizes[0])
         planes = frombuffer(raw, _U1, sizes[1], pos).reshape(2, 5 * n_radar)  # transpose+shuffle of (n, 5) f2
-        self._fill_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
+        self._set_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
         pos += _aligned(sizes[1])
         for k, name in enumerate(RUN_CODED):
             n, n_lengths = run_counts[2 * k], run_counts[2 * k + 1]
@@ -353,7 +356,9 @@ class BatchBuffers:
         self.boxes[i, : len(boxes)] = boxes
         self.boxes[i, len(boxes) :] = 0.0
         self.num_boxes[i] = len(boxes)
-        self._fill_radar(i, arrays["radar"])
+        if arrays["radar"].ndim != 2 or arrays["radar"].shape[1] != 5:
+            raise ValueError(f"radar shape {arrays['radar'].shape}, expected (n, 5)")
+        self._set_radar(i, arrays["radar"])
         for name in RUN_CODED:
             values, lengths = arrays[f"{name}_values"], arrays[f"{name}_lengths"]
             if values.shape != lengths.shape or values.ndim != 1:
@@ -361,58 +366,76 @@ class BatchBuffers:
             planes = np.ascontiguousarray(lengths.astype(_U2).view(np.uint8).reshape(-1, 2).T)
             self.runs[name].fill(i, values.astype(np.uint8), planes)
 
-    def check_runs(self) -> dict[int, str]:
-        """Rows whose run-coded rasters do not cover their raster → the problem (call after the fills)."""
+    def check_rows(self) -> dict[int, str]:
+        """Rows whose run-coded rasters do not cover their raster or whose radar points do not fit their
+        sensor blocks → the problem (call after the fills, before `to_batch`)."""
         problems: dict[int, str] = {}
         for name, runs in self.runs.items():
             for i, problem in runs.check().items():
                 problems.setdefault(i, f"{name}: {problem}")
+        for i, problem in self._radar_layout()[3].items():
+            problems.setdefault(i, problem)
         return problems
 
     def reset(self) -> None:
         """Forget the previous batch's per-row views before refilling (`BufferPool.take`)."""
         for runs in self.runs.values():
             runs.clear()
+        self.radar_points = [None] * self.size
+        self._radar_cache = None
         self.route_id = [""] * self.size
         self.current_member = ""
 
-    def _fill_radar(self, i: int, points: np.ndarray) -> None:
-        """Row i of `radar` := (n, 5) points, each sensor's points in its block of 75 rows, zeros elsewhere."""
-        if points.ndim != 2 or points.shape[1] != 5:
-            raise ValueError(f"radar shape {points.shape}, expected (n, 5)")
-        row = self.radar[i]
-        sensor = points[:, 4]
-        if sensor.shape[0] and ((sensor[1:] < sensor[:-1]).any() or sensor[0] < 0 or sensor[-1] >= NUM_RADAR_SENSORS
-                                or (sensor != np.round(sensor)).any()):
-            ids = sensor.astype(np.intp)  # not grouped by sensor as shards store them: check, then sort
-            if (ids != sensor).any() or (ids < 0).any() or (ids >= NUM_RADAR_SENSORS).any():
-                raise ValueError(f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}")
-            points = points[np.argsort(ids, kind="stable")]
-            sensor = points[:, 4]
-        bounds = np.searchsorted(sensor, _SENSOR_EDGES).tolist()
-        used = self._radar_used[i]
-        start = 0
-        for sensor_id, end in enumerate(bounds):
-            count = end - start
-            if count > MAX_RADAR_POINTS_PER_SENSOR:
-                raise ValueError(f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
-            slot = sensor_id * MAX_RADAR_POINTS_PER_SENSOR
-            if count:
-                row[slot : slot + count] = points[start:end]
-            if used[sensor_id] > count:
-                row[slot + count : slot + used[sensor_id]] = 0.0
-            used[sensor_id] = count
-            start = end
+    def _set_radar(self, i: int, points: np.ndarray | None) -> None:
+        self.radar_points[i] = points
+        self._radar_cache = None
+
+    def _radar_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """All rows' radar points at once: (points (N, 5), batch row, slot in the row's 300) and bad rows."""
+        if self._radar_cache is None:
+            self._radar_cache = self._compute_radar_layout()
+        return self._radar_cache
+
+    def _compute_radar_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        empty = np.zeros((0, 5), np.float32)
+        rows = [p if p is not None else empty for p in self.radar_points]
+        counts = np.array([len(p) for p in rows], np.intp)
+        points = np.concatenate(rows).astype(np.float32, copy=False) if rows else empty
+        row_of = np.repeat(np.arange(len(rows)), counts)
+        ids = points[:, 4]
+        sensor = ids.astype(np.intp)
+        valid = (sensor == ids) & (sensor >= 0) & (sensor < NUM_RADAR_SENSORS)
+        problems = {int(i): f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}" for i in np.unique(row_of[~valid])}
+        sensor = np.where(valid, sensor, 0)
+        key = row_of * NUM_RADAR_SENSORS + sensor
+        if (key[1:] < key[:-1]).any():  # shards store each row's points grouped by sensor; sort otherwise
+            order = np.argsort(key, kind="stable")
+            points, row_of, sensor, key = points[order], row_of[order], sensor[order], key[order]
+        rank = np.arange(len(key)) - np.searchsorted(key, key)  # position within its (row, sensor) block
+        for i, sensor_id in zip(row_of[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist(),
+                                sensor[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist()):
+            count = int(((row_of == i) & (sensor == sensor_id)).sum())
+            problems.setdefault(i, f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
+        return points, row_of, sensor * MAX_RADAR_POINTS_PER_SENSOR + rank, problems
+
+    def _place_radar(self) -> None:
+        """`radar` := every row's points in its sensor's block of 75 rows, zeros elsewhere (one scatter)."""
+        points, row_of, slot, problems = self._radar_layout()
+        keep = np.ones(len(points), bool)
+        for i in problems:
+            keep &= row_of != i
+        self.radar[...] = 0.0
+        self.radar[row_of[keep], slot[keep]] = points[keep]
 
     def copy_row(self, dst: int, src: int) -> None:
         """Make row `dst` a copy of row `src` (the skip policy repeats a good sample of the batch)."""
-        for name in ("rgb", "depth", "boxes", "num_boxes", "radar", "nav", "perturbated",
+        for name in ("rgb", "depth", "boxes", "num_boxes", "nav", "perturbated",
                      "frame_idx", "bucket_idx"):
             array = getattr(self, name)
             array[dst] = array[src]
         for runs in self.runs.values():
             runs.copy_row(dst, src)
-        self._radar_used[dst] = list(self._radar_used[src])
+        self._set_radar(dst, self.radar_points[src])
         self.route_id[dst] = self.route_id[src]
 
     def _nav(self, name: str) -> torch.Tensor:
@@ -436,6 +459,7 @@ class BatchBuffers:
         """
         t = torch.from_numpy
         nav = self._nav
+        self._place_radar()
         return Batch(
             rgb=t(self.rgb).permute(0, 3, 1, 2),  # (B, 3, H, W) view in channels_last memory format
             lidar_bev=self.runs["lidar_bev"].coded(),  # (B, 1, Y, X) uint8 counts, run-coded

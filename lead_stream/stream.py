@@ -198,7 +198,7 @@ class PlanStream(IterableDataset):
                     self._decode(phase, buffers, i, members[i], flags[i], shards[i], int(rows[i]))
                 except LeadFormatError as err:
                     self._skip(bad, i, err)
-        for i, problem in buffers.check_runs().items():
+        for i, problem in buffers.check_rows().items():
             if i not in bad:
                 self._skip(bad, i, LeadFormatError(
                     self.locations[shards[i]], f"sample {cat.key(int(rows[i]))!r} member 'arrays.lz4': {problem}"))

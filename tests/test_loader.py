@@ -337,15 +337,21 @@ def test_telemetry_reports_throughput_wait_pads_and_skips(sharded_root: Path) ->
 
 
 def test_radar_points_go_to_their_sensor_block_and_overflow_is_rejected() -> None:
-    buffers = BatchBuffers(1)
+    buffers = BatchBuffers(3)
     points = np.zeros((4, 5), np.float32)
     points[:, 0] = [1, 2, 3, 4]
     points[:, 4] = [3, 0, 3, 1]  # unsorted sensor ids
-    buffers._fill_radar(0, points)
+    buffers._set_radar(0, points)
+    buffers._set_radar(1, np.tile(np.array([[1, 1, 1, 1, 2]], np.float16), (76, 1)))  # one too many for sensor 2
+    buffers._set_radar(2, np.array([[5, 5, 5, 5, 4]], np.float16))                  # no sensor 4
+    problems = buffers.check_rows()
+    assert set(problems) == {1, 2} and "76 points for sensor 2" in problems[1] and "0..3" in problems[2]
+    buffers._set_radar(1, None)
+    buffers._set_radar(2, points[:1])
+    buffers._place_radar()
     assert buffers.radar[0, [0, 75, 225, 226], 0].tolist() == [2, 4, 1, 3]
-    assert int((buffers.radar[0, :, 0] != 0).sum()) == 4
-    with pytest.raises(ValueError, match="sensor 2"):
-        buffers._fill_radar(0, np.tile(np.array([[1, 1, 1, 1, 2]], np.float32), (76, 1)))
+    assert int((buffers.radar[0, :, 0] != 0).sum()) == 4 and not buffers.radar[1].any()
+    assert buffers.radar[2, 225, 0] == 1 and int((buffers.radar[2] != 0).sum()) == 2
 
 
 def test_command_one_hot_follows_lead() -> None:
@@ -445,5 +451,5 @@ def test_runs_that_miss_pixels_are_reported_for_their_row() -> None:
     short = lengths.copy()
     short[-1] -= 1
     buffers.runs["semantic"].fill(1, values, planes(short))
-    problems = buffers.check_runs()
+    problems = buffers.check_rows()
     assert list(problems) == [1] and "semantic" in problems[1] and "expected 442368" in problems[1]
