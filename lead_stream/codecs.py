@@ -104,11 +104,14 @@ ARRAYS_DICT = (
     b'{"dtype":"<f4","filter":"none","name":"boxes","shape":[-1,9]},'
     b'{"dtype":"<f2","filter":"transpose+shuffle","name":"radar","shape":[-1,5]},'
     b'{"dtype":"|u1","filter":"none","name":"lidar_bev_values","shape":[-1]},'
-    b'{"dtype":"<u2","filter":"shuffle","name":"lidar_bev_lengths","shape":[-1]},'
+    b'{"dtype":"|u1","filter":"none","name":"lidar_bev_lengths","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"lidar_bev_long","shape":[-1]},'
     b'{"dtype":"|u1","filter":"none","name":"semantic_values","shape":[-1]},'
-    b'{"dtype":"<u2","filter":"shuffle","name":"semantic_lengths","shape":[-1]},'
+    b'{"dtype":"|u1","filter":"none","name":"semantic_lengths","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"semantic_long","shape":[-1]},'
     b'{"dtype":"|u1","filter":"none","name":"bev_semantic_values","shape":[-1]},'
-    b'{"dtype":"<u2","filter":"shuffle","name":"bev_semantic_lengths","shape":[-1]}]}'
+    b'{"dtype":"|u1","filter":"none","name":"bev_semantic_lengths","shape":[-1]},'
+    b'{"dtype":"<u2","filter":"shuffle","name":"bev_semantic_long","shape":[-1]}]}'
 )
 
 Layout = tuple[tuple[int, ...], np.dtype]

@@ -107,7 +107,7 @@ RASTER_SHAPES = {  # run-coded rasters: per-sample shape in the Batch
     "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
     "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
 }
-_VARIABLE = ("boxes", "radar") + tuple(f"{n}_{part}" for n in RUN_CODED for part in ("values", "lengths"))
+_VARIABLE = ("boxes", "radar") + tuple(f"{n}_{part}" for n in RUN_CODED for part in ("values", "lengths", "long"))
 _SENSOR_EDGES = np.arange(NUM_RADAR_SENSORS) + 0.5  # searchsorted bounds of sensor ids 0..3 in sorted points
 _F4 = np.dtype("<f4")
 _F2 = np.dtype("<f2")
@@ -162,7 +162,8 @@ def _group_plan(table: GroupTable) -> _GroupPlan | None:
     expected = {"boxes": ("<f4", (-1, NUM_BOX_FIELDS), "none"), "radar": ("<f2", (-1, 5), "transpose+shuffle")}
     for name in RUN_CODED:
         expected[f"{name}_values"] = ("|u1", (-1,), "none")
-        expected[f"{name}_lengths"] = ("<u2", (-1,), "shuffle")
+        expected[f"{name}_lengths"] = ("|u1", (-1,), "none")
+        expected[f"{name}_long"] = ("<u2", (-1,), "shuffle")
     if [e.name for e in variable] != list(_VARIABLE) or table.entries[-len(variable):] != tuple(variable):
         return None
     if any((e.dtype, e.shape, e.filter) != expected[e.name] for e in variable):
@@ -187,40 +188,55 @@ class _Runs:
     def __init__(self, size: int, shape: tuple[int, ...]) -> None:
         self.shape = shape
         self.pixels = math.prod(shape)
-        self.rows: list[tuple[np.ndarray, np.ndarray] | None] = [None] * size
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        empty = runs.encode_runs(np.zeros(self.pixels, np.uint8))  # a zero raster, for rows never filled
-        self._empty = (empty[0], np.ascontiguousarray(empty[1].view(np.uint8).reshape(-1, 2).T))
+        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * size
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]] | None = None
+        values, lengths = runs.encode_runs(np.zeros(self.pixels, np.uint8))  # a zero raster, for unfilled rows
+        short, long = runs.split_lengths(lengths)
+        self._empty = (values, short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T))
 
-    def fill(self, i: int, values: np.ndarray, shuffled_lengths: np.ndarray) -> None:
-        """Row i := runs: (n,) uint8 values and the stored (2, n) uint8 low/high byte planes of the lengths."""
-        self.rows[i] = (values, shuffled_lengths)
+    def fill(self, i: int, values: np.ndarray, short: np.ndarray, shuffled_long: np.ndarray) -> None:
+        """Row i := runs as stored: (n,) uint8 values, (n,) uint8 short lengths (255 = long) and the (2, m)
+        uint8 low/high byte planes of the long lengths (`runs.split_lengths`)."""
+        self.rows[i] = (values, short, shuffled_long)
         self._cache = None
 
     def copy_row(self, dst: int, src: int) -> None:
         self.rows[dst] = self.rows[src]
         self._cache = None
 
-    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         if self._cache is None:
             self._cache = self._join()
         return self._cache
 
-    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         rows = [row if row is not None else self._empty for row in self.rows]  # unfilled rows are zeros
         counts = np.array([row[0].shape[0] for row in rows], np.intp)
         values = np.concatenate([row[0] for row in rows])
-        planes = np.concatenate([row[1] for row in rows], axis=1)  # (2, N) low / high bytes
-        lengths = planes[1].astype(np.int32)
-        lengths <<= 8
-        lengths |= planes[0]
-        return values, lengths, counts
+        lengths = np.concatenate([row[1] for row in rows]).astype(np.int32)
+        planes = np.concatenate([row[2] for row in rows], axis=1)  # (2, M) low / high bytes
+        long = planes[1].astype(np.int32)
+        long <<= 8
+        long |= planes[0]
+        marks = np.flatnonzero(lengths == runs.LONG)
+        problems: dict[int, str] = {}
+        if marks.size == long.size:
+            lengths[marks] = long
+        else:  # some row's markers and long lengths disagree: name those rows, keep the others usable
+            row_of = np.repeat(np.arange(len(rows)), counts)
+            per_row = np.bincount(row_of[marks], minlength=len(rows))
+            for i, (row, found) in enumerate(zip(rows, per_row.tolist())):
+                if found != row[2].shape[1]:
+                    problems[i] = f"{found} long-run markers but {row[2].shape[1]} long lengths"
+        return values, lengths, counts, problems
 
     def check(self) -> dict[int, str]:
-        """Rows whose runs do not cover prod(shape) pixels → the problem."""
+        """Rows whose runs do not cover prod(shape) pixels (or whose long lengths do not match) → the problem."""
         if not self.rows:
             return {}
-        _, lengths, counts = self._joined()
+        _, lengths, counts, problems = self._joined()
+        if problems:
+            return problems
         starts = np.zeros(len(counts), np.intp)
         np.cumsum(counts[:-1], out=starts[1:])
         totals = np.add.reduceat(lengths, starts) if lengths.size else np.zeros(len(counts), np.int32)
@@ -229,7 +245,9 @@ class _Runs:
                 for i, total in enumerate(totals.tolist()) if total != self.pixels}
 
     def coded(self) -> RunCoded:
-        values, lengths, _ = self._joined()
+        values, lengths, _, problems = self._joined()
+        if problems:
+            raise ValueError(f"bad runs in rows {sorted(problems)}: {next(iter(problems.values()))}")
         return RunCoded(torch.from_numpy(values), torch.from_numpy(lengths), (len(self.rows), *self.shape))
 
     def clear(self) -> None:
@@ -311,7 +329,7 @@ class BatchBuffers:
         self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, base + plan.nav)
         n_boxes, n_radar, *run_counts = plan.dims.unpack_from(raw, base)
         sizes = (n_boxes * NUM_BOX_FIELDS * 4, n_radar * 10) + tuple(
-            n * width for n, width in zip(run_counts, (1, 2) * len(RUN_CODED)))
+            n * width for n, width in zip(run_counts, (1, 1, 2) * len(RUN_CODED)))
         if start + sum(_aligned(size) for size in sizes) > end:
             raise ValueError("variable-size arrays run past the block end")
         if n_boxes > MAX_NUM_BBOXES:
@@ -325,13 +343,15 @@ class BatchBuffers:
         self._set_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
         pos += _aligned(sizes[1])
         for k, name in enumerate(RUN_CODED):
-            n, n_lengths = run_counts[2 * k], run_counts[2 * k + 1]
+            n, n_lengths, n_long = run_counts[3 * k : 3 * k + 3]
             if n != n_lengths:
                 raise ValueError(f"{name}: {n} run values but {n_lengths} lengths")
             values = frombuffer(raw, _U1, n, pos)
             pos += _aligned(n)
-            self.runs[name].fill(i, values, frombuffer(raw, _U1, 2 * n, pos).reshape(2, n))
-            pos += _aligned(2 * n)
+            short = frombuffer(raw, _U1, n, pos)
+            pos += _aligned(n)
+            self.runs[name].fill(i, values, short, frombuffer(raw, _U1, 2 * n_long, pos).reshape(2, n_long))
+            pos += _aligned(2 * n_long)
 
     def _fill_generic(self, i: int, raw: bytes, base: int, table: GroupTable) -> None:
         """Any table layout (other filters or order): restore every array, then place it."""
@@ -360,11 +380,11 @@ class BatchBuffers:
             raise ValueError(f"radar shape {arrays['radar'].shape}, expected (n, 5)")
         self._set_radar(i, arrays["radar"])
         for name in RUN_CODED:
-            values, lengths = arrays[f"{name}_values"], arrays[f"{name}_lengths"]
-            if values.shape != lengths.shape or values.ndim != 1:
-                raise ValueError(f"{name}: run values {values.shape} and lengths {lengths.shape} differ")
-            planes = np.ascontiguousarray(lengths.astype(_U2).view(np.uint8).reshape(-1, 2).T)
-            self.runs[name].fill(i, values.astype(np.uint8), planes)
+            values, short, long = arrays[f"{name}_values"], arrays[f"{name}_lengths"], arrays[f"{name}_long"]
+            if values.shape != short.shape or values.ndim != 1 or long.ndim != 1:
+                raise ValueError(f"{name}: run values {values.shape} and lengths {short.shape} differ")
+            planes = np.ascontiguousarray(long.astype(_U2).view(np.uint8).reshape(-1, 2).T)
+            self.runs[name].fill(i, values.astype(np.uint8), short.astype(np.uint8), planes)
 
     def check_rows(self) -> dict[int, str]:
         """Rows whose run-coded rasters do not cover their raster or whose radar points do not fit their

@@ -13,8 +13,8 @@ the builder name is the tar member name. A sample has three members:
 
 One container instead of one member per array (and the targets inside it) saves ~13 KB of tar headers and
 padding per sample and lets the loader decode a variant's arrays with one inflate and one lz4 call. The
-rasters `lidar_bev`, `semantic` and `bev_semantic` are stored run-length coded (`runs`: `<name>_values` uint8
-and `<name>_lengths` uint16, byte-shuffled): smaller than lz4 over the raster, and the loader ships the runs to
+rasters `lidar_bev`, `semantic` and `bev_semantic` are stored run-length coded (`runs`: `<name>_values` uint8,
+`<name>_lengths` uint8 and `<name>_long` uint16, byte-shuffled): smaller than lz4 over the raster, and the loader ships the runs to
 the trainer, which expands them on the device. `decode_member("arrays.lz4", payload)` gives the dense view
 {"normal": {array name: array}, "perturbated": {...}, "targets": {...}}; plain webdataset yields the bytes and
 `lead_stream.codecs.decode("lz4", payload)` the stored arrays. Semantics follow LEAD's `CARLAData` (LEAD_FORMAT
@@ -310,7 +310,8 @@ def _stored_specs() -> tuple[tuple[str, str, bool], ...]:
              if s.name not in RUN_CODED and s.name not in ("boxes", "radar")]
     variable = [("boxes", specs["boxes"].filter, True), ("radar", specs["radar"].filter, True)]
     for name in RUN_CODED:
-        variable += [(f"{name}_values", "none", True), (f"{name}_lengths", "shuffle", True)]
+        variable += [(f"{name}_values", "none", True), (f"{name}_lengths", "none", True),
+                     (f"{name}_long", "shuffle", True)]
     return tuple(fixed + variable)
 
 
@@ -318,7 +319,8 @@ STORED_SPECS = _stored_specs()
 STORED_FILTERS: dict[str, str] = {name: f for name, f, _ in STORED_SPECS if f != "none"}
 STORED_VARIABLE: frozenset[str] = frozenset(name for name, _, variable in STORED_SPECS if variable)
 # the runs go after the lz4 block, compressed by deflate alone (lz4 cannot shrink them; its framing costs bytes)
-STORED_UNPACKED: frozenset[str] = frozenset(f"{name}_{part}" for name in RUN_CODED for part in ("values", "lengths"))
+STORED_UNPACKED: frozenset[str] = frozenset(
+    f"{name}_{part}" for name in RUN_CODED for part in ("values", "lengths", "long"))
 RASTER_SHAPES: dict[str, tuple[int, int]] = {"lidar_bev": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
                                               "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
                                               "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX)}
@@ -344,7 +346,9 @@ def stored_arrays(dense: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A variant's dense arrays → the arrays its group stores, in `STORED_SPECS` order (label rasters as runs)."""
     out = dict(dense)
     for name in RUN_CODED:
-        out[f"{name}_values"], out[f"{name}_lengths"] = runs.encode_runs(out.pop(name))
+        values, lengths = runs.encode_runs(out.pop(name))
+        out[f"{name}_values"] = values
+        out[f"{name}_lengths"], out[f"{name}_long"] = runs.split_lengths(lengths)
     return {name: out[name] for name, _, _ in STORED_SPECS}
 
 
@@ -356,7 +360,8 @@ def dense_arrays(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     out = dict(stored)
     for name in RUN_CODED:
-        out[name] = runs.expand_runs(out.pop(f"{name}_values"), out.pop(f"{name}_lengths"), RASTER_SHAPES[name])
+        lengths = runs.join_lengths(out.pop(f"{name}_lengths"), out.pop(f"{name}_long"))
+        out[name] = runs.expand_runs(out.pop(f"{name}_values"), lengths, RASTER_SHAPES[name])
     return {name: out[name] for name in ARRAY_NAMES}
 
 

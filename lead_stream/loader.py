@@ -166,7 +166,8 @@ class StreamingLoader:
             raise ConfigError(f"mixture too large to pass to workers ({len(spec)} bytes)")
         self._control.zero_()
         self._control[: len(spec)] = torch.frombuffer(bytearray(spec), dtype=torch.uint8)
-        iterator = iter(self._loader())
+        # no workers: iterate the stream itself (a DataLoader would only add its per-batch conversion walk)
+        iterator = iter(self._loader()) if self.config.num_workers > 0 else iter(self._stream)
         tele, t_prev = self._telemetry, time.perf_counter()
         self._done = start
         while True:
@@ -179,6 +180,8 @@ class StreamingLoader:
                 tele["data_wait_s"] += time.perf_counter() - t0
             if isinstance(payload, WorkerError):
                 raise LeadFormatError(payload.path, payload.problem)
+            if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
+                payload = payload.pin_memory()
             self._done += 1
             self._start = self._done
             tele["batches"] += 1

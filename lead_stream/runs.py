@@ -8,6 +8,10 @@ where the batch lives (`expand_runs_torch` on the GPU; `expand_runs` with numpy 
     values  (n,) uint8   the label of each run
     lengths (n,) uint16  its length in pixels, >= 1; runs longer than 65535 are split, so the codes of one
                          raster are unique, and sum(lengths) == H * W
+
+Stored, the lengths are split in two (`split_lengths`): `short` (n,) uint8 = min(length, 255), and `long`
+(m,) uint16 = the lengths >= 255 in order (255 marks "take the next long one"). Most runs are short, so this
+is a third fewer bytes than uint16 lengths before compression and ~5% fewer after.
 """
 
 from __future__ import annotations
@@ -36,6 +40,29 @@ def encode_runs(raster: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     last = np.cumsum(pieces) - 1
     split_lengths[last] = lengths - (pieces - 1) * MAX_RUN
     return split_values, split_lengths.astype(np.uint16)
+
+
+LONG = 255  # a short length of 255 means: the run's length is the next entry of `long`
+
+
+def split_lengths(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) uint16 lengths → (short (n,) uint8, long (m,) uint16), see the module doc."""
+    lengths = np.asarray(lengths, dtype=np.uint16)
+    return np.minimum(lengths, LONG).astype(np.uint8), lengths[lengths >= LONG]
+
+
+def join_lengths(short: np.ndarray, long: np.ndarray) -> np.ndarray:
+    """Inverse of `split_lengths` → (n,) int32.
+
+    Raises:
+        ValueError: the number of 255 markers differs from the number of long lengths.
+    """
+    lengths = short.astype(np.int32)
+    marks = np.flatnonzero(short == LONG)
+    if marks.size != long.shape[0]:
+        raise ValueError(f"{marks.size} long-run markers but {long.shape[0]} long lengths")
+    lengths[marks] = long
+    return lengths
 
 
 def check_runs(values: np.ndarray, lengths: np.ndarray, size: int) -> None:

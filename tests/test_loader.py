@@ -442,14 +442,19 @@ def test_a_garbled_array_container_is_a_format_error_naming_the_member(sharded_r
 def test_runs_that_miss_pixels_are_reported_for_their_row() -> None:
     from lead_stream import runs
 
-    buffers = BatchBuffers(2)
+    buffers = BatchBuffers(3)
     values, lengths = runs.encode_runs(np.zeros((384, 1152), np.uint8))
-    def planes(lengths: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(lengths.view(np.uint8).reshape(-1, 2).T)
+    def stored(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        short, long = runs.split_lengths(lengths)
+        return short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T)
 
-    buffers.runs["semantic"].fill(0, values, planes(lengths))
+    buffers.runs["semantic"].fill(0, values, *stored(lengths))
     short = lengths.copy()
     short[-1] -= 1
-    buffers.runs["semantic"].fill(1, values, planes(short))
+    buffers.runs["semantic"].fill(1, values, *stored(short))
     problems = buffers.check_rows()
     assert list(problems) == [1] and "semantic" in problems[1] and "expected 442368" in problems[1]
+    buffers.runs["semantic"].fill(1, values, *stored(lengths))
+    marks, long = stored(lengths)
+    buffers.runs["semantic"].fill(2, values, marks, long[:, :-1])  # a long length missing
+    assert list(buffers.check_rows()) == [2] and "long" in buffers.check_rows()[2]

@@ -27,6 +27,17 @@ def test_runs_round_trip_exactly_and_split_long_runs(raster):
         assert len(values) == -(-raster.size // runs.MAX_RUN)
 
 
+def test_lengths_split_into_short_bytes_and_long_values_and_join_back():
+    lengths = np.array([1, 254, 255, 256, 65535, 3, 300], np.uint16)
+    short, long = runs.split_lengths(lengths)
+    assert short.dtype == np.uint8 and short.tolist() == [1, 254, 255, 255, 255, 3, 255]
+    assert long.dtype == np.uint16 and long.tolist() == [255, 256, 65535, 300]
+    joined = runs.join_lengths(short, long)
+    assert joined.dtype == np.int32 and joined.tolist() == lengths.tolist()
+    with pytest.raises(ValueError, match="4 long-run markers but 3"):
+        runs.join_lengths(short, long[:3])
+
+
 def test_expansion_rejects_runs_that_do_not_cover_the_raster():
     values, lengths = runs.encode_runs(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="cover 16 pixels, expected 20"):

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from lead_stream import codecs, features, shard
+from lead_stream import codecs, features, runs, shard
 from lead_stream.errors import LeadFormatError
 from lead_stream.index import IndexConfig, build_index, read_bucket_members
 from lead_stream.manifest import (
@@ -110,7 +110,7 @@ def test_plain_webdataset_reads_keys_and_fields(manifest):
     assert list(arrays) == ["normal", "perturbated", "targets"]
     assert isinstance(arrays["targets"], dict) and "speed_mps" in arrays["targets"]
     assert arrays["perturbated"]["boxes"].shape[1] == 9
-    assert arrays["normal"]["semantic_lengths"].sum() == 384 * 1152
+    assert runs.join_lengths(arrays["normal"]["semantic_lengths"], arrays["normal"]["semantic_long"]).sum() == 384 * 1152
     dense = features.decode_member("arrays.lz4", decoded["arrays.lz4"])  # the dense view
     assert dense["normal"]["semantic"].shape == (384, 1152) and dense["targets"] == arrays["targets"]
 
