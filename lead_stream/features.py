@@ -235,7 +235,7 @@ def _radar_detections(frame: Frame, perturbated: bool) -> np.ndarray:
 
 
 def _frame_targets(frame: Frame) -> dict[str, Any]:
-    """`sample_targets` of the frame, computed once for both variants and targets.json."""
+    """`sample_targets` of the frame, computed once for both variants and the "targets" group."""
     def compute() -> dict[str, Any]:
         try:
             return sample_targets(frame.inputs.meta)

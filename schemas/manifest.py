@@ -23,7 +23,7 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("size_bytes", pa.int64(), nullable=False),    # through the padding of its last member
         pa.field("sha256", pa.string(),
                  nullable=False),       # of (member name, NUL, payload)* in member order
-        pa.field("planning_valid", pa.bool_(), nullable=False),  # targets.json planning_valid
+        pa.field("planning_valid", pa.bool_(), nullable=False),  # the sample's targets planning_valid
         pa.field("route_fingerprint", pa.string(), nullable=False),  # index routes.parquet fingerprint used
     ],
 )
