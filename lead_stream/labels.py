@@ -136,6 +136,20 @@ def _occluded(box: dict[str, Any], semantics_id: int | None) -> bool:
     return semantics_id == SemanticClass.VEHICLE and low(VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS)
 
 
+def _perturbed_centers(boxes: list[dict[str, Any]], translation_m: float,
+                       rotation_deg: float) -> np.ndarray | None:
+    """(len(boxes), 2) float64 perturbated box centres, row i bit-identical to `perturb_points` of box i's
+    (1, 2) position alone; None when a box lacks a plain (x, y, ...) position (the caller then goes box by
+    box and fails where it always did)."""
+    try:
+        positions = np.array([box["position"][:2] for box in boxes], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if positions.shape != (len(boxes), 2):
+        return None
+    return geometry.perturb_point_rows(positions, translation_m, rotation_deg)
+
+
 def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
                rotation_deg: float) -> np.ndarray:
     """LEAD's `get_bbox_labels` (§4.4) without padding: filtered boxes in BEV pixel coordinates.
@@ -150,14 +164,18 @@ def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation
     """
     scenario_type = scenario_type_of(meta)
     obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
+    centers = _perturbed_centers(boxes, translation_m, rotation_deg)
     rows: list[np.ndarray] = []
-    for box in boxes:
+    for box_idx, box in enumerate(boxes):
         cls = box["class"]
         if cls == "ego_car":
             continue
         position = box["position"]
-        x, y = geometry.perturb_points(np.array([position[:2]], dtype=np.float64), translation_m,
-                                       rotation_deg)[0]
+        if centers is not None:
+            x, y = centers[box_idx]
+        else:
+            x, y = geometry.perturb_points(np.array([position[:2]], dtype=np.float64), translation_m,
+                                           rotation_deg)[0]
         row = np.zeros(NUM_BOX_FIELDS, dtype=np.float32)
         row[[BoxField.X, BoxField.Y, BoxField.W, BoxField.H]] = (x, y, box["extent"][0], box["extent"][1])
         row[BoxField.YAW] = geometry.wrap_angle(float(box["yaw"]) - math.radians(rotation_deg))
@@ -285,16 +303,29 @@ def _occupancy_label(box: dict[str, Any], meta: dict[str, Any], scenario_type: s
     return None
 
 
+_OCCUPANCY_THRESHOLDS = {"walker": (PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS),
+                         "car": (VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS),
+                         "static": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
+                         "static_prop_car": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS)}
+
+
 def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
                   rotation_deg: float) -> np.ndarray:
     """Simplified LEAD `build_bev_occupancy` on the 320 x 384 BEV grid (no convex hulls; see module doc).
+
+    The class rules and filters run per box; the geometry (perturbation, corners, BEV test, pixel
+    coordinates, fill) runs on all drawn boxes at once, bit-identical to doing it box by box.
 
     Returns:
         (320, 384) uint8 occupancy classes 0..9 (0 = free), later boxes drawn over earlier ones.
     """
     scenario_type = scenario_type_of(meta)
     obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
-    polygons: list[tuple[np.ndarray, int]] = []
+    positions: list[np.ndarray] = []      # (1, 2) float64 true-ego centre per drawn box
+    yaws: list[float] = []                # perturbated yaw, radians
+    half_extents: list[tuple[float, float]] = []
+    door_shifts: list[tuple[int, float]] = []   # (box index, lateral shift added after the perturbation)
+    box_labels_: list[int] = []
     for box in boxes:
         cls = box["class"]
         if cls not in ("car", "walker", "static", "static_prop_car", "traffic_light"):
@@ -304,18 +335,16 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
             continue
         num_points = box.get("num_points", -1)
         visible = box.get("visible_pixels", -1)
-        thresholds = {"walker": (PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS),
-                      "car": (VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS),
-                      "static": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
-                      "static_prop_car": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS)}.get(cls)
+        thresholds = _OCCUPANCY_THRESHOLDS.get(cls)
         if (thresholds is not None and num_points is not None and visible is not None
                 and 0 <= num_points < thresholds[0] and 0 <= visible < thresholds[1]):
             continue
         type_id = box.get("type_id") or ""
         walker_like = cls == "walker" or type_id in BIKER_MESHES
         scale, min_extent = (WALKER_BEV_SCALE, WALKER_BEV_MIN_HALF_EXTENT_M) if walker_like else (1.0, 0.0)
-        center = geometry.perturb_points(np.array([box["position"][:2]], dtype=np.float64),
-                                         translation_m, rotation_deg)[0]
+        position = np.array([box["position"][:2]], dtype=np.float64)
+        if position.shape != (1, 2):
+            raise ValueError(f"box position needs x and y, found {box['position']!r}")
         yaw = geometry.wrap_angle(float(box["yaw"]) - math.radians(rotation_deg))
         extent_x = max(float(box["extent"][0]), min_extent)
         extent_y = max(float(box["extent"][1]), min_extent)
@@ -323,7 +352,8 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
                 and box.get("id") in obstacle_ids and scenario_type == "VehicleOpensDoorTwoWays"
                 and meta.get("vehicle_opened_door", False)):
             extent_y += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
-            center[1] += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2 * (1 if _door_side(meta) == "left" else -1)
+            door_shifts.append((len(positions),
+                                CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2 * (1 if _door_side(meta) == "left" else -1)))
         mesh_path = box.get("mesh_path")
         if "mesh_path" in box:
             if mesh_path in MESH_HALF_EXTENTS_M:
@@ -332,11 +362,20 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
             extent_x, extent_y = TRAFFIC_WARNING_HALF_EXTENT_M
         elif type_id == "static.prop.constructioncone":
             extent_x, extent_y = CONSTRUCTION_CONE_HALF_EXTENT_M
-        corners = geometry.box_corners(center, (extent_x * scale, extent_y * scale), yaw)
-        if not (geometry.in_bev(corners).any() or geometry.in_bev(center[None]).any()):
-            continue
-        polygons.append((geometry.metres_to_bev_px(corners), label))
-    return geometry.fill_polygons((BEV_HEIGHT_PX, BEV_WIDTH_PX), polygons)
+        positions.append(position)
+        yaws.append(yaw)
+        half_extents.append((extent_x * scale, extent_y * scale))
+        box_labels_.append(label)
+    if not positions:
+        return np.zeros((BEV_HEIGHT_PX, BEV_WIDTH_PX), dtype=np.uint8)
+    centers = geometry.perturb_point_rows(np.concatenate(positions), translation_m, rotation_deg)
+    for idx, shift in door_shifts:
+        centers[idx, 1] += shift
+    corners = geometry.box_corners_many(centers, np.array(half_extents, dtype=np.float64), yaws)  # (n, 4, 2)
+    drawn = geometry.in_bev(corners.reshape(-1, 2)).reshape(-1, 4).any(axis=1) | geometry.in_bev(centers)
+    vertices = geometry.metres_to_bev_px(corners[drawn].reshape(-1, 2)).reshape(-1, 4, 2)
+    drawn_labels = [label for label, keep in zip(box_labels_, drawn.tolist(), strict=True) if keep]
+    return geometry.fill_convex((BEV_HEIGHT_PX, BEV_WIDTH_PX), vertices, drawn_labels)
 
 
 def hdmap_to_bev(hdmap: np.ndarray) -> np.ndarray:
@@ -350,12 +389,21 @@ def hdmap_to_bev(hdmap: np.ndarray) -> np.ndarray:
     """
     if hdmap.size and int(hdmap.max()) >= len(_HDMAP_LUT):
         raise ValueError(f"hdmap ids must be 0..{len(_HDMAP_LUT) - 1}, found {int(hdmap.max())}")
-    crop = _HDMAP_LUT[hdmap[48:208, 64:256]]
-    return np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
+    window = hdmap[48:208, 64:256]
+    crop = _HDMAP_LUT.take(window) if window.dtype.kind == "u" else _HDMAP_LUT[window]
+    if crop.ndim != 2:
+        return np.repeat(np.repeat(crop, 2, axis=0), 2, axis=1)
+    # columns x2 in one pass: the uint16 v * 257 holds the byte v twice (either byte order)
+    wide = (crop.astype(np.uint16) * 257).view(np.uint8)
+    return np.repeat(wide, 2, axis=0)
 
 
 def merge_bev_semantic(hdmap_bev: np.ndarray, occupancy: np.ndarray) -> np.ndarray:
     """LEAD §4.1 step 10: bev_semantic = hdmap where occupancy == 0 else occupancy + 3, uint8 0..12."""
+    if hdmap_bev.dtype == occupancy.dtype == np.uint8 and hdmap_bev.shape == occupancy.shape:
+        merged = hdmap_bev.copy()
+        np.copyto(merged, occupancy + OCCUPANCY_TO_BEV_OFFSET, where=occupancy != 0)
+        return merged
     return np.where(occupancy == 0, hdmap_bev, occupancy + OCCUPANCY_TO_BEV_OFFSET).astype(np.uint8)
 
 
@@ -372,7 +420,7 @@ def radar_points(radar: dict[str, np.ndarray]) -> np.ndarray:
         points = points[geometry.in_bev(points.astype(np.float32))][:MAX_RADAR_POINTS_PER_SENSOR]
         sensor_id = np.full((len(points), 1), sensor_idx, dtype=np.float16)
         parts.append(np.concatenate([points.astype(np.float16), sensor_id], axis=1))
-    return np.concatenate(parts, axis=0).astype(np.float16)
+    return np.concatenate(parts, axis=0).astype(np.float16, copy=False)
 
 
 def radar_detection_labels(boxes_px: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """One frame's meta → ego targets: speed/controls, commands, target points, waypoints, yaws, route.
 
 Input: metas/NNNN.pkl as a dict (world-frame target points and route, future positions/yaws, perturbation).
-Output: `sample_targets(meta)`, the JSON-ready dict behind targets.json and the per-variant planning arrays,
-with floats rounded to `TARGETS_DECIMALS`. Semantics follow LEAD's `CARLAData` (LEAD_FORMAT §4.1 steps 5
-and 7). The one non-obvious rule: target points are merged in the TRUE ego frame, then each variant moves
+Output: `sample_targets(meta)`, the JSON-ready dict behind the "targets" group of arrays.lz4 and the
+per-variant planning arrays, with floats rounded to `TARGETS_DECIMALS`. Semantics follow LEAD's `CARLAData`
+(LEAD_FORMAT §4.1 steps 5 and 7). The one non-obvious rule: target points are merged in the TRUE ego frame, then each variant moves
 them (and waypoints, route, yaws) with p' = R(r)^T (p - [0, t]), psi' = wrap(psi - r) (r in degrees).
 
 Differences from LEAD, on purpose:
@@ -28,7 +28,7 @@ from lead_stream.constants import (
     WAYPOINT_SPACING_STEPS,
 )
 
-TARGETS_DECIMALS = 6                                # targets.json floats rounded to 1e-6 (m, rad, m/s)
+TARGETS_DECIMALS = 6                                # targets floats rounded to 1e-6 (m, rad, m/s)
 ROUTE_FIRST_DISTANCE_M = 2.5                        # smooth_path: first point on the 2.5 m circle
 ROUTE_SPACING_M = 1.0
 NUM_ROUTE_POINTS_SMOOTHING = 20                     # meta route points fed to smooth_path
@@ -52,6 +52,33 @@ def _circle_line_hits(center: np.ndarray, radius: float, a: np.ndarray, b: np.nd
     return [a + d * ((-qb - root) / (2 * qa)), a + d * ((-qb + root) / (2 * qa))]
 
 
+def _first_occurrences(points_xy: np.ndarray) -> list[int]:
+    """Indices of the first occurrence of each distinct (x, y) row, in order: the rows
+    `np.unique(points_xy, axis=0, return_index=True)` keeps (exact equality, -0.0 == 0.0, NaN rows distinct).
+
+    Args:
+        points_xy: (N, 2) float64.
+    """
+    seen: set[tuple[float, float]] = set()
+    keep: list[int] = []
+    for idx, (x, y) in enumerate(points_xy.tolist()):
+        if (x, y) not in seen:   # fresh NaN objects never compare equal, as in np.unique's row compare
+            seen.add((x, y))
+            keep.append(idx)
+    return keep
+
+
+def _allclose_xy(a: np.ndarray, b: np.ndarray) -> bool:
+    """`np.allclose(a, b)` (rtol 1e-5, atol 1e-8) for two (2,) float64 points, in plain float arithmetic."""
+    if a.shape != (2,) or b.shape != (2,):
+        return bool(np.allclose(a, b))
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        # numpy: (|x - y| <= atol + rtol * |y|) & isfinite(y) | (x == y), in float64
+        if not ((abs(x - y) <= 1e-08 + 1e-05 * abs(y) and math.isfinite(y)) or x == y):
+            return False
+    return True
+
+
 def smooth_route(route_xy: np.ndarray, *, num_points: int = NUM_ROUTE_POINTS) -> np.ndarray:
     """LEAD's `smooth_path` semantics: dedupe, first point on the 2.5 m circle, then 1 m steps, extrapolate.
 
@@ -69,8 +96,7 @@ def smooth_route(route_xy: np.ndarray, *, num_points: int = NUM_ROUTE_POINTS) ->
         ValueError: fewer than 2 distinct points, or a step without an intersection.
     """
     route_xy = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
-    _, first_idx = np.unique(route_xy, axis=0, return_index=True)
-    points = route_xy[np.sort(first_idx)]
+    points = route_xy[_first_occurrences(route_xy)]
     if len(points) < 2:
         raise ValueError(f"route needs >= 2 distinct points, found {len(points)}")
     out: list[np.ndarray] = []
@@ -120,7 +146,7 @@ def target_point_list(meta: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
     kept_points: list[np.ndarray] = []
     kept_commands: list[int] = []
     for point, command in zip(points, commands, strict=False):
-        if len(points) == 2 or not kept_points or not np.allclose(point, kept_points[-1]):
+        if len(points) == 2 or not kept_points or not _allclose_xy(point, kept_points[-1]):
             kept_points.append(point)
             kept_commands.append(command)
     if len(kept_points) < 2:
@@ -194,7 +220,7 @@ def planning_targets(meta: dict[str, Any], *, translation_m: float, rotation_deg
 
 
 def sample_targets(meta: dict[str, Any]) -> dict[str, Any]:
-    """The `targets.json` content: ego scalars, commands and both variants' navigation/planning labels."""
+    """The sample targets: ego scalars, commands and both variants' navigation/planning labels."""
     translation_m = _finite(meta["perturbation_translation"], "perturbation_translation")
     rotation_deg = _finite(meta["perturbation_rotation"], "perturbation_rotation")
     target_points, commands = target_point_list(meta)
