@@ -4,7 +4,8 @@ candidate: `write_shards` (JPEGs + one lz4 array container per variant in WebDat
 baseline:  LEAD's persistent cache layout (LEAD_FORMAT §3.1-3.2): one xz (lzma) pickle per (frame, variant)
            under cache/<route>/<normal|perturbated>/NNNN.pkl holding the SAME preprocessed content encoded the
            LEAD way: original JPEG bytes, 16-bit PNG LiDAR (counts / 5 * 65535), PNG semantics / depth /
-           BEV semantics, raw float32 boxes zero-padded to (90, 9), radar as 4 `np.savez_compressed` blobs,
+           BEV semantics, raw float32 boxes zero-padded to (90, 9) with their (90, 8, 2) float32 waypoints and
+           (90,) int32 waypoint counts, radar as 4 `np.savez_compressed` blobs,
            raw radar detections; the targets dict rides in the normal variant.
 Both read the raw route files and preprocess through `lead_stream.features` (same code, same frames,
 single process), so the difference is encoding + writing. A "read+preprocess only" row shows the shared floor.
@@ -34,7 +35,13 @@ import numpy as np
 from PIL import Image
 
 from lead_stream import features
-from lead_stream.constants import LIDAR_HIST_MAX_COUNT, MAX_NUM_BBOXES, NUM_BOX_FIELDS, NUM_RADAR_SENSORS
+from lead_stream.constants import (
+    LIDAR_HIST_MAX_COUNT,
+    MAX_NUM_BBOXES,
+    NUM_BOX_FIELDS,
+    NUM_RADAR_SENSORS,
+    NUM_WAYPOINTS,
+)
 from lead_stream.index import IndexConfig, build_index
 from lead_stream.shard import ShardConfig, build_plan, write_shards
 from lead_stream.sources import Route
@@ -62,6 +69,10 @@ def lead_style_variant(frame: features.Frame, perturbated: bool) -> dict:
     lidar = (value["lidar_bev"].astype(np.float64) / LIDAR_HIST_MAX_COUNT * 65535).astype(np.uint16)
     boxes = np.zeros((MAX_NUM_BBOXES, NUM_BOX_FIELDS), dtype=np.float32)
     boxes[: len(value["boxes"])] = value["boxes"]
+    box_waypoints = np.zeros((MAX_NUM_BBOXES, NUM_WAYPOINTS, 2), dtype=np.float32)   # LEAD pads these to 90
+    box_waypoints[: len(value["box_waypoints"])] = value["box_waypoints"]
+    box_num_waypoints = np.zeros(MAX_NUM_BBOXES, dtype=np.int32)
+    box_num_waypoints[: len(value["box_num_waypoints"])] = value["box_num_waypoints"]
     radar = value["radar"]
     payload = {
         "image": frame.sensors(perturbated).rgb_jpeg,
@@ -70,6 +81,8 @@ def lead_style_variant(frame: features.Frame, perturbated: bool) -> dict:
         "bev_semantic": _png(value["bev_semantic"]),
         "depth": _png(value["depth"]),
         "bboxes": boxes,
+        "bboxes_waypoints": box_waypoints,
+        "bboxes_num_waypoints": box_num_waypoints,
         "radars": tuple(_savez(radar[radar[:, 4] == i,
                                      :4].astype(np.float16)) for i in range(NUM_RADAR_SENSORS)),
         "radar_detections": value["radar_detections"],

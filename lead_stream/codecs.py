@@ -102,6 +102,8 @@ ARRAYS_DICT = (
     b'{"dtype":"<f4","filter":"none","name":"route","shape":[10,2]},'
     b'{"dtype":"<f4","filter":"none","name":"ego","shape":[6]},'
     b'{"dtype":"<f4","filter":"none","name":"boxes","shape":[-1,9]},'
+    b'{"dtype":"<f4","filter":"shuffle","name":"box_waypoints","shape":[-1,8,2]},'
+    b'{"dtype":"|u1","filter":"none","name":"box_num_waypoints","shape":[-1]},'
     b'{"dtype":"<f2","filter":"transpose+shuffle","name":"radar","shape":[-1,5]},'
     b'{"dtype":"|u1","filter":"none","name":"lidar_bev_values","shape":[-1]},'
     b'{"dtype":"|u1","filter":"none","name":"lidar_bev_lengths","shape":[-1]},'

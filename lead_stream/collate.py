@@ -107,7 +107,17 @@ RASTER_SHAPES = {  # run-coded rasters: per-sample shape in the Batch
     "semantic": (RGB_HEIGHT_PX, RGB_WIDTH_PX),
     "bev_semantic": (BEV_HEIGHT_PX, BEV_WIDTH_PX),
 }
-_VARIABLE = ("boxes", "radar") + tuple(f"{n}_{part}" for n in RUN_CODED for part in ("values", "lengths", "long"))
+_VARIABLE = ("boxes", "box_waypoints", "box_num_waypoints", "radar") + tuple(
+    f"{n}_{part}" for n in RUN_CODED for part in ("values", "lengths", "long"))
+_VARIABLE_EXPECTED = {  # (dtype, shape, filter) of each variable-size array of the sample format
+    "boxes": ("<f4", (-1, NUM_BOX_FIELDS), "none"),
+    "box_waypoints": ("<f4", (-1, NUM_WAYPOINTS, 2), "shuffle"),  # not used by the trainer: skipped
+    "box_num_waypoints": ("|u1", (-1,), "none"),                  # not used by the trainer: skipped
+    "radar": ("<f2", (-1, 5), "transpose+shuffle"),
+    **{f"{n}_values": ("|u1", (-1,), "none") for n in RUN_CODED},
+    **{f"{n}_lengths": ("|u1", (-1,), "none") for n in RUN_CODED},
+    **{f"{n}_long": ("<u2", (-1,), "shuffle") for n in RUN_CODED},
+}
 _SENSOR_EDGES = np.arange(NUM_RADAR_SENSORS) + 0.5  # searchsorted bounds of sensor ids 0..3 in sorted points
 _F4 = np.dtype("<f4")
 _F2 = np.dtype("<f2")
@@ -125,8 +135,9 @@ class _GroupPlan:
 
     dense: tuple[tuple[str, int, int, tuple[int, ...], str], ...]  # attr, data offset, count, stored shape, op
     nav: int                  # data offset of the nav arrays, back to back
-    dims: struct.Struct       # the dims vector of the variable arrays (boxes, radar, runs)
+    dims: struct.Struct       # the dims vector of the variable arrays (`_VARIABLE`, in that order)
     variable_start: int       # data offset of the first variable array
+    unit_bytes: tuple[int, ...]  # stored bytes per unit of each variable array's first dimension
 
 
 def _entries(table: GroupTable) -> dict[str, tuple[int, TableEntry]]:
@@ -159,20 +170,16 @@ def _group_plan(table: GroupTable) -> _GroupPlan | None:
         if offsets[k] is None or offsets[k] != offsets[first] + 4 * (_NAV_SLICES[name][0]):
             return None
     variable = [entry for entry in table.entries if entry.variable]
-    expected = {"boxes": ("<f4", (-1, NUM_BOX_FIELDS), "none"), "radar": ("<f2", (-1, 5), "transpose+shuffle")}
-    for name in RUN_CODED:
-        expected[f"{name}_values"] = ("|u1", (-1,), "none")
-        expected[f"{name}_lengths"] = ("|u1", (-1,), "none")
-        expected[f"{name}_long"] = ("<u2", (-1,), "shuffle")
     if [e.name for e in variable] != list(_VARIABLE) or table.entries[-len(variable):] != tuple(variable):
         return None
-    if any((e.dtype, e.shape, e.filter) != expected[e.name] for e in variable):
+    if any((e.dtype, e.shape, e.filter) != _VARIABLE_EXPECTED[e.name] for e in variable):
         return None
     fixed_end = table.dims_bytes
     for k, entry in enumerate(table.entries[: -len(variable)]):
         _, layouts, count = _array_spec(entry.dtype, entry.filter, entry.shape)
         fixed_end = offsets[k] + _aligned(count * layouts[-1][1].itemsize)
-    return _GroupPlan(tuple(dense), offsets[first], struct.Struct(f"<{len(variable)}I"), fixed_end)
+    units = tuple(math.prod(e.shape[1:]) * np.dtype(e.dtype).itemsize for e in variable)
+    return _GroupPlan(tuple(dense), offsets[first], struct.Struct(f"<{len(variable)}I"), fixed_end, units)
 
 
 _JPEG_NAMES = {False: "rgb.jpg", True: f"rgb{_PERT}.jpg"}
@@ -327,31 +334,28 @@ class BatchBuffers:
             else:
                 out[...] = data
         self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, base + plan.nav)
-        n_boxes, n_radar, *run_counts = plan.dims.unpack_from(raw, base)
-        sizes = (n_boxes * NUM_BOX_FIELDS * 4, n_radar * 10) + tuple(
-            n * width for n, width in zip(run_counts, (1, 1, 2) * len(RUN_CODED)))
-        if start + sum(_aligned(size) for size in sizes) > end:
+        dims = plan.dims.unpack_from(raw, base)
+        starts, pos = [], start
+        for count, unit in zip(dims, plan.unit_bytes):
+            starts.append(pos)
+            pos += _aligned(count * unit)
+        if pos > end:
             raise ValueError("variable-size arrays run past the block end")
+        n_boxes, n_radar = dims[0], dims[3]
         if n_boxes > MAX_NUM_BBOXES:
             raise ValueError(f"{n_boxes} boxes (max {MAX_NUM_BBOXES})")
-        pos = start
-        self.boxes[i, :n_boxes] = frombuffer(raw, _F4, n_boxes * NUM_BOX_FIELDS, pos).reshape(n_boxes, -1)
+        self.boxes[i, :n_boxes] = frombuffer(raw, _F4, n_boxes * NUM_BOX_FIELDS, starts[0]).reshape(n_boxes, -1)
         self.boxes[i, n_boxes:] = 0.0
         self.num_boxes[i] = n_boxes
-        pos += _aligned(sizes[0])
-        planes = frombuffer(raw, _U1, sizes[1], pos).reshape(2, 5 * n_radar)  # transpose+shuffle of (n, 5) f2
+        planes = frombuffer(raw, _U1, 10 * n_radar, starts[3]).reshape(2, 5 * n_radar)  # transpose+shuffle (n, 5) f2
         self._set_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
-        pos += _aligned(sizes[1])
         for k, name in enumerate(RUN_CODED):
-            n, n_lengths, n_long = run_counts[3 * k : 3 * k + 3]
+            j = 4 + 3 * k
+            n, n_lengths, n_long = dims[j : j + 3]
             if n != n_lengths:
                 raise ValueError(f"{name}: {n} run values but {n_lengths} lengths")
-            values = frombuffer(raw, _U1, n, pos)
-            pos += _aligned(n)
-            short = frombuffer(raw, _U1, n, pos)
-            pos += _aligned(n)
-            self.runs[name].fill(i, values, short, frombuffer(raw, _U1, 2 * n_long, pos).reshape(2, n_long))
-            pos += _aligned(2 * n_long)
+            self.runs[name].fill(i, frombuffer(raw, _U1, n, starts[j]), frombuffer(raw, _U1, n, starts[j + 1]),
+                                 frombuffer(raw, _U1, 2 * n_long, starts[j + 2]).reshape(2, n_long))
 
     def _fill_generic(self, i: int, raw: bytes, base: int, table: GroupTable) -> None:
         """Any table layout (other filters or order): restore every array, then place it."""

@@ -28,7 +28,7 @@ this module reads the frame, checks raw shapes, names each array and member, and
 Differences from LEAD, on purpose (more in `labels` and `targets`):
 * LiDAR BEV is stored as uint8 counts 0..5 (LEAD: float counts / 5);
 * depth is re-quantised with rounding (LEAD truncates, which can drop one 8-bit level);
-* per-box future waypoints are not stored (LEAD uses them only for visualisation).
+* per-box waypoint counts are uint8 (LEAD: int32); nothing is padded to 90 boxes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ from lead_stream.constants import (
 from lead_stream.errors import LeadFormatError
 from lead_stream.labels import (
     bev_occupancy,
-    box_labels,
+    box_labels_and_sources,
+    box_waypoints,
     hdmap_to_bev,
     merge_bev_semantic,
     radar_detection_labels,
@@ -174,8 +175,18 @@ class Frame:
         return self._memo[key]
 
     def boxes_px(self, perturbated: bool) -> np.ndarray:
+        return self._boxes_and_sources(perturbated)[0]
+
+    def box_waypoints(self, perturbated: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 8, 2) float32 future waypoints of the kept boxes and (n,) uint8 counts of real ones."""
         t, r = self.perturbation(perturbated)
-        return self.memo("boxes", perturbated, lambda: box_labels(
+        sources = self._boxes_and_sources(perturbated)[1]
+        return self.memo("box_waypoints", perturbated, lambda: box_waypoints(
+            self.inputs.boxes, sources, translation_m=t, rotation_deg=r))
+
+    def _boxes_and_sources(self, perturbated: bool) -> tuple[np.ndarray, list[int]]:
+        t, r = self.perturbation(perturbated)
+        return self.memo("boxes", perturbated, lambda: box_labels_and_sources(
             self.inputs.boxes, self.inputs.meta, translation_m=t, rotation_deg=r))
 
 
@@ -220,6 +231,14 @@ def _bev_semantic(frame: Frame, perturbated: bool) -> np.ndarray:
 
 def _boxes(frame: Frame, perturbated: bool) -> np.ndarray:
     return frame.boxes_px(perturbated)
+
+
+def _box_waypoints(frame: Frame, perturbated: bool) -> np.ndarray:
+    return frame.box_waypoints(perturbated)[0]
+
+
+def _box_num_waypoints(frame: Frame, perturbated: bool) -> np.ndarray:
+    return frame.box_waypoints(perturbated)[1]
 
 
 def _radar(frame: Frame, perturbated: bool) -> np.ndarray:
@@ -285,6 +304,8 @@ ARRAY_SPECS: tuple[ArraySpec, ...] = (
     ArraySpec("depth", _depth, "transpose", "depth"),              # (96, 288) uint8, metres = v / 255 * 50
     ArraySpec("bev_semantic", _bev_semantic, "none", "bboxes"),    # (320, 384) uint8 BevSemanticClass 0..12, runs
     ArraySpec("boxes", _boxes, "none", "bboxes"),                  # (n, 9) float32 BoxField, BEV px, n <= 90
+    ArraySpec("box_waypoints", _box_waypoints, "shuffle", "bboxes"),  # (n, 8, 2) float32 m, per box of `boxes`
+    ArraySpec("box_num_waypoints", _box_num_waypoints, "none", "bboxes"),  # (n,) uint8 real (not extrapolated)
     ArraySpec("radar", _radar, "transpose+shuffle", "radar"),      # (n, 5) float16 [x, y, z, v, sensor 0..3]
     ArraySpec("radar_detections", _radar_detections, "none", "bboxes"),  # (20, 4) float32 [x, y, v, valid]
     ArraySpec("target_point", _planning("target_point"), "none"),                    # (2,) float32 m
@@ -306,9 +327,9 @@ TARGETS_GROUP = "targets"             # attrs-only group in arrays.lz4
 def _stored_specs() -> tuple[tuple[str, str, bool], ...]:
     """(stored name, filter, variable first dim) in storage order: fixed-size arrays first, then variable."""
     specs = {spec.name: spec for spec in ARRAY_SPECS}
-    fixed = [(s.name, s.filter, False) for s in ARRAY_SPECS
-             if s.name not in RUN_CODED and s.name not in ("boxes", "radar")]
-    variable = [("boxes", specs["boxes"].filter, True), ("radar", specs["radar"].filter, True)]
+    rows = ("boxes", "box_waypoints", "box_num_waypoints", "radar")  # first dimension varies per sample
+    fixed = [(s.name, s.filter, False) for s in ARRAY_SPECS if s.name not in RUN_CODED and s.name not in rows]
+    variable = [(name, specs[name].filter, True) for name in rows]
     for name in RUN_CODED:
         variable += [(f"{name}_values", "none", True), (f"{name}_lengths", "none", True),
                      (f"{name}_long", "shuffle", True)]

@@ -38,7 +38,9 @@ from lead_stream.constants import (
     NUM_BOX_FIELDS,
     NUM_RADAR_QUERIES,
     NUM_RADAR_SENSORS,
+    NUM_WAYPOINTS,
     PIXELS_PER_M,
+    WAYPOINT_SPACING_STEPS,
     BoxClass,
     BoxField,
     SemanticClass,
@@ -50,6 +52,7 @@ CONSTRUCTION_CONE_HALF_EXTENT_M = (0.1720348298549652, 0.1720348298549652)
 TRAFFIC_WARNING_HALF_EXTENT_M = (1.186714768409729, 1.4352929592132568)
 STATIC_TYPES_WHITE_LIST = ("static.prop.constructioncone", "static.prop.trafficwarning")
 CAR_OPEN_DOOR_EXTRA_WIDTH_M = 1.2
+BOX_WAYPOINT_MAX_JUMP_M = 10.0                     # max_distance_future_waypoint
 PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS = 5, 15
 PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS = 3, 5
 VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS = 1, 1
@@ -152,7 +155,15 @@ def _perturbed_centers(boxes: list[dict[str, Any]], translation_m: float,
 
 def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
                rotation_deg: float) -> np.ndarray:
-    """LEAD's `get_bbox_labels` (§4.4) without padding: filtered boxes in BEV pixel coordinates.
+    """LEAD's `get_bbox_labels` (§4.4) without padding: filtered boxes in BEV pixel coordinates (see
+    `box_labels_and_sources`)."""
+    return box_labels_and_sources(boxes, meta, translation_m=translation_m, rotation_deg=rotation_deg)[0]
+
+
+def box_labels_and_sources(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
+                           rotation_deg: float) -> tuple[np.ndarray, list[int]]:
+    """LEAD's `get_bbox_labels` (§4.4) without padding: filtered boxes in BEV pixel coordinates, and for each
+    kept row the index of its box in `boxes` (for `box_waypoints`).
 
     Args:
         boxes: bboxes/NNNN.pkl dicts (true ego frame, sorted by distance).
@@ -160,9 +171,11 @@ def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation
         translation_m, rotation_deg: the variant's perturbation (0, 0 for the normal variant).
 
     Returns:
-        (n, 9) float32 BoxField columns, n <= 90; X/Y/W/H in BEV pixels, YAW radians, VELOCITY m/s.
+        (n, 9) float32 BoxField columns, n <= 90; X/Y/W/H in BEV pixels, YAW radians, VELOCITY m/s; and the
+        n source indices into `boxes`.
     """
     scenario_type = scenario_type_of(meta)
+    sources: list[int] = []
     obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
     centers = _perturbed_centers(boxes, translation_m, rotation_deg)
     rows: list[np.ndarray] = []
@@ -251,11 +264,61 @@ def box_labels(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation
         if not (0 <= row[BoxField.X] < BEV_WIDTH_PX and 0 <= row[BoxField.Y] < BEV_HEIGHT_PX):
             continue
         rows.append(row)
+        sources.append(box_idx)
         if len(rows) == MAX_NUM_BBOXES:
             break
     if not rows:
-        return np.zeros((0, NUM_BOX_FIELDS), dtype=np.float32)
-    return np.stack(rows).astype(np.float32)
+        return np.zeros((0, NUM_BOX_FIELDS), dtype=np.float32), sources
+    return np.stack(rows).astype(np.float32), sources
+
+
+def box_waypoints(boxes: list[dict[str, Any]], sources: list[int], *, translation_m: float,
+                  rotation_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """LEAD's per-box future waypoints (`bbox_json2array`, §4.3) of the kept boxes, in `sources` order.
+
+    Waypoint k (k = 1..8) is the box's `future_positions[5 k]` (20 Hz → 0.25 s apart) while the track does
+    not jump more than 10 m between waypoints (CARLA teleports vanished actors); the rest is extrapolated at
+    constant speed along the last valid yaw, 0.25 s per step; the result is moved into the variant's frame.
+    LEAD's quirk kept on purpose: a box without `future_positions` gets its raw (true-ego, unperturbated)
+    position 8 times and count 0.
+
+    Returns:
+        (n, 8, 2) float32 ego-frame metres, and (n,) uint8 number of real (not extrapolated) waypoints.
+    """
+    out = np.zeros((len(sources), NUM_WAYPOINTS, 2), dtype=np.float32)
+    counts = np.zeros(len(sources), dtype=np.uint8)
+    for row, box_idx in enumerate(sources):
+        out[row], counts[row] = _one_box_waypoints(boxes[box_idx], translation_m, rotation_deg)
+    return out, counts
+
+
+def _one_box_waypoints(box: dict[str, Any], translation_m: float, rotation_deg: float) -> tuple[np.ndarray, int]:
+    """One box's (8, 2) float32 waypoints and count, with LEAD's arithmetic (dtypes included)."""
+    position = box["position"]
+    waypoints = np.array([(position[0], position[1])] * NUM_WAYPOINTS, dtype=np.float32)
+    future = box.get("future_positions")
+    if future is None:
+        return waypoints, 0
+    count = 0
+    last_pos = np.array([position[0], position[1]])
+    last_yaw, last_speed = box["yaw"], box.get("speed", 0.0)
+    for i in range(NUM_WAYPOINTS):
+        step = (i + 1) * WAYPOINT_SPACING_STEPS
+        if step < len(future):
+            if np.linalg.norm(last_pos - future[step]) > BOX_WAYPOINT_MAX_JUMP_M:
+                break
+            waypoints[i] = future[step]
+            count += 1
+            last_pos = future[step]
+            last_yaw = box["future_yaws"][step]
+            last_speed = box["future_speeds"][step] if "future_speeds" in box else last_speed
+    last = waypoints[count - 1] if count > 0 else np.array([position[0], position[1]])
+    dt = 1 / (WAYPOINT_SPACING_STEPS - 1)   # LEAD's constant: 0.25 s with a spacing of 5 steps
+    for i in range(count, NUM_WAYPOINTS):
+        last = last + np.array([last_speed * dt * np.cos(last_yaw), last_speed * dt * np.sin(last_yaw)])
+        waypoints[i] = last.copy()
+    perturbed = geometry.perturb_point_rows(waypoints.astype(np.float64), translation_m, rotation_deg)
+    return perturbed.astype(np.float32), count
 
 
 def _occupancy_label(box: dict[str, Any], meta: dict[str, Any], scenario_type: str,

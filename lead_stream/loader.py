@@ -3,7 +3,9 @@
 Stages (each a plain function or generator, composed in `_PlanStream.__iter__`):
   catalog (manifest ⋈ bucket table) → epoch plan (`sampling.epoch_plan`) → padded global batches →
   this rank's slice → this worker's batches (g ≡ worker mod num_workers) → reads grouped by shard
-  (seek + read through an LRU of open shards) → decode the chosen variant → collate into a `Batch`.
+  (views of memory-mapped shards, an LRU of open ones) → decode the chosen variant (the batch's JPEGs,
+  then its array groups) → collate into a `Batch` (rasters run-length coded until `Batch.to(device)`).
+  With `num_workers=0` the stream is iterated directly, without a DataLoader around it.
 
 The plan is a pure function of (seed, epoch, mixture, manifest), recomputed inside every worker from a
 small shared control block each time iteration starts, so persistent workers see every new epoch and

@@ -1,6 +1,7 @@
-"""Shard location + manifest byte range → the raw members of one sample (one seek + one read).
+"""Shard location + manifest byte range → the raw members of one sample (a view of a mapped shard).
 
-Local shards are read through a small LRU of open file handles (one handle per shard per worker).
+Local shards are opened through a small LRU of open files (one handle per shard per worker) and
+memory-mapped, so a sample is a zero-copy view of the page cache (`read_view` / `read_stable`).
 Remote shards (`pipe:...`, `http(s)://...`, any fsspec URL) go through webdataset's `gopen` and are
 downloaded whole, atomically, into a local shard cache directory on first use, then read by seek;
 without a cache directory, seekable fsspec URLs are read in place when fsspec is installed.

@@ -17,7 +17,9 @@ from lead_stream.constants import BoxClass, BoxField
 CONTRACT_MEMBERS = ("arrays.lz4", "rgb.jpg", "rgb_pert.jpg")
 CONTRACT_ARRAYS = {  # name → (dtype, shape; None = rows vary)
     "lidar_bev": (np.uint8, (320, 384)), "semantic": (np.uint8, (384, 1152)), "depth": (np.uint8, (96, 288)),
-    "bev_semantic": (np.uint8, (320, 384)), "boxes": (np.float32, (None, 9)), "radar": (np.float16, (None, 5)),
+    "bev_semantic": (np.uint8, (320, 384)), "boxes": (np.float32, (None, 9)),
+    "box_waypoints": (np.float32, (None, 8, 2)), "box_num_waypoints": (np.uint8, (None,)),
+    "radar": (np.float16, (None, 5)),
     "radar_detections": (np.float32, (20, 4)), "target_point": (np.float32, (2,)),
     "target_point_previous": (np.float32, (2,)), "target_point_next": (np.float32, (2,)),
     "future_waypoints": (np.float32, (8, 2)), "future_yaws_rad": (np.float32, (8,)),
@@ -123,7 +125,8 @@ def test_member_shapes_and_dtypes_follow_the_contract(frame_inputs):
             assert array.dtype == dtype and array.ndim == len(shape), (variant, name)
             assert all(want is None or got == want for got, want in zip(array.shape, shape)), (variant, name)
         assert arrays["lidar_bev"].max() <= 5 and arrays["bev_semantic"].max() <= 12
-        assert arrays["boxes"].shape == (3, 9)
+        assert arrays["boxes"].shape == (3, 9) and arrays["box_waypoints"].shape == (3, 8, 2)
+        assert arrays["box_num_waypoints"].shape == (3,)
         assert set(arrays["radar"][:, 4].tolist()) <= {0, 1, 2, 3}
     targets = sample["arrays.lz4"][F.TARGETS_GROUP]
     assert "normal" not in targets and "perturbated" not in targets   # per-variant geometry is in the groups
