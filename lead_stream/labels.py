@@ -10,9 +10,9 @@ p' = R(r)^T (p - [0, t]), psi' = wrap(psi - r) BEFORE the filters on position ru
 Differences from LEAD, on purpose:
 * boxes are stored unpadded ((n, 9), n <= 90), so no phantom CenterNet peak at cell (0, 0) (§9.8);
 * BEV occupancy is drawn directly on the 320 x 384 BEV grid from rotated box rectangles with LEAD's
-  per-class labels, walker/biker scaling (x2.5, >= 0.4 m) and occlusion filters, but WITHOUT LEAD's convex
-  hulls (construction sites, scenario obstacles, red/green light groups) and with sub-pixel polygon
-  rasterisation instead of cv2's integer corners on a 1024 x 1024 grid.
+  per-class labels, walker/biker scaling (x2.5, >= 0.4 m), occlusion filters and convex hulls
+  (construction sites, scenario obstacles, red/green light groups), with sub-pixel polygon rasterisation
+  instead of cv2's integer corners on a 1024 x 1024 grid.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ TRAFFIC_WARNING_HALF_EXTENT_M = (1.186714768409729, 1.4352929592132568)
 STATIC_TYPES_WHITE_LIST = ("static.prop.constructioncone", "static.prop.trafficwarning")
 CAR_OPEN_DOOR_EXTRA_WIDTH_M = 1.2
 BOX_WAYPOINT_MAX_JUMP_M = 10.0                     # max_distance_future_waypoint
+CONSTRUCTION_SITE_RADIUS_M = 24.0                  # construction-site hull: every corner within 24 m of the mean
+OBSTACLE_SITE_RADIUS_M = 48.0                      # scenario-obstacle hull: within 48 m
+HULL_GRID_HALF_SIZE_M = 128.0                      # LEAD draws occupancy on a 1024 px grid at 4 px/m
 PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS = 5, 15
 PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS = 3, 5
 VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS = 1, 1
@@ -366,6 +369,81 @@ def _occupancy_label(box: dict[str, Any], meta: dict[str, Any], scenario_type: s
     return None
 
 
+def _hull_group(box: dict[str, Any], meta: dict[str, Any], scenario_type: str, obstacle_ids: set,
+                label: int) -> str | None:
+    """Which of LEAD's corner lists (`build_bev_occupancy`) a drawn box's corners join, if any."""
+    cls = box["class"]
+    type_id = box.get("type_id") or ""
+    if cls == "car":
+        stopped = "scenario" in (box.get("role_name") or "") and box["speed"] < 0.1
+        if label == OccupancyClass.OBSTACLE and (type_id in EMERGENCY_MESHES or stopped):
+            return "obstacle"   # accident / parked-obstacle actors, a vehicle with its door open
+        return None
+    if cls == "static":
+        if type_id == "static.prop.constructioncone":
+            return "cone"
+        if type_id == "static.prop.trafficwarning":
+            return "warning"
+        return "obstacle" if label == OccupancyClass.SPECIAL_VEHICLE else None
+    if cls == "traffic_light":
+        return {OccupancyClass.TRAFFIC_RED_NORMAL: "red", OccupancyClass.TRAFFIC_RED_NOT_NORMAL: "red_other",
+                OccupancyClass.TRAFFIC_GREEN: "green"}.get(label)
+    return None
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """(K, 2) vertices of the convex hull of (N, 2) points, counter-clockwise (Andrew's monotone chain)."""
+    pts = np.unique(points, axis=0)
+    if len(pts) < 3:
+        return pts
+    def turn(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def half(ordered: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        chain: list[tuple[float, float]] = []
+        for point in ordered:
+            while len(chain) >= 2 and turn(chain[-2], chain[-1], point) <= 0:
+                chain.pop()
+            chain.append(point)
+        return chain
+    ordered = [tuple(p) for p in pts.tolist()]
+    lower, upper = half(ordered), half(ordered[::-1])
+    return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
+
+
+def _fill_hulls(image: np.ndarray, corners: dict[str, list[np.ndarray]]) -> None:
+    """LEAD's convex hulls over groups of boxes, drawn after the boxes (`build_bev_occupancy`): a construction
+    site (>= 3 warning corners and >= 24 cone corners, all within 24 m of their mean), scenario obstacles
+    (>= 3 corners within 48 m), and the red (else green) traffic lights that affect the ego."""
+    def stacked(*groups: str) -> np.ndarray:
+        parts = [c for group in groups for c in corners[group]]
+        return np.concatenate(parts) if parts else np.zeros((0, 2))
+
+    def fill(points: np.ndarray, label: int) -> None:
+        hull = _convex_hull(points)
+        if len(hull) >= 3:
+            mask = geometry.fill_convex(image.shape, metres_hull_px(hull)[None], [label])
+            image[mask > 0] = label
+
+    def metres_hull_px(hull: np.ndarray) -> np.ndarray:
+        return geometry.metres_to_bev_px(hull)
+
+    warnings_, cones = stacked("warning"), stacked("cone")
+    if len(warnings_) >= 3 and len(cones) >= 24:
+        site = np.concatenate([cones, warnings_])
+        if (np.linalg.norm(site - site.mean(axis=0), axis=1) <= CONSTRUCTION_SITE_RADIUS_M).all():
+            fill(site, OccupancyClass.OBSTACLE)
+    obstacles = stacked("obstacle")
+    if len(obstacles) >= 3 and (np.linalg.norm(obstacles - obstacles.mean(axis=0), axis=1)
+                                <= OBSTACLE_SITE_RADIUS_M).all():
+        fill(obstacles, OccupancyClass.OBSTACLE)
+    for group, label in (("red_other", OccupancyClass.TRAFFIC_RED_NOT_NORMAL),
+                         ("red", OccupancyClass.TRAFFIC_RED_NORMAL), ("green", OccupancyClass.TRAFFIC_GREEN)):
+        if len(stacked(group)) >= 3:
+            fill(stacked(group), label)
+            break
+
+
 _OCCUPANCY_THRESHOLDS = {"walker": (PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS),
                          "car": (VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS),
                          "static": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
@@ -374,7 +452,7 @@ _OCCUPANCY_THRESHOLDS = {"walker": (PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_
 
 def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float,
                   rotation_deg: float) -> np.ndarray:
-    """Simplified LEAD `build_bev_occupancy` on the 320 x 384 BEV grid (no convex hulls; see module doc).
+    """LEAD's `build_bev_occupancy` on the 320 x 384 BEV grid, convex hulls included (see module doc).
 
     The class rules and filters run per box; the geometry (perturbation, corners, BEV test, pixel
     coordinates, fill) runs on all drawn boxes at once, bit-identical to doing it box by box.
@@ -389,6 +467,8 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
     half_extents: list[tuple[float, float]] = []
     door_shifts: list[tuple[int, float]] = []   # (box index, lateral shift added after the perturbation)
     box_labels_: list[int] = []
+    drawn_boxes: list[bool] = []          # False: only its corners count (a hull member LEAD does not draw)
+    groups: list[str | None] = []         # the corner list (`_hull_group`) of each box
     for box in boxes:
         cls = box["class"]
         if cls not in ("car", "walker", "static", "static_prop_car", "traffic_light"):
@@ -396,11 +476,13 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
         label = _occupancy_label(box, meta, scenario_type, obstacle_ids)
         if label is None:
             continue
+        group = _hull_group(box, meta, scenario_type, obstacle_ids, label)
         num_points = box.get("num_points", -1)
         visible = box.get("visible_pixels", -1)
         thresholds = _OCCUPANCY_THRESHOLDS.get(cls)
-        if (thresholds is not None and num_points is not None and visible is not None
-                and 0 <= num_points < thresholds[0] and 0 <= visible < thresholds[1]):
+        occluded = (thresholds is not None and num_points is not None and visible is not None
+                    and 0 <= num_points < thresholds[0] and 0 <= visible < thresholds[1])
+        if occluded and group is None:
             continue
         type_id = box.get("type_id") or ""
         walker_like = cls == "walker" or type_id in BIKER_MESHES
@@ -429,16 +511,27 @@ def bev_occupancy(boxes: list[dict[str, Any]], meta: dict[str, Any], *, translat
         yaws.append(yaw)
         half_extents.append((extent_x * scale, extent_y * scale))
         box_labels_.append(label)
+        drawn_boxes.append(not occluded)
+        groups.append(group)
     if not positions:
         return np.zeros((BEV_HEIGHT_PX, BEV_WIDTH_PX), dtype=np.uint8)
     centers = geometry.perturb_point_rows(np.concatenate(positions), translation_m, rotation_deg)
     for idx, shift in door_shifts:
         centers[idx, 1] += shift
     corners = geometry.box_corners_many(centers, np.array(half_extents, dtype=np.float64), yaws)  # (n, 4, 2)
-    drawn = geometry.in_bev(corners.reshape(-1, 2)).reshape(-1, 4).any(axis=1) | geometry.in_bev(centers)
+    drawn = (geometry.in_bev(corners.reshape(-1, 2)).reshape(-1, 4).any(axis=1) | geometry.in_bev(centers)) & \
+        np.array(drawn_boxes)
     vertices = geometry.metres_to_bev_px(corners[drawn].reshape(-1, 2)).reshape(-1, 4, 2)
     drawn_labels = [label for label, keep in zip(box_labels_, drawn.tolist(), strict=True) if keep]
-    return geometry.fill_convex((BEV_HEIGHT_PX, BEV_WIDTH_PX), vertices, drawn_labels)
+    image = geometry.fill_convex((BEV_HEIGHT_PX, BEV_WIDTH_PX), vertices, drawn_labels)
+    on_grid = (np.abs(centers) < HULL_GRID_HALF_SIZE_M).all(axis=1)   # LEAD's 1024 px (256 m) grid
+    hull_corners: dict[str, list[np.ndarray]] = {g: [] for g in ("obstacle", "cone", "warning", "red",
+                                                                "red_other", "green")}
+    for k, group in enumerate(groups):
+        if group is not None and on_grid[k]:
+            hull_corners[group].append(corners[k])
+    _fill_hulls(image, hull_corners)
+    return image
 
 
 def hdmap_to_bev(hdmap: np.ndarray) -> np.ndarray:

@@ -317,3 +317,37 @@ def test_missing_meta_key_names_the_meta_file(frame_inputs):
     broken = F.FrameInputs(**{**frame_inputs.__dict__, "meta": meta})
     with pytest.raises(F.LeadFormatError, match="metas/0005.pkl"):
         F.build_sample(broken)
+
+
+def _static(type_id: str, x: float, y: float, **extra) -> dict:
+    box = {"class": "static", "type_id": type_id, "extent": [0.2, 0.2, 0.5], "position": [x, y, 0.0],
+           "yaw": 0.0, "id": int(100 * x + y), "num_points": 20, "visible_pixels": 40,
+           "transfuser_semantics_id": 0}
+    box.update(extra)
+    return box
+
+
+def test_a_construction_site_is_filled_with_its_convex_hull():
+    cones = [_static("static.prop.constructioncone", 10.0 + 2 * k, 6.0) for k in range(6)]   # 24 corners
+    warnings = [_static("static.prop.trafficwarning", 12.0, 8.0 + k, extent=[1.0, 1.0, 0.5]) for k in range(3)]
+    occupancy = L.bev_occupancy(cones + warnings, _meta(), translation_m=0.0, rotation_deg=0.0)
+    between = ((7.0 + 40) * 4, (16.0 + 32) * 4)    # y = 7 m, x = 16 m: inside the hull, outside every box
+    assert occupancy[int(between[0]), int(between[1])] == L.OccupancyClass.OBSTACLE
+    few = L.bev_occupancy(cones[:5] + warnings, _meta(), translation_m=0.0, rotation_deg=0.0)  # 20 cone corners
+    assert few[int(between[0]), int(between[1])] == 0
+
+
+def test_red_traffic_lights_affecting_the_ego_are_joined_by_a_hull():
+    lights = [{"class": "traffic_light", "extent": [0.5, 0.5, 1.0], "position": [20.0, y, 0.0], "yaw": 0.0,
+               "affects_ego": True, "state": "Red", "id": k} for k, y in enumerate((-6.0, 6.0))]
+    occupancy = L.bev_occupancy(lights, _meta(), translation_m=0.0, rotation_deg=0.0)
+    assert occupancy[(0 + 40) * 4, (20 + 32) * 4] == L.OccupancyClass.TRAFFIC_RED_NORMAL   # between the two
+    green = [dict(light, state="Green") for light in lights]
+    occupancy = L.bev_occupancy(green, _meta(), translation_m=0.0, rotation_deg=0.0)
+    assert occupancy[(0 + 40) * 4, (20 + 32) * 4] == L.OccupancyClass.TRAFFIC_GREEN
+
+
+def test_convex_hull_keeps_only_the_outer_points():
+    points = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]], dtype=np.float64)
+    hull = L._convex_hull(points)
+    assert sorted(map(tuple, hull.tolist())) == [(0, 0), (0, 2), (2, 0), (2, 2)]
