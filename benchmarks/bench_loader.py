@@ -244,7 +244,7 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     num_routes, num_frames, num_batches, batch_size, rounds = (
-        (3, 24, 8, 8, 3) if args.quick else (4, 60, 24, 8, 5)
+        (3, 24, 8, 8, 5) if args.quick else (4, 60, 24, 8, 5)
     )
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         root = (args.keep or Path(tmp)) / "carla_leaderboard2"
