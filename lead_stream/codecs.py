@@ -427,21 +427,25 @@ def decode_group_block(payload: bytes | memoryview, group: str) -> tuple[bytes, 
         raw = zlib.decompress(raw, -15)
     elif outer != OUTER_CODECS["none"]:
         raise ValueError(f"unknown outer codec {outer} in array container")
-    if len(raw) < _GROUP_SIZE.size:
-        raise ValueError(f"group {group!r}: block too short")
-    (head_size,) = _GROUP_SIZE.unpack_from(raw, 0)
-    head_end = _GROUP_SIZE.size + head_size
-    if head_end > len(raw):
-        raise ValueError(f"group {group!r}: its lz4 block runs past the block end")
+    head_end = _prefixed_end(raw, group, "lz4 block")
     head = lz4.block.decompress(raw[_GROUP_SIZE.size : head_end], dict=ARRAYS_DICT)
     raw = head + raw[head_end:] if head_end < len(raw) else head  # arrays stored after the lz4 block follow
-    if len(raw) < _TABLE_LEN.size:
-        raise ValueError(f"group {group!r}: block too short for its table")
-    (table_len,) = _TABLE_LEN.unpack_from(raw, 0)
-    table_end = _TABLE_LEN.size + table_len
-    if table_end > len(raw):
-        raise ValueError(f"group {group!r}: table runs past the block end")
+    table_end = _prefixed_end(raw, group, "table")
     return raw, _aligned(table_end), _group_table(raw[_TABLE_LEN.size : table_end])
+
+
+def _prefixed_end(raw: bytes | memoryview, group: str, what: str) -> int:
+    """End of the section that starts `raw` with its uint32 LE length.
+
+    Raises:
+        ValueError: `raw` is shorter than the length or the section.
+    """
+    if len(raw) < _TABLE_LEN.size:
+        raise ValueError(f"group {group!r}: block too short for its {what}")
+    end = _TABLE_LEN.size + _TABLE_LEN.unpack_from(raw, 0)[0]
+    if end > len(raw):
+        raise ValueError(f"group {group!r}: its {what} runs past the block end")
+    return end
 
 
 def decode_group_stored(payload: bytes | memoryview, group: str) -> dict[str, StoredArray]:

@@ -185,7 +185,34 @@ def _group_plan(table: GroupTable) -> _GroupPlan | None:
 _JPEG_NAMES = {False: "rgb.jpg", True: f"rgb{_PERT}.jpg"}
 
 
-class _Runs:
+class _RowViews:
+    """Per-row views of stored arrays, joined once per batch (`joined()`, cached until a row changes)."""
+
+    def __init__(self, size: int) -> None:
+        self.rows: list = [None] * size
+        self._cache: tuple | None = None
+
+    def set(self, i: int, row: object) -> None:
+        self.rows[i] = row
+        self._cache = None
+
+    def copy_row(self, dst: int, src: int) -> None:
+        self.set(dst, self.rows[src])
+
+    def clear(self) -> None:
+        self.rows = [None] * len(self.rows)
+        self._cache = None
+
+    def joined(self) -> tuple:
+        if self._cache is None:
+            self._cache = self._join()
+        return self._cache
+
+    def _join(self) -> tuple:
+        raise NotImplementedError
+
+
+class _Runs(_RowViews):
     """One run-coded raster of a batch: each row keeps views of its stored runs until `coded()` joins them.
 
     Nothing is copied per sample: `coded()` concatenates the batch's runs (a few KB) in one call per array and
@@ -193,10 +220,9 @@ class _Runs:
     """
 
     def __init__(self, size: int, shape: tuple[int, ...]) -> None:
+        super().__init__(size)
         self.shape = shape
         self.pixels = math.prod(shape)
-        self.rows: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * size
-        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]] | None = None
         values, lengths = runs.encode_runs(np.zeros(self.pixels, np.uint8))  # a zero raster, for unfilled rows
         short, long = runs.split_lengths(lengths)
         self._empty = (values, short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T))
@@ -204,17 +230,7 @@ class _Runs:
     def fill(self, i: int, values: np.ndarray, short: np.ndarray, shuffled_long: np.ndarray) -> None:
         """Row i := runs as stored: (n,) uint8 values, (n,) uint8 short lengths (255 = long) and the (2, m)
         uint8 low/high byte planes of the long lengths (`runs.split_lengths`)."""
-        self.rows[i] = (values, short, shuffled_long)
-        self._cache = None
-
-    def copy_row(self, dst: int, src: int) -> None:
-        self.rows[dst] = self.rows[src]
-        self._cache = None
-
-    def _joined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        if self._cache is None:
-            self._cache = self._join()
-        return self._cache
+        self.set(i, (values, short, shuffled_long))
 
     def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
         rows = [row if row is not None else self._empty for row in self.rows]  # unfilled rows are zeros
@@ -241,7 +257,7 @@ class _Runs:
         """Rows whose runs do not cover prod(shape) pixels (or whose long lengths do not match) → the problem."""
         if not self.rows:
             return {}
-        _, lengths, counts, problems = self._joined()
+        _, lengths, counts, problems = self.joined()
         if problems:
             return problems
         starts = np.zeros(len(counts), np.intp)
@@ -252,14 +268,48 @@ class _Runs:
                 for i, total in enumerate(totals.tolist()) if total != self.pixels}
 
     def coded(self) -> RunCoded:
-        values, lengths, _, problems = self._joined()
+        values, lengths, _, problems = self.joined()
         if problems:
             raise ValueError(f"bad runs in rows {sorted(problems)}: {next(iter(problems.values()))}")
         return RunCoded(torch.from_numpy(values), torch.from_numpy(lengths), (len(self.rows), *self.shape))
 
-    def clear(self) -> None:
-        self.rows = [None] * len(self.rows)
-        self._cache = None
+
+
+class _RadarRows(_RowViews):
+    """Each row's (n, 5) radar points until `place` puts them in their sensors' blocks of 75 rows."""
+
+    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """All rows' points at once: (points (N, 5), batch row, slot in the row's 300) and bad rows."""
+        empty = np.zeros((0, 5), np.float32)
+        rows = [p if p is not None else empty for p in self.rows]
+        counts = np.array([len(p) for p in rows], np.intp)
+        points = np.concatenate(rows).astype(np.float32, copy=False) if rows else empty
+        row_of = np.repeat(np.arange(len(rows)), counts)
+        ids = points[:, 4]
+        sensor = ids.astype(np.intp)
+        valid = (sensor == ids) & (sensor >= 0) & (sensor < NUM_RADAR_SENSORS)
+        problems = {int(i): f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}"
+                    for i in np.unique(row_of[~valid])}
+        sensor = np.where(valid, sensor, 0)
+        key = row_of * NUM_RADAR_SENSORS + sensor
+        if (key[1:] < key[:-1]).any():  # shards store each row's points grouped by sensor; sort otherwise
+            order = np.argsort(key, kind="stable")
+            points, row_of, sensor, key = points[order], row_of[order], sensor[order], key[order]
+        rank = np.arange(len(key)) - np.searchsorted(key, key)  # position within its (row, sensor) block
+        for i, sensor_id in zip(row_of[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist(),
+                                sensor[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist()):
+            count = int(((row_of == i) & (sensor == sensor_id)).sum())
+            problems.setdefault(i, f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
+        return points, row_of, sensor * MAX_RADAR_POINTS_PER_SENSOR + rank, problems
+
+    def place(self, out: np.ndarray) -> None:
+        """`out` (B, 300, 5) := every good row's points in its sensor's block of 75 rows, zeros elsewhere."""
+        points, row_of, slot, problems = self.joined()
+        keep = np.ones(len(points), bool)
+        for i in problems:
+            keep &= row_of != i
+        out[...] = 0.0
+        out[row_of[keep], slot[keep]] = points[keep]
 
 
 @dataclass
@@ -277,8 +327,7 @@ class BatchBuffers:
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
         self.radar = np.zeros((b, NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR, 5), np.float32)
-        self.radar_points: list[np.ndarray | None] = [None] * b  # (n, 5) per row until to_batch places them
-        self._radar_cache: tuple | None = None
+        self.radar_rows = _RadarRows(b)  # (n, 5) points per row until to_batch places them
         self.nav = np.zeros((b, NAV_WIDTH), np.float32)  # _NAV_LAYOUT arrays, flattened back to back
         self.perturbated = np.zeros(b, np.bool_)
         self.frame_idx = np.zeros(b, np.int64)
@@ -397,7 +446,7 @@ class BatchBuffers:
         for name, runs in self.runs.items():
             for i, problem in runs.check().items():
                 problems.setdefault(i, f"{name}: {problem}")
-        for i, problem in self._radar_layout()[3].items():
+        for i, problem in self.radar_rows.joined()[3].items():
             problems.setdefault(i, problem)
         return problems
 
@@ -405,51 +454,15 @@ class BatchBuffers:
         """Forget the previous batch's per-row views before refilling (`BufferPool.take`)."""
         for runs in self.runs.values():
             runs.clear()
-        self.radar_points = [None] * self.size
-        self._radar_cache = None
+        self.radar_rows.clear()
         self.route_id = [""] * self.size
         self.current_member = ""
 
     def _set_radar(self, i: int, points: np.ndarray | None) -> None:
-        self.radar_points[i] = points
-        self._radar_cache = None
-
-    def _radar_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        """All rows' radar points at once: (points (N, 5), batch row, slot in the row's 300) and bad rows."""
-        if self._radar_cache is None:
-            self._radar_cache = self._compute_radar_layout()
-        return self._radar_cache
-
-    def _compute_radar_layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        empty = np.zeros((0, 5), np.float32)
-        rows = [p if p is not None else empty for p in self.radar_points]
-        counts = np.array([len(p) for p in rows], np.intp)
-        points = np.concatenate(rows).astype(np.float32, copy=False) if rows else empty
-        row_of = np.repeat(np.arange(len(rows)), counts)
-        ids = points[:, 4]
-        sensor = ids.astype(np.intp)
-        valid = (sensor == ids) & (sensor >= 0) & (sensor < NUM_RADAR_SENSORS)
-        problems = {int(i): f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}" for i in np.unique(row_of[~valid])}
-        sensor = np.where(valid, sensor, 0)
-        key = row_of * NUM_RADAR_SENSORS + sensor
-        if (key[1:] < key[:-1]).any():  # shards store each row's points grouped by sensor; sort otherwise
-            order = np.argsort(key, kind="stable")
-            points, row_of, sensor, key = points[order], row_of[order], sensor[order], key[order]
-        rank = np.arange(len(key)) - np.searchsorted(key, key)  # position within its (row, sensor) block
-        for i, sensor_id in zip(row_of[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist(),
-                                sensor[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist()):
-            count = int(((row_of == i) & (sensor == sensor_id)).sum())
-            problems.setdefault(i, f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
-        return points, row_of, sensor * MAX_RADAR_POINTS_PER_SENSOR + rank, problems
+        self.radar_rows.set(i, points)
 
     def _place_radar(self) -> None:
-        """`radar` := every row's points in its sensor's block of 75 rows, zeros elsewhere (one scatter)."""
-        points, row_of, slot, problems = self._radar_layout()
-        keep = np.ones(len(points), bool)
-        for i in problems:
-            keep &= row_of != i
-        self.radar[...] = 0.0
-        self.radar[row_of[keep], slot[keep]] = points[keep]
+        self.radar_rows.place(self.radar)
 
     def copy_row(self, dst: int, src: int) -> None:
         """Make row `dst` a copy of row `src` (the skip policy repeats a good sample of the batch)."""
@@ -459,7 +472,7 @@ class BatchBuffers:
             array[dst] = array[src]
         for runs in self.runs.values():
             runs.copy_row(dst, src)
-        self._set_radar(dst, self.radar_points[src])
+        self.radar_rows.copy_row(dst, src)
         self.route_id[dst] = self.route_id[src]
 
     def _nav(self, name: str) -> torch.Tensor:
