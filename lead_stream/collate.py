@@ -278,38 +278,46 @@ class _Runs(_RowViews):
 class _RadarRows(_RowViews):
     """Each row's (n, 5) radar points until `place` puts them in their sensors' blocks of 75 rows."""
 
-    def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        """All rows' points at once: (points (N, 5), batch row, slot in the row's 300) and bad rows."""
+    def _join(self) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        """All rows' points at once: (points (N, 5), flat slot in the batch's (B * 300) rows) and bad rows."""
         empty = np.zeros((0, 5), np.float32)
         rows = [p if p is not None else empty for p in self.rows]
         counts = np.array([len(p) for p in rows], np.intp)
-        points = np.concatenate(rows).astype(np.float32, copy=False) if rows else empty
+        points = np.concatenate(rows, dtype=np.float32)
         row_of = np.repeat(np.arange(len(rows)), counts)
         ids = points[:, 4]
         sensor = ids.astype(np.intp)
+        problems: dict[int, str] = {}
         valid = (sensor == ids) & (sensor >= 0) & (sensor < NUM_RADAR_SENSORS)
-        problems = {int(i): f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}"
-                    for i in np.unique(row_of[~valid])}
-        sensor = np.where(valid, sensor, 0)
-        key = row_of * NUM_RADAR_SENSORS + sensor
+        if not valid.all():
+            for i in np.unique(row_of[~valid]).tolist():
+                problems[i] = f"radar sensor ids outside 0..{NUM_RADAR_SENSORS - 1}"
+            sensor = np.where(valid, sensor, 0)
+        key = row_of * NUM_RADAR_SENSORS + sensor  # (row, sensor) block of every point
         if (key[1:] < key[:-1]).any():  # shards store each row's points grouped by sensor; sort otherwise
             order = np.argsort(key, kind="stable")
-            points, row_of, sensor, key = points[order], row_of[order], sensor[order], key[order]
+            points, row_of, key = points[order], row_of[order], key[order]
         rank = np.arange(len(key)) - np.searchsorted(key, key)  # position within its (row, sensor) block
-        for i, sensor_id in zip(row_of[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist(),
-                                sensor[rank >= MAX_RADAR_POINTS_PER_SENSOR].tolist()):
-            count = int(((row_of == i) & (sensor == sensor_id)).sum())
-            problems.setdefault(i, f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
-        return points, row_of, sensor * MAX_RADAR_POINTS_PER_SENSOR + rank, problems
+        over = rank >= MAX_RADAR_POINTS_PER_SENSOR
+        if over.any():
+            for block in np.unique(key[over]).tolist():
+                i, sensor_id = divmod(block, NUM_RADAR_SENSORS)
+                count = int((key == block).sum())
+                problems.setdefault(i, f"{count} points for sensor {sensor_id} (max {MAX_RADAR_POINTS_PER_SENSOR})")
+        return points, key * MAX_RADAR_POINTS_PER_SENSOR + rank, problems
+
+    def problems(self) -> dict[int, str]:
+        return self.joined()[2]
 
     def place(self, out: np.ndarray) -> None:
         """`out` (B, 300, 5) := every good row's points in its sensor's block of 75 rows, zeros elsewhere."""
-        points, row_of, slot, problems = self.joined()
-        keep = np.ones(len(points), bool)
-        for i in problems:
-            keep &= row_of != i
-        out[...] = 0.0
-        out[row_of[keep], slot[keep]] = points[keep]
+        points, slot, problems = self.joined()
+        flat = out.reshape(-1, 5)
+        flat[...] = 0.0
+        if problems:
+            keep = ~np.isin(slot // (NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR), list(problems))
+            points, slot = points[keep], slot[keep]
+        flat[slot] = points
 
 
 @dataclass
@@ -446,7 +454,7 @@ class BatchBuffers:
         for name, runs in self.runs.items():
             for i, problem in runs.check().items():
                 problems.setdefault(i, f"{name}: {problem}")
-        for i, problem in self.radar_rows.joined()[3].items():
+        for i, problem in self.radar_rows.problems().items():
             problems.setdefault(i, problem)
         return problems
 
