@@ -88,6 +88,7 @@ ARRAY_FILTERS = ("none", "transpose", "nibble", "shuffle")
 LZ4_HC_MAX_LEVEL = 12
 OUTER_CODECS = {"none": 0, "lz4": 1, "deflate": 2}
 ARRAY_OUTER = "deflate"
+_HEADER_PEEK = 64  # bytes read at once to parse a container header (3 groups with short names need ~40)
 VARIABLE = -1  # a table shape's first entry: the array's first dimension is stored in the group's dims
 # Primes the innermost lz4 pass of every group (lz4's "dictionary"): the sample format's table, so a group's
 # table costs a few bytes instead of ~700. Any table still works; changing these bytes needs a new magic.
@@ -383,21 +384,26 @@ def array_groups(payload: bytes | memoryview) -> dict[str, tuple[int, int]]:
         ValueError: not an `LSC2` payload (an older container names the rebuild), or a truncated header.
     """
     view = memoryview(payload)
-    magic = bytes(view[:4])
+    head = bytes(view[:_HEADER_PEEK])  # one copy: every group entry of a usual container is in here
+    magic = head[:4]
     if magic != ARRAYS_MAGIC:
         if magic in _OLD_MAGICS:
             raise ValueError(f"array container version {magic.decode()} was written by an older lead-stream; "
                              f"rebuild the cache with `lead-stream shard` (this version reads {ARRAYS_MAGIC.decode()})")
         raise ValueError(f"not a lead-stream array container (magic {magic!r}, expected {ARRAYS_MAGIC!r})")
-    if len(view) < 6:
+    if len(head) < 6:
         raise ValueError("truncated array container header")
     pos, sizes = 6, []
-    for _ in range(view[5]):
-        if pos >= len(view):
-            raise ValueError("truncated array container header")
-        name_len = view[pos]
-        name = bytes(view[pos + 1 : pos + 1 + name_len]).decode("ascii")
-        (size,) = _GROUP_SIZE.unpack_from(view, pos + 1 + name_len)
+    for _ in range(head[5]):
+        if pos >= len(head) or pos + 1 + head[pos] + _GROUP_SIZE.size > len(head):
+            if len(head) == len(view):
+                raise ValueError("truncated array container header")
+            head = bytes(view)  # a header longer than the peek (many or long group names)
+            if pos >= len(head) or pos + 1 + head[pos] + _GROUP_SIZE.size > len(head):
+                raise ValueError("truncated array container header")
+        name_len = head[pos]
+        name = head[pos + 1 : pos + 1 + name_len].decode("ascii")
+        (size,) = _GROUP_SIZE.unpack_from(head, pos + 1 + name_len)
         sizes.append((name, size))
         pos += 1 + name_len + _GROUP_SIZE.size
     out = {}

@@ -99,8 +99,8 @@ for _name, _shape in _NAV_LAYOUT:
     _pos += math.prod(_shape)
 NAV_WIDTH = _pos  # float32 values per sample in BatchBuffers.nav
 _EGO = {name: _NAV_SLICES["ego"][0] + k for k, name in enumerate(EGO_FIELDS)}  # nav column of each ego field
-_DENSE = {  # uint8 per-sample rasters of BatchBuffers: stored array → (attribute, shape)
-    "depth": ("depth", (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX)),
+_DENSE = {  # uint8 per-sample rasters of BatchBuffers: stored array → (attribute, shape); the buffer holds the
+    "depth": ("depth_t", (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX)),  # transpose (as stored), the Batch a view of it
 }
 RASTER_SHAPES = {  # run-coded rasters: per-sample shape in the Batch
     "lidar_bev": (1, BEV_HEIGHT_PX, BEV_WIDTH_PX),
@@ -329,8 +329,8 @@ class BatchBuffers:
     def __post_init__(self) -> None:
         b = self.size
         self.rgb = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX, 3), np.uint8)
-        for attr, shape in _DENSE.values():  # depth (uint8)
-            setattr(self, attr, np.empty((b, *shape), np.uint8))
+        for attr, shape in _DENSE.values():  # depth, transposed as the shards store it (uint8)
+            setattr(self, attr, np.empty((b, *shape[::-1]), np.uint8))
         self.runs = {name: _Runs(b, shape) for name, shape in RASTER_SHAPES.items()}  # views until to_batch
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
@@ -376,21 +376,22 @@ class BatchBuffers:
         self.perturbated[i] = perturbated
 
     def _fill_planned(self, i: int, raw: bytes, base: int, plan: _GroupPlan) -> None:
-        frombuffer = np.frombuffer
+        data = np.frombuffer(raw, _U1)  # one view; every array below is a slice of it
         end = len(raw)
         start = base + plan.variable_start
         if start > end:
             raise ValueError("group block ends inside its fixed-size arrays")
         for attr, offset, count, shape, op in plan.dense:
-            data = frombuffer(raw, _U1, count, base + offset).reshape(shape)
-            out = getattr(self, attr)[i]
+            stored = data[base + offset : base + offset + count].reshape(shape)
+            out = getattr(self, attr)[i]  # transposed layout
             if op == "nibble":
-                unpack_nibbles(data, out=out)
+                unpack_nibbles(stored, out=out.T)
             elif op == "transpose":
-                out[...] = data.T
+                out[...] = stored  # stored transposed: a plain copy
             else:
-                out[...] = data
-        self.nav[i] = frombuffer(raw, _F4, NAV_WIDTH, base + plan.nav)
+                out[...] = stored.T
+        nav = base + plan.nav
+        self.nav[i] = data[nav : nav + 4 * NAV_WIDTH].view(_F4)
         dims = plan.dims.unpack_from(raw, base)
         starts, pos = [], start
         for count, unit in zip(dims, plan.unit_bytes):
@@ -401,18 +402,20 @@ class BatchBuffers:
         n_boxes, n_radar = dims[0], dims[3]
         if n_boxes > MAX_NUM_BBOXES:
             raise ValueError(f"{n_boxes} boxes (max {MAX_NUM_BBOXES})")
-        self.boxes[i, :n_boxes] = frombuffer(raw, _F4, n_boxes * NUM_BOX_FIELDS, starts[0]).reshape(n_boxes, -1)
+        box_bytes = 4 * NUM_BOX_FIELDS * n_boxes
+        self.boxes[i, :n_boxes] = data[starts[0] : starts[0] + box_bytes].view(_F4).reshape(n_boxes, -1)
         self.boxes[i, n_boxes:] = 0.0
         self.num_boxes[i] = n_boxes
-        planes = frombuffer(raw, _U1, 10 * n_radar, starts[3]).reshape(2, 5 * n_radar)  # transpose+shuffle (n, 5) f2
+        planes = data[starts[3] : starts[3] + 10 * n_radar].reshape(2, 5 * n_radar)  # transpose+shuffle (n, 5) f2
         self._set_radar(i, np.ascontiguousarray(planes.T).view(_F2).reshape(5, n_radar).T)
         for k, name in enumerate(RUN_CODED):
             j = 4 + 3 * k
             n, n_lengths, n_long = dims[j : j + 3]
             if n != n_lengths:
                 raise ValueError(f"{name}: {n} run values but {n_lengths} lengths")
-            self.runs[name].fill(i, frombuffer(raw, _U1, n, starts[j]), frombuffer(raw, _U1, n, starts[j + 1]),
-                                 frombuffer(raw, _U1, 2 * n_long, starts[j + 2]).reshape(2, n_long))
+            values, short, long = starts[j], starts[j + 1], starts[j + 2]
+            self.runs[name].fill(i, data[values : values + n], data[short : short + n],
+                                 data[long : long + 2 * n_long].reshape(2, n_long))
 
     def _fill_generic(self, i: int, raw: bytes, base: int, table: GroupTable) -> None:
         """Any table layout (other filters or order): restore every array, then place it."""
@@ -426,7 +429,7 @@ class BatchBuffers:
         for name, (attr, shape) in _DENSE.items():
             if arrays[name].shape != shape:
                 raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
-            getattr(self, attr)[i] = arrays[name]
+            getattr(self, attr)[i] = arrays[name].T
         for name, (lo, hi, shape) in _NAV_SLICES.items():
             if arrays[name].shape != shape:
                 raise ValueError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
@@ -474,7 +477,7 @@ class BatchBuffers:
 
     def copy_row(self, dst: int, src: int) -> None:
         """Make row `dst` a copy of row `src` (the skip policy repeats a good sample of the batch)."""
-        for name in ("rgb", "depth", "boxes", "num_boxes", "nav", "perturbated",
+        for name in ("rgb", "depth_t", "boxes", "num_boxes", "nav", "perturbated",
                      "frame_idx", "bucket_idx"):
             array = getattr(self, name)
             array[dst] = array[src]
@@ -511,7 +514,7 @@ class BatchBuffers:
             radar=t(self.radar),
             speed_mps=self._ego("speed_mps"),
             semantic=self.runs["semantic"].coded(),
-            depth_u8=t(self.depth),
+            depth_u8=t(self.depth_t).transpose(1, 2),  # (B, 96, 288) view of the transposed buffer
             bev_semantic=self.runs["bev_semantic"].coded(),
             boxes=t(self.boxes),
             num_boxes=t(self.num_boxes),

@@ -58,10 +58,10 @@ def split_members(
     stored_sums: list[bytes] = []
     pos, end = 0, len(view)
     while pos + TAR_BLOCK <= end and view[pos] != 0:
-        header = bytes(view[pos : pos + 500])
+        header = bytes(view[pos : pos + 157])  # name, mode, ids, size, mtime, checksum (prefix read below)
         name = header[:100].split(b"\0", 1)[0]
-        if header[345] != 0:
-            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+        if view[pos + 345] != 0:
+            name = bytes(view[pos + 345 : pos + 500]).split(b"\0", 1)[0] + b"/" + name
         try:
             size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
         except ValueError:
