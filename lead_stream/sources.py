@@ -363,12 +363,17 @@ class Route:
 
     def semantics(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
         """(384, 1152) uint8 TransFuser semantic classes 0..9."""
-        path = self._file("semantics", frame_idx, perturbated)
+        return self._label_png("semantics", frame_idx, perturbated, (RGB_HEIGHT_PX, RGB_WIDTH_PX),
+                               NUM_SEMANTIC_CLASSES, "semantic class")
+
+    def _label_png(self, modality: str, frame_idx: int, perturbated: bool, shape: tuple[int, int],
+                   num_classes: int, what: str) -> np.ndarray:
+        """A uint8 label PNG of `shape` whose values are below `num_classes` (else LeadFormatError)."""
+        path = self._file(modality, frame_idx, perturbated)
         array = self._png(path)
-        _check_shape(path, array, (RGB_HEIGHT_PX, RGB_WIDTH_PX), np.uint8)
-        if array.max(initial=0) >= NUM_SEMANTIC_CLASSES:
-            problem = f"semantic class {int(array.max())} out of range 0..{NUM_SEMANTIC_CLASSES - 1}"
-            raise LeadFormatError(path, problem)
+        _check_shape(path, array, shape, np.uint8)
+        if array.max(initial=0) >= num_classes:
+            raise LeadFormatError(path, f"{what} {int(array.max())} out of range 0..{num_classes - 1}")
         return array
 
     def depth_m(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
@@ -384,13 +389,8 @@ class Route:
 
     def hdmap(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
         """(256, 256) uint8 ChauffeurNet ids 0..8 (2 px/m, ego at (128, 128), rows = +y, cols = +x)."""
-        path = self._file("hdmap", frame_idx, perturbated)
-        array = self._png(path)
-        _check_shape(path, array, (HDMAP_SIZE_PX, HDMAP_SIZE_PX), np.uint8)
-        if array.max(initial=0) >= NUM_HDMAP_CLASSES:
-            problem = f"hdmap id {int(array.max())} out of range 0..{NUM_HDMAP_CLASSES - 1}"
-            raise LeadFormatError(path, problem)
-        return array
+        return self._label_png("hdmap", frame_idx, perturbated, (HDMAP_SIZE_PX, HDMAP_SIZE_PX), NUM_HDMAP_CLASSES,
+                               "hdmap id")
 
     def lidar(self, frame_idx: int) -> np.ndarray:
         """(N, 4) float32 `[x, y, z, time]` accumulated point cloud in the ego frame (lazrs, laspy semantics).
