@@ -213,27 +213,36 @@ class _RowViews:
 
 
 class _Runs(_RowViews):
-    """One run-coded raster of a batch: each row keeps views of its stored runs until `coded()` joins them.
+    """The run-coded rasters of a batch: row (raster k, sample i) keeps views of its stored runs until `coded()`.
 
-    Nothing is copied per sample: `coded()` concatenates the batch's runs (a few KB) in one call per array and
-    checks, in one reduction per batch, that every row's runs cover its raster exactly (`check`).
+    Nothing is copied per sample: the joins concatenate the whole batch's runs (a few KB per sample, all
+    rasters at once) and check, in one reduction, that every (raster, sample) covers its raster exactly.
     """
 
-    def __init__(self, size: int, shape: tuple[int, ...]) -> None:
-        super().__init__(size)
-        self.shape = shape
-        self.pixels = math.prod(shape)
-        values, lengths = runs.encode_runs(np.zeros(self.pixels, np.uint8))  # a zero raster, for unfilled rows
-        short, long = runs.split_lengths(lengths)
-        self._empty = (values, short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T))
+    def __init__(self, size: int, shapes: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(size * len(shapes))
+        self.size = size
+        self.names = tuple(shapes)
+        self.shapes = shapes
+        self.pixels = np.repeat([math.prod(shape) for shape in shapes.values()], size)  # per row
+        self._empty = {}
+        for name, shape in shapes.items():  # a zero raster, for rows never filled
+            values, lengths = runs.encode_runs(np.zeros(math.prod(shape), np.uint8))
+            short, long = runs.split_lengths(lengths)
+            self._empty[name] = (values, short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T))
 
-    def fill(self, i: int, values: np.ndarray, short: np.ndarray, shuffled_long: np.ndarray) -> None:
-        """Row i := runs as stored: (n,) uint8 values, (n,) uint8 short lengths (255 = long) and the (2, m)
-        uint8 low/high byte planes of the long lengths (`runs.split_lengths`)."""
-        self.set(i, (values, short, shuffled_long))
+    def fill(self, name: str, i: int, values: np.ndarray, short: np.ndarray, shuffled_long: np.ndarray) -> None:
+        """Raster `name` of sample i := runs as stored: (n,) uint8 values, (n,) uint8 short lengths (255 =
+        long) and the (2, m) uint8 low/high byte planes of the long lengths (`runs.split_lengths`)."""
+        self.set(self.names.index(name) * self.size + i, (values, short, shuffled_long))
+
+    def copy_sample(self, dst: int, src: int) -> None:
+        for k in range(len(self.names)):
+            self.copy_row(k * self.size + dst, k * self.size + src)
 
     def _join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
-        rows = [row if row is not None else self._empty for row in self.rows]  # unfilled rows are zeros
+        rows = [row if row is not None else self._empty[self.names[j // self.size]]
+                for j, row in enumerate(self.rows)]
         counts = np.array([row[0].shape[0] for row in rows], np.intp)
         values = np.concatenate([row[0] for row in rows])
         lengths = np.concatenate([row[1] for row in rows]).astype(np.int32)
@@ -248,31 +257,36 @@ class _Runs(_RowViews):
         else:  # some row's markers and long lengths disagree: name those rows, keep the others usable
             row_of = np.repeat(np.arange(len(rows)), counts)
             per_row = np.bincount(row_of[marks], minlength=len(rows))
-            for i, (row, found) in enumerate(zip(rows, per_row.tolist())):
+            for j, (row, found) in enumerate(zip(rows, per_row.tolist())):
                 if found != row[2].shape[1]:
-                    problems[i] = f"{found} long-run markers but {row[2].shape[1]} long lengths"
+                    problems[j] = f"{found} long-run markers but {row[2].shape[1]} long lengths"
         return values, lengths, counts, problems
 
     def check(self) -> dict[int, str]:
-        """Rows whose runs do not cover prod(shape) pixels (or whose long lengths do not match) → the problem."""
-        if not self.rows:
-            return {}
+        """Samples whose runs do not cover their raster (or whose long lengths do not match) → the problem."""
         _, lengths, counts, problems = self.joined()
-        if problems:
-            return problems
-        starts = np.zeros(len(counts), np.intp)
-        np.cumsum(counts[:-1], out=starts[1:])
-        totals = np.add.reduceat(lengths, starts) if lengths.size else np.zeros(len(counts), np.int32)
-        totals[counts == 0] = 0  # reduceat repeats the next element for an empty segment
-        return {i: f"runs cover {int(total)} pixels, expected {self.pixels} {self.shape}"
-                for i, total in enumerate(totals.tolist()) if total != self.pixels}
+        if not problems:
+            starts = np.zeros(len(counts), np.intp)
+            np.cumsum(counts[:-1], out=starts[1:])
+            totals = np.add.reduceat(lengths, starts)
+            totals[counts == 0] = 0  # reduceat repeats the next element for an empty segment
+            problems = {int(j): f"runs cover {int(totals[j])} pixels, expected {int(self.pixels[j])}"
+                        for j in np.flatnonzero(totals != self.pixels).tolist()}
+        out: dict[int, str] = {}
+        for j, problem in problems.items():
+            out.setdefault(j % self.size, f"{self.names[j // self.size]}: {problem}")
+        return out
 
-    def coded(self) -> RunCoded:
-        values, lengths, _, problems = self.joined()
+    def coded(self) -> dict[str, RunCoded]:
+        """Raster name → its `RunCoded` (slices of the joined arrays)."""
+        values, lengths, counts, problems = self.joined()
         if problems:
             raise ValueError(f"bad runs in rows {sorted(problems)}: {next(iter(problems.values()))}")
-        return RunCoded(torch.from_numpy(values), torch.from_numpy(lengths), (len(self.rows), *self.shape))
-
+        bounds = np.concatenate([[0], np.cumsum(counts)])[:: self.size].tolist()
+        return {name: RunCoded(torch.from_numpy(values[bounds[k] : bounds[k + 1]]),
+                               torch.from_numpy(lengths[bounds[k] : bounds[k + 1]]),
+                               (self.size, *self.shapes[name]))
+                for k, name in enumerate(self.names)}
 
 
 class _RadarRows(_RowViews):
@@ -331,7 +345,7 @@ class BatchBuffers:
         self.rgb = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX, 3), np.uint8)
         for attr, shape in _DENSE.values():  # depth, transposed as the shards store it (uint8)
             setattr(self, attr, np.empty((b, *shape[::-1]), np.uint8))
-        self.runs = {name: _Runs(b, shape) for name, shape in RASTER_SHAPES.items()}  # views until to_batch
+        self.runs = _Runs(b, RASTER_SHAPES)  # views of every sample's runs until to_batch
         self.boxes = np.zeros((b, MAX_NUM_BBOXES, NUM_BOX_FIELDS), np.float32)
         self.num_boxes = np.zeros(b, np.int64)
         self.radar = np.zeros((b, NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR, 5), np.float32)
@@ -414,7 +428,7 @@ class BatchBuffers:
             if n != n_lengths:
                 raise ValueError(f"{name}: {n} run values but {n_lengths} lengths")
             values, short, long = starts[j], starts[j + 1], starts[j + 2]
-            self.runs[name].fill(i, data[values : values + n], data[short : short + n],
+            self.runs.fill(name, i, data[values : values + n], data[short : short + n],
                                  data[long : long + 2 * n_long].reshape(2, n_long))
 
     def _fill_generic(self, i: int, raw: bytes, base: int, table: GroupTable) -> None:
@@ -448,23 +462,19 @@ class BatchBuffers:
             if values.shape != short.shape or values.ndim != 1 or long.ndim != 1:
                 raise ValueError(f"{name}: run values {values.shape} and lengths {short.shape} differ")
             planes = np.ascontiguousarray(long.astype(_U2).view(np.uint8).reshape(-1, 2).T)
-            self.runs[name].fill(i, values.astype(np.uint8), short.astype(np.uint8), planes)
+            self.runs.fill(name, i, values.astype(np.uint8), short.astype(np.uint8), planes)
 
     def check_rows(self) -> dict[int, str]:
         """Rows whose run-coded rasters do not cover their raster or whose radar points do not fit their
         sensor blocks → the problem (call after the fills, before `to_batch`)."""
-        problems: dict[int, str] = {}
-        for name, runs in self.runs.items():
-            for i, problem in runs.check().items():
-                problems.setdefault(i, f"{name}: {problem}")
+        problems = self.runs.check()
         for i, problem in self.radar_rows.problems().items():
             problems.setdefault(i, problem)
         return problems
 
     def reset(self) -> None:
         """Forget the previous batch's per-row views before refilling (`BufferPool.take`)."""
-        for runs in self.runs.values():
-            runs.clear()
+        self.runs.clear()
         self.radar_rows.clear()
         self.route_id = [""] * self.size
         self.current_member = ""
@@ -481,8 +491,7 @@ class BatchBuffers:
                      "frame_idx", "bucket_idx"):
             array = getattr(self, name)
             array[dst] = array[src]
-        for runs in self.runs.values():
-            runs.copy_row(dst, src)
+        self.runs.copy_sample(dst, src)
         self.radar_rows.copy_row(dst, src)
         self.route_id[dst] = self.route_id[src]
 
@@ -508,14 +517,15 @@ class BatchBuffers:
         t = torch.from_numpy
         nav = self._nav
         self._place_radar()
+        coded = self.runs.coded()
         return Batch(
             rgb=t(self.rgb).permute(0, 3, 1, 2),  # (B, 3, H, W) view in channels_last memory format
-            lidar_bev=self.runs["lidar_bev"].coded(),  # (B, 1, Y, X) uint8 counts, run-coded
+            lidar_bev=coded["lidar_bev"],  # (B, 1, Y, X) uint8 counts, run-coded
             radar=t(self.radar),
             speed_mps=self._ego("speed_mps"),
-            semantic=self.runs["semantic"].coded(),
+            semantic=coded["semantic"],
             depth_u8=t(self.depth_t).transpose(1, 2),  # (B, 96, 288) view of the transposed buffer
-            bev_semantic=self.runs["bev_semantic"].coded(),
+            bev_semantic=coded["bev_semantic"],
             boxes=t(self.boxes),
             num_boxes=t(self.num_boxes),
             radar_detections=nav("radar_detections"),

@@ -448,13 +448,13 @@ def test_runs_that_miss_pixels_are_reported_for_their_row() -> None:
         short, long = runs.split_lengths(lengths)
         return short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T)
 
-    buffers.runs["semantic"].fill(0, values, *stored(lengths))
+    buffers.runs.fill("semantic", 0, values, *stored(lengths))
     short = lengths.copy()
     short[-1] -= 1
-    buffers.runs["semantic"].fill(1, values, *stored(short))
+    buffers.runs.fill("semantic", 1, values, *stored(short))
     problems = buffers.check_rows()
     assert list(problems) == [1] and "semantic" in problems[1] and "expected 442368" in problems[1]
-    buffers.runs["semantic"].fill(1, values, *stored(lengths))
+    buffers.runs.fill("semantic", 1, values, *stored(lengths))
     marks, long = stored(lengths)
-    buffers.runs["semantic"].fill(2, values, marks, long[:, :-1])  # a long length missing
+    buffers.runs.fill("semantic", 2, values, marks, long[:, :-1])  # a long length missing
     assert list(buffers.check_rows()) == [2] and "long" in buffers.check_rows()[2]
