@@ -223,6 +223,7 @@ class _Runs(_RowViews):
         super().__init__(size * len(shapes))
         self.size = size
         self.names = tuple(shapes)
+        self._first_row = {name: k * size for k, name in enumerate(self.names)}
         self.shapes = shapes
         self.pixels = np.repeat([math.prod(shape) for shape in shapes.values()], size)  # per row
         self._empty = {}
@@ -234,7 +235,7 @@ class _Runs(_RowViews):
     def fill(self, name: str, i: int, values: np.ndarray, short: np.ndarray, shuffled_long: np.ndarray) -> None:
         """Raster `name` of sample i := runs as stored: (n,) uint8 values, (n,) uint8 short lengths (255 =
         long) and the (2, m) uint8 low/high byte planes of the long lengths (`runs.split_lengths`)."""
-        self.set(self.names.index(name) * self.size + i, (values, short, shuffled_long))
+        self.set(self._first_row[name] + i, (values, short, shuffled_long))
 
     def copy_sample(self, dst: int, src: int) -> None:
         for k in range(len(self.names)):

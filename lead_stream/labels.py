@@ -422,11 +422,8 @@ def _fill_hulls(image: np.ndarray, corners: dict[str, list[np.ndarray]]) -> None
     def fill(points: np.ndarray, label: int) -> None:
         hull = _convex_hull(points)
         if len(hull) >= 3:
-            mask = geometry.fill_convex(image.shape, metres_hull_px(hull)[None], [label])
+            mask = geometry.fill_convex(image.shape, geometry.metres_to_bev_px(hull)[None], [label])
             image[mask > 0] = label
-
-    def metres_hull_px(hull: np.ndarray) -> np.ndarray:
-        return geometry.metres_to_bev_px(hull)
 
     warnings_, cones = stacked("warning"), stacked("cone")
     if len(warnings_) >= 3 and len(cones) >= 24:

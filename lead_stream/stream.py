@@ -185,13 +185,14 @@ class PlanStream(IterableDataset):
         sizes, flags = cat.sample_size[rows].tolist(), epoch.perturbated[slots].tolist()
         bad: set[int] = set()
         members: dict[int, dict[str, memoryview]] = {}
-        for i in order.tolist():
+        order = order.tolist()
+        for i in order:
             try:
                 members[i] = self._members(shards[i], offsets[i], sizes[i], int(rows[i]))
             except LeadFormatError as err:
                 self._skip(bad, i, err)
         for phase in (buffers.fill_image, buffers.fill_arrays):
-            for i in order.tolist():
+            for i in order:
                 if i in bad:
                     continue
                 try:

@@ -156,14 +156,8 @@ class ShardFiles:
         sources read into a buffer this object reuses (no fresh allocation per sample).
         """
         handle = self._handle(shard_idx)
-        mapped = self._maps.get(shard_idx)
-        if mapped is not None:
-            if offset < 0 or offset + size > len(mapped):
-                raise LeadFormatError(
-                    self.locations[shard_idx],
-                    f"short read: {max(0, len(mapped) - offset)} of {size} bytes at offset {offset}",
-                )
-            return memoryview(mapped)[offset : offset + size]
+        if shard_idx in self._maps:
+            return self._mapped_view(shard_idx, offset, size)
         if len(self._buffer) < size:
             self._buffer = bytearray(max(size, 2 * len(self._buffer)))
         view = memoryview(self._buffer)[:size]
@@ -180,8 +174,17 @@ class ShardFiles:
         local shard, else a fresh copy. Lets a caller hold several samples at once without copying them."""
         self._handle(shard_idx)  # opens (and maps) the shard if it is not open yet
         if shard_idx in self._maps:
-            return self.read_view(shard_idx, offset, size)
+            return self._mapped_view(shard_idx, offset, size)
         return self.read(shard_idx, offset, size)
+
+    def _mapped_view(self, shard_idx: int, offset: int, size: int) -> memoryview:
+        mapped = self._maps[shard_idx]
+        if offset < 0 or offset + size > len(mapped):
+            raise LeadFormatError(
+                self.locations[shard_idx],
+                f"short read: {max(0, len(mapped) - offset)} of {size} bytes at offset {offset}",
+            )
+        return memoryview(mapped)[offset : offset + size]
 
     def close(self) -> None:
         """Close every open handle and mapping."""
