@@ -8,7 +8,10 @@ one process, one thread (`torch.set_num_threads(1)`), so every rate is per core:
   (a) decode simplejpeg.decode_jpeg of the same served camera images, already in memory
   (b) lead   LEAD-style: one xz-pickle file per (frame, variant) holding the JPEG + PNG-encoded arrays
              (LEAD §3.2), open + unpickle + PNG/JPEG decode + default_collate
-and peak RSS of a loader worker (num_workers=2). Prints a table, then ONE JSON line (the last line).
+and peak RSS of a loader worker (num_workers=2), and the trainer-side cost of taking one batch from a worker
+(median time in `next()` while the workers are ahead): one packed block (`lead_stream.packed`, what the
+loader sends) vs the same batch as separate tensors (torch's default: one descriptor round trip per tensor).
+Prints a table, then ONE JSON line (the last line).
 
 Usage: python benchmarks/bench_loader.py [--quick] [--keep DIR]
 """
@@ -16,6 +19,7 @@ Usage: python benchmarks/bench_loader.py [--quick] [--keep DIR]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import lzma
@@ -32,11 +36,13 @@ import numpy as np
 import simplejpeg
 import torch
 from PIL import Image
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, IterableDataset, default_collate
 
 from lead_stream import features
+from lead_stream.batch import Batch, RunCoded
 from lead_stream.collate import variant_member
 from lead_stream.loader import LoaderConfig, make_loader
+from lead_stream.packed import pack_batch
 from lead_stream.tar_reader import ShardFiles, split_members
 
 
@@ -217,6 +223,43 @@ def worker_peak_rss_mb(root: Path, batch_size: int, num_batches: int) -> tuple[f
     return float(tele["peak_rss_mb_per_worker"]), float(tele["rss_growth_mb_per_worker"])
 
 
+def _separate(batch: Batch) -> Batch:
+    """A copy with every tensor in its own storage, as a collate makes them."""
+
+    def copy(value):
+        if isinstance(value, RunCoded):
+            return RunCoded(value.values.clone(), value.lengths.clone(), value.shape)
+        return value.clone() if isinstance(value, torch.Tensor) else list(value)
+
+    return Batch(**{f.name: copy(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
+
+
+class _Handoff(IterableDataset):
+    """Yields `count` fresh copies of one batch from a worker: packed (one block) or tensor by tensor."""
+
+    def __init__(self, batch: Batch, count: int, packed: bool) -> None:
+        self.batch, self.count, self.packed = batch, count, packed
+
+    def __iter__(self):
+        for _ in range(self.count):
+            yield pack_batch(self.batch) if self.packed else _separate(self.batch)
+
+
+def time_handoff_ms(batch: Batch, *, packed: bool, count: int = 14, consumer_s: float = 0.1) -> float:
+    """Median ms the trainer spends taking a worker batch (`next()`, plus `unpack()` when packed) while
+    2 workers are ahead of it."""
+    batches = iter(DataLoader(_Handoff(batch, count, packed), batch_size=None, num_workers=2, prefetch_factor=2))
+    waits = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        item = next(batches)
+        if packed:
+            item = item.unpack()
+        waits.append(time.perf_counter() - t0)
+        time.sleep(consumer_s)  # a training step: the workers refill the queue meanwhile
+    return float(np.median(waits[2:])) * 1e3
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.node()
     return (
@@ -275,6 +318,10 @@ def main() -> None:
         loader_rate, decode_rate, lead_rate = max(loader_rates), max(decode_rates), max(lead_rates)
         host_rate = max(host_rates)
         rss, rss_growth = worker_peak_rss_mb(root, batch_size, 2 * num_batches)
+        loader.set_epoch(0)
+        handoff_batch = next(iter(loader))
+        handoff_packed = time_handoff_ms(handoff_batch, packed=True)
+        handoff_tensors = time_handoff_ms(handoff_batch, packed=False)
     rows = [
         (
             "lead-stream loader (decode + collate)",
@@ -305,6 +352,12 @@ def main() -> None:
         ("loader / (b)", f"{loader_rate / lead_rate:8.2f}x", "target >= 5"),
         ("peak RSS per worker", f"{rss:8.1f} MB", "num_workers=2, ru_maxrss incl. pages shared with parent"),
         ("  of which grown while loading", f"{rss_growth:8.1f} MB", "peak minus RSS at the worker's start"),
+        (
+            "trainer's cost to take a worker batch",
+            f"{handoff_packed:8.2f} ms",
+            f"one packed block; {handoff_tensors:.2f} ms tensor by tensor (torch default), "
+            f"{handoff_tensors / max(handoff_packed, 1e-9):.1f}x",
+        ),
         ("cache build (not timed above)", f"{t_build:8.1f} s", f"{num_routes} routes x {num_frames} frames"),
     ]
     for name, value, note in rows:
@@ -320,6 +373,8 @@ def main() -> None:
                 "peak_rss_mb_per_worker": round(rss, 1),
                 "cold_start_samples_per_s_per_core": round(cold_rate, 2),
                 "host_expanded_samples_per_s_per_core": round(host_rate, 2),
+                "handoff_ms_per_batch": round(handoff_packed, 3),
+                "handoff_ms_per_batch_tensor_by_tensor": round(handoff_tensors, 3),
                 "machine": machine(),
                 "git_commit": git_commit(),
             }

@@ -63,8 +63,12 @@ def _make_root(root: Path, *, num_routes: int, num_frames: int) -> Path:
 
 
 def _measure(trainer, batches, *, warmup: int, steps: int) -> dict[str, float]:
-    """Time `steps` train steps after `warmup`; batches is an iterator of Batch."""
-    wait_s = step_s = 0.0
+    """Time `steps` train steps after `warmup`; batches is an iterator of Batch.
+
+    Data wait = time blocked in `next(batches)`; the step (host→device copy, forward, losses, backward,
+    AdamW) ends with a host sync, so a wait is time the device sits idle for lack of data.
+    """
+    waits, totals = [], []
     samples = 0
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -73,11 +77,18 @@ def _measure(trainer, batches, *, warmup: int, steps: int) -> dict[str, float]:
         trainer.train_step(batch, want_grad_norm=False)  # ends with a host sync (loss all-reduce → float)
         t2 = time.perf_counter()
         if i >= warmup:
-            wait_s += t1 - t0
-            step_s += t2 - t1
+            waits.append(t1 - t0)
+            totals.append(t2 - t0)
             samples += batch.size
-    total = wait_s + step_s
-    return {"samples_per_s": samples / total, "data_wait_share": wait_s / total, "step_s": total / steps}
+    wait_ms = sorted(1e3 * w for w in waits)
+    total = sum(totals)
+    return {
+        "samples_per_s": samples / total,
+        "data_wait_share": sum(waits) / total,
+        "step_s": total / steps,
+        "wait_ms_median": wait_ms[len(wait_ms) // 2],
+        "wait_ms_max": wait_ms[-1],
+    }
 
 
 def _cycle(loader):
@@ -100,6 +111,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
     parser.add_argument("--num-workers", type=int, default=2, help="loader workers")
+    parser.add_argument(
+        "--epoch-size",
+        type=int,
+        default=None,
+        help="samples per loader epoch; default: enough that warm-up and timed steps share one epoch "
+        "(a small cache's frames repeat, as LEAD's carla_num_samples repeats them)",
+    )
     parser.add_argument("--data-root", type=Path, default=None, help="existing root with index/ and cache/")
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate the synthetic cache")
     parser.add_argument("--model-only", action="store_true", help="skip the real-loader measurement")
@@ -131,14 +149,18 @@ def main() -> None:
             workdir / "lead", num_routes=2 if args.quick else 4, num_frames=24 if args.quick else 40
         )
         setup_s = time.perf_counter() - t0
-        cfg = resolve_config(pretrain_config(), [*overrides, f"carla_root={data_root}"])
+        epoch_size = args.epoch_size or (warmup + steps + 1) * batch_size
+        cfg = resolve_config(
+            pretrain_config(), [*overrides, f"carla_root={data_root}", f"epoch_size={epoch_size}"]
+        )
         trainer = Trainer(cfg)
         loader_result = _measure(trainer, _cycle(trainer.loader), warmup=warmup, steps=steps)
         rows.append(
             (
                 "streaming loader",
                 loader_result,
-                f"cache built in {setup_s:.1f} s" if args.data_root is None else str(data_root),
+                (f"cache built in {setup_s:.1f} s" if args.data_root is None else str(data_root))
+                + f", epoch of {epoch_size} samples",
             )
         )
         trainer.metrics.close()
@@ -156,11 +178,11 @@ def main() -> None:
         f"bench_train: preset={args.preset} params={trainer.num_parameters / 1e6:.2f}M batch={batch_size} "
         f"precision={trainer.precision} device={device} torch={torch.__version__}"
     )
-    print(f"{'input':<18} {'samples/s':>10} {'step s':>8} {'data wait':>10}  note")
+    print(f"{'input':<18} {'samples/s':>10} {'step s':>8} {'data wait':>10} {'wait ms median/max':>19}  note")
     for name, result, note in rows:
         print(
             f"{name:<18} {result['samples_per_s']:>10.2f} {result['step_s']:>8.3f} "
-            f"{result['data_wait_share']:>9.1%}  {note}"
+            f"{result['data_wait_share']:>9.1%} {result['wait_ms_median']:>9.2f}/{result['wait_ms_max']:<9.2f}  {note}"
         )
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
@@ -171,6 +193,8 @@ def main() -> None:
                 "samples_per_s": round(loader_result["samples_per_s"], 3) if loader_result else None,
                 "model_only_samples_per_s": round(model_result["samples_per_s"], 3),
                 "data_wait_share": round(loader_result["data_wait_share"], 4) if loader_result else None,
+                "wait_ms_median": round(loader_result["wait_ms_median"], 3) if loader_result else None,
+                "wait_ms_max": round(loader_result["wait_ms_max"], 3) if loader_result else None,
                 "device": str(device),
                 "machine": _machine(device),
                 "git_commit": _git_commit(),

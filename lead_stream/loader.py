@@ -36,6 +36,7 @@ from lead_stream.batch import Batch
 from lead_stream.catalog import Catalog
 from lead_stream.collate import expected_members
 from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.packed import PackedBatch
 from lead_stream.stream import PlanStream, WorkerError, build_epoch
 
 _LOG = logging.getLogger(__name__)
@@ -182,6 +183,8 @@ class StreamingLoader:
                 tele["data_wait_s"] += time.perf_counter() - t0
             if isinstance(payload, WorkerError):
                 raise LeadFormatError(payload.path, payload.problem)
+            if isinstance(payload, PackedBatch):
+                payload = payload.unpack()
             if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
                 payload = payload.pin_memory()
             self._done += 1

@@ -29,6 +29,7 @@ from lead_stream.batch import Batch
 from lead_stream.catalog import Catalog
 from lead_stream.collate import BatchBuffers, BufferPool
 from lead_stream.errors import ConfigError, LeadFormatError
+from lead_stream.packed import pack_batch
 from lead_stream.tar_reader import ShardFiles, split_members
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ class PlanStream(IterableDataset):
             pads = int((slots >= len(epoch.plan)).sum())
             rss_mb = _peak_rss_mb()
             yield (
-                batch,
+                pack_batch(batch) if info is not None else batch,  # a worker's batch crosses as one block
                 {
                     "worker": worker,
                     "skipped": skipped,
