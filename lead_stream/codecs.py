@@ -10,8 +10,8 @@ plain webdataset. Two lz4 payloads exist, told apart by their first 4 bytes (`de
 
       magic "LSC2" | uint8 outer | uint8 num_groups | per group: uint8 name length, ASCII name,
       uint32 LE block size | the group blocks, in that order
-      a group block = the `outer` codec (0 none, 1 lz4 block, size-prefixed, 2 raw deflate: zlib, wbits -15)
-      over:  uint32 LE size of the lz4 block | the lz4 block | tail
+      a group block = the `outer` codec (0 none, 1 lz4 block, size-prefixed, 2 raw deflate: zlib, wbits -15,
+      3 uint32 LE decoded size | one zstd frame) over:  uint32 LE size of the lz4 block | the lz4 block | tail
       the lz4 block (starting with its uint32 LE uncompressed size, as lz4.block's store_size; primed with the
       fixed dictionary `ARRAYS_DICT`) decompresses to the head; head + tail is the logical group buffer:
           uint32 LE table length | table (UTF-8 JSON) | zeros to a multiple of 8 | data
@@ -23,12 +23,14 @@ plain webdataset. Two lz4 payloads exist, told apart by their first 4 bytes (`de
 
   Variable first dimensions (box rows, radar points, run counts) live in the dims, so every sample of a
   pipeline has byte-equal tables: a reader parses the table once and caches what it derives from it.
-  `attrs` (optional) is a JSON object (a sample's scalar targets). Decoding a group is one inflate call,
+  `attrs` (optional) is a JSON object (a sample's scalar targets). Decoding a group is one zstd (or inflate) call,
   one lz4 call and `np.frombuffer` views. Arrays lz4 cannot shrink (run lengths) go to the tail: only the
   outer codec sees them, which compresses them better without lz4's framing in between.
   Why an outer codec: the lz4 block keeps decoding of the larger arrays fast, but lz4 spends one byte per 255
-  bytes of a long match and codes literals/offsets without entropy coding; deflate over that SMALL block
-  (a few KB) removes ~15% of it for tens of microseconds of decoding, outer lz4 ~5% for a few. Default: deflate.
+  bytes of a long match and codes literals/offsets without entropy coding; an entropy coder over that SMALL
+  block (a few KB) and the tail removes a third of it. Default: zstd (level `ZSTD_LEVEL`, through pyarrow's
+  codec): ~2% smaller than deflate and decoded in less than half of inflate's time (~26 vs ~60 us a group);
+  deflate and lz4 payloads stay readable.
   Filters are reversible, exact layouts, chained with '+':
   `none`; `transpose` (a 2-D array stored as its C-order transpose, for column-wise structure);
   `nibble` (uint8 values 0..15, even first axis: rows 2k and 2k+1 share one row of bytes, row 2k in the high
@@ -86,8 +88,9 @@ _TABLE_LEN = struct.Struct("<I")
 ARRAY_ALIGN = 8
 ARRAY_FILTERS = ("none", "transpose", "nibble", "shuffle")
 LZ4_HC_MAX_LEVEL = 12
-OUTER_CODECS = {"none": 0, "lz4": 1, "deflate": 2}
-ARRAY_OUTER = "deflate"
+OUTER_CODECS = {"none": 0, "lz4": 1, "deflate": 2, "zstd": 3}
+ARRAY_OUTER = "zstd"
+ZSTD_LEVEL = 12  # encoding ~0.5 ms a group; higher levels shrink a group by < 1% for 2-4x the time
 _HEADER_PEEK = 64  # bytes read at once to parse a container header (3 groups with short names need ~40)
 VARIABLE = -1  # a table shape's first entry: the array's first dimension is stored in the group's dims
 # Primes the innermost lz4 pass of every group (lz4's "dictionary"): the sample format's table, so a group's
@@ -239,7 +242,28 @@ def _encode_group(name: str, arrays: Mapping[str, np.ndarray], filters: Mapping[
     elif outer == OUTER_CODECS["deflate"]:
         packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
         block = packer.compress(block) + packer.flush()
+    elif outer == OUTER_CODECS["zstd"]:
+        block = _GROUP_SIZE.pack(len(block)) + _zstd().compress(block, asbytes=True)
     return block
+
+
+@functools.cache
+def _zstd() -> Any:
+    """pyarrow's zstd codec (a dependency already: the index tables are Parquet)."""
+    import pyarrow
+
+    return pyarrow.Codec("zstd", compression_level=ZSTD_LEVEL)
+
+
+def _zstd_decode(block: memoryview, group: str) -> bytes:
+    """uint32 LE decoded size | zstd frame → the decoded bytes (ValueError on a corrupt or short frame)."""
+    if len(block) < _GROUP_SIZE.size:
+        raise ValueError(f"group {group!r}: zstd block too short for its size")
+    (size,) = _GROUP_SIZE.unpack_from(block, 0)
+    try:
+        return _zstd().decompress(block[_GROUP_SIZE.size :], decompressed_size=size, asbytes=True)
+    except OSError as err:  # pyarrow reports codec failures as OSError
+        raise ValueError(f"group {group!r}: corrupt zstd block ({err})") from err
 
 
 def encode_arrays(groups: Mapping[str, Mapping[str, np.ndarray]], *, filters: Mapping[str, str] | None = None,
@@ -261,7 +285,7 @@ def encode_arrays(groups: Mapping[str, Mapping[str, np.ndarray]], *, filters: Ma
         attrs: group name → JSON-able dict stored in that group's table (e.g. a sample's scalar targets).
         level: lz4 high-compression level 1..12 of the first pass (decoding speed does not depend on it);
             0 = fast mode.
-        outer: codec over each group's lz4 block: "none", "lz4" or "deflate" (see the module doc).
+        outer: codec over each group's lz4 block: "none", "lz4", "deflate" or "zstd" (see the module doc).
 
     Raises:
         ValueError: an object dtype, a filter that does not fit its array, or a bad group name.
@@ -429,6 +453,8 @@ def decode_group_block(payload: bytes | memoryview, group: str) -> tuple[bytes, 
     raw = view[start:end]
     if outer == OUTER_CODECS["lz4"]:
         raw = lz4.block.decompress(raw)
+    elif outer == OUTER_CODECS["zstd"]:
+        raw = _zstd_decode(raw, group)
     elif outer == OUTER_CODECS["deflate"]:
         raw = zlib.decompress(raw, -15)
     elif outer != OUTER_CODECS["none"]:

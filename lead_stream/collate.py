@@ -1,7 +1,7 @@
 """Raw sample members (`features` doc) → one `Batch`: decode the chosen variant straight into batch arrays.
 
 Per sample only the chosen variant's members are decoded: its JPEG (`rgb.jpg` or `rgb_pert.jpg`) directly
-into the batch's (B, H, W, 3) buffer, and its group of `arrays.lz4` (one inflate + one lz4 call on a few KB;
+into the batch's (B, H, W, 3) buffer, and its group of `arrays.lz4` (one zstd + one lz4 call on a few KB;
 the other variant's block is skipped), whose arrays are views written once into their batch slots: the
 LiDAR counts and the label rasters stay run-length coded (a few KB of runs per sample instead of 0.6 MB of
 pixels; `Batch.to(device)` expands them where the batch is used), depth is copied into its slot, the small

@@ -82,6 +82,7 @@ def test_each_filter_round_trips_bit_exact(name, filter_name):
     pytest.param("lz4", 4, id="lz4-in-lz4"),
     pytest.param("deflate", 0, id="fast-lz4-in-deflate"),
     pytest.param("deflate", 12, id="lz4-hc12-in-deflate"),
+    pytest.param("zstd", 12, id="lz4-hc12-in-zstd"),
 ])
 def test_container_round_trips_every_array_of_every_group(outer, level):
     groups = {"normal": ARRAYS, "perturbated": {k: v[::-1].copy() if v.ndim else v for k, v in ARRAYS.items()}}
@@ -122,6 +123,20 @@ def test_a_group_decodes_without_touching_the_other_groups_block():
     np.testing.assert_array_equal(codecs.decode_group(bytes(payload), "normal")["a"], ARRAYS["boxes"])
     with pytest.raises((ValueError, lz4.block.LZ4BlockError, zlib.error)):
         codecs.decode_group(bytes(payload), "perturbated")
+
+
+def test_zstd_is_the_default_outer_codec_and_a_bad_frame_is_a_named_error():
+    payload = codecs.encode_arrays({"g": ARRAYS}, filters={"depth": "transpose"})
+    assert payload[4] == codecs.OUTER_CODECS["zstd"]
+    start, end = codecs.array_groups(payload)["g"]
+    short_size = bytearray(payload)
+    short_size[start : start + 4] = (int.from_bytes(payload[start : start + 4], "little") - 1).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="group 'g': corrupt zstd block"):
+        codecs.decode_group(bytes(short_size), "g")           # the frame decodes to more than its stated size
+    garbage = bytearray(payload)
+    garbage[start + 4 : end] = b"\x00" * (end - start - 4)
+    with pytest.raises(ValueError, match="group 'g': corrupt zstd block"):
+        codecs.decode_group(bytes(garbage), "g")
 
 
 def test_dictionary_makes_the_table_nearly_free():
