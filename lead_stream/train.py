@@ -203,7 +203,8 @@ class TrainSummary:
         last = f"{self.losses[-1][1]:.4f}" if self.losses else "n/a"
         return (
             f"{self.phase}: {self.steps} steps ({self.epochs_completed} epochs), last loss {last}, "
-            f"{self.samples_per_s:.1f} samples/s ({self.precision} on {self.device}), "
+            f"{self.samples_per_s:.1f} samples/s ({self.precision} on {self.device}, "
+            f"{self.data_wait_share:.1%} waiting for data), "
             f"{self.gradient_steps_skipped} skipped, checkpoint {self.checkpoint}"
         )
 
