@@ -64,10 +64,6 @@ class PackedBatch:
         """Called by torch's DataLoader pin thread when pin_memory=True: one copy into page-locked memory."""
         return dataclasses.replace(self, arena=self.arena.pin_memory())
 
-    @property
-    def size(self) -> int:
-        return int(self.tensors["speed_mps"].shape[0])
-
 
 def _dense_order(t: torch.Tensor) -> list[int] | None:
     """Dims from outermost to innermost when `t` is a permutation of a dense C-order layout, else None."""
