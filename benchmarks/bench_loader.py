@@ -355,8 +355,10 @@ def main() -> None:
         (
             "trainer's cost to take a worker batch",
             f"{handoff_packed:8.2f} ms",
-            f"one packed block; {handoff_tensors:.2f} ms tensor by tensor (torch default), "
-            f"{handoff_tensors / max(handoff_packed, 1e-9):.1f}x",
+            (
+                f"one packed block; {handoff_tensors:.2f} ms tensor by tensor (torch default), "
+                f"{handoff_tensors / max(handoff_packed, 1e-9):.1f}x"
+            ),
         ),
         ("cache build (not timed above)", f"{t_build:8.1f} s", f"{num_routes} routes x {num_frames} frames"),
     ]

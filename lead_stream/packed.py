@@ -60,7 +60,7 @@ class PackedBatch:
                 fields[name] = slot.view(self.arena)
         return Batch(**fields)
 
-    def pin_memory(self) -> "PackedBatch":
+    def pin_memory(self) -> PackedBatch:
         """Called by torch's DataLoader pin thread when pin_memory=True: one copy into page-locked memory."""
         return dataclasses.replace(self, arena=self.arena.pin_memory())
 

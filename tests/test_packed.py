@@ -7,7 +7,7 @@ from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import torch
-import torch.multiprocessing  # noqa: F401  (registers the shared-memory reductions)
+import torch.multiprocessing  # registers torch's shared-memory reductions with ForkingPickler
 
 from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch, RunCoded
 from lead_stream.loader import LoaderConfig, make_loader
