@@ -37,8 +37,13 @@ from lead_stream.synthetic import write_synthetic_lead
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -80,7 +85,7 @@ def _read_files(files: list[Path]) -> int:
 def _parallel_floor(files: list[Path], processes: int) -> float:
     """Seconds for `processes` processes to read every file (interleaved shares): what the cores really give."""
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        list(pool.map(_read_files, [files[i:i + 1] for i in range(processes)]))   # start the workers
+        list(pool.map(_read_files, [files[i : i + 1] for i in range(processes)]))  # start the workers
         started = time.perf_counter()
         list(pool.map(_read_files, [files[i::processes] for i in range(processes)]))
         return time.perf_counter() - started
@@ -112,7 +117,7 @@ def main() -> None:
     parser.add_argument("--no-clone", action="store_true", help="generate every route (slow)")
     parser.add_argument("--root", type=Path, help="reuse/keep the synthetic tree here instead of a temp dir")
     args = parser.parse_args()
-    warnings.simplefilter("ignore", DeprecationWarning)   # numpy-1.x pickles (as LEAD writes) name numpy.core
+    warnings.simplefilter("ignore", DeprecationWarning)  # numpy-1.x pickles (as LEAD writes) name numpy.core
     num_routes = args.routes or (16 if args.quick else 50)
     num_frames = args.frames or 100
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -123,13 +128,14 @@ def main() -> None:
         started = time.perf_counter()
         if not (root / "data").is_dir():
             generated = num_routes if args.no_clone else min(num_routes, 2 if args.quick else 4)
-            write_synthetic_lead(root, num_routes=generated, num_frames=num_frames, seed=0, num_rejected=0,
-                                 workers=cores)
+            write_synthetic_lead(
+                root, num_routes=generated, num_frames=num_frames, seed=0, num_rejected=0, workers=cores
+            )
             _clone_routes(root, num_routes - generated)
         synth_s = time.perf_counter() - started
 
         files = _meta_files(root)
-        for path in files:              # warm the page cache for floor and build alike
+        for path in files:  # warm the page cache for floor and build alike
             path.read_bytes()
         # The machine may be shared: every figure is the best of ROUNDS runs, baseline and candidate alike.
         floor_s = min(_read_floor(files) for _ in range(ROUNDS))
@@ -138,7 +144,9 @@ def main() -> None:
         parallel_floor_per_s = len(files) / parallel_floor_s
 
         serial = _best(lambda: build_index(root, config=IndexConfig(workers=1, force=True, progress=False)))
-        build = _best(lambda: build_index(root, config=IndexConfig(workers=workers, force=True, progress=False)))
+        build = _best(
+            lambda: build_index(root, config=IndexConfig(workers=workers, force=True, progress=False))
+        )
         reindex = _best(lambda: build_index(root, config=IndexConfig(workers=workers, progress=False)))
         assert reindex.num_reread == 0, reindex.one_line()
 
@@ -147,34 +155,55 @@ def main() -> None:
     ratio = frames_per_s / (cores * floor_per_s)
     speedup = build.seconds / reindex.seconds
     rows = [
-        ("synthetic set", f"{build.num_routes} routes ({num_routes} usable x {num_frames} frames), "
-                          f"{build.num_frames_read} metas, written in {synth_s:.1f}s"),
+        (
+            "synthetic set",
+            f"{build.num_routes} routes ({num_routes} usable x {num_frames} frames), "
+            f"{build.num_frames_read} metas, written in {synth_s:.1f}s",
+        ),
         ("meta-read floor (1 core)", f"{floor_per_s:,.0f} frames/s ({floor_s:.2f}s)"),
-        ("index build (1 worker)", f"{serial_per_s:,.0f} frames/s ({serial.seconds:.2f}s), "
-                                   f"{serial_per_s / floor_per_s:.2f} x floor: per-frame overhead"),
+        (
+            "index build (1 worker)",
+            f"{serial_per_s:,.0f} frames/s ({serial.seconds:.2f}s), "
+            f"{serial_per_s / floor_per_s:.2f} x floor: per-frame overhead",
+        ),
         (f"index build ({workers} workers)", f"{frames_per_s:,.0f} frames/s ({build.seconds:.2f}s)"),
         ("ratio vs cores x floor", f"{ratio:.2f}  (target >= 0.80, cores = {cores})"),
-        (f"meta-read floor ({workers} processes)", f"{parallel_floor_per_s:,.0f} frames/s: the cores scale "
-                                                   f"{parallel_floor_per_s / floor_per_s:.2f}x, build = "
-                                                   f"{frames_per_s / parallel_floor_per_s:.2f} x this floor"),
+        (
+            f"meta-read floor ({workers} processes)",
+            f"{parallel_floor_per_s:,.0f} frames/s: the cores scale "
+            f"{parallel_floor_per_s / floor_per_s:.2f}x, build = "
+            f"{frames_per_s / parallel_floor_per_s:.2f} x this floor",
+        ),
         ("re-index unchanged", f"{reindex.seconds:.3f}s, {speedup:,.0f}x faster  (target >= 50x)"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     sys.stdout.flush()
-    print(json.dumps({
-        "frames_per_s": round(frames_per_s, 1), "meta_read_floor_per_s": round(floor_per_s, 1),
-        "ratio_vs_floor": round(ratio, 3), "reindex_speedup": round(speedup, 1),
-        "serial_frames_per_s": round(serial_per_s, 1),
-        "serial_ratio_vs_floor": round(serial_per_s / floor_per_s, 3),
-        "parallel_meta_read_floor_per_s": round(parallel_floor_per_s, 1),
-        "ratio_vs_parallel_floor": round(frames_per_s / parallel_floor_per_s, 3),
-        "build_s": round(build.seconds, 3), "reindex_s": round(reindex.seconds, 4),
-        "num_frames": build.num_frames_read, "workers": workers,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cores": cores},
-        "git_commit": _git_commit(),
-    }))
+    print(
+        json.dumps(
+            {
+                "frames_per_s": round(frames_per_s, 1),
+                "meta_read_floor_per_s": round(floor_per_s, 1),
+                "ratio_vs_floor": round(ratio, 3),
+                "reindex_speedup": round(speedup, 1),
+                "serial_frames_per_s": round(serial_per_s, 1),
+                "serial_ratio_vs_floor": round(serial_per_s / floor_per_s, 3),
+                "parallel_meta_read_floor_per_s": round(parallel_floor_per_s, 1),
+                "ratio_vs_parallel_floor": round(frames_per_s / parallel_floor_per_s, 3),
+                "build_s": round(build.seconds, 3),
+                "reindex_s": round(reindex.seconds, 4),
+                "num_frames": build.num_frames_read,
+                "workers": workers,
+                "machine": {
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "cores": cores,
+                },
+                "git_commit": _git_commit(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,17 +38,17 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
-from lead_stream import features
-from lead_stream.batch import Batch, RunCoded
-from lead_stream.collate import variant_member
+from lead_stream.cache import features
+from lead_stream.core.batch import Batch, RunCoded
 from lead_stream.loader import LoaderConfig, make_loader
-from lead_stream.packed import pack_batch
-from lead_stream.tar_reader import ShardFiles, split_members
+from lead_stream.loader.packed import pack_batch
+from lead_stream.loader.sample_layout import variant_member
+from lead_stream.loader.tar_reader import ShardFiles, split_members
 
 
 def build_cache(root: Path, *, num_routes: int, num_frames: int) -> None:
+    from lead_stream.cache.shard import ShardConfig, write_shards
     from lead_stream.index import IndexConfig, build_index
-    from lead_stream.shard import ShardConfig, write_shards
     from lead_stream.synthetic import write_synthetic_lead
 
     write_synthetic_lead(
@@ -67,7 +67,9 @@ def served_samples(loader, num_batches: int) -> list[tuple[int, bool]]:
     return [(int(epoch.slot_rows[s]), bool(epoch.perturbated[s])) for s in range(n)]
 
 
-def time_loader(loader, num_batches: int, *, expand_on_host: bool = False, passes: int = 1) -> tuple[float, int]:
+def time_loader(
+    loader, num_batches: int, *, expand_on_host: bool = False, passes: int = 1
+) -> tuple[float, int]:
     """Samples/s of epoch 0's first `num_batches` batches, re-served by a loader that already ran (steady state:
     its batch buffers are allocated and warm, as in a training run after its first batches).
 
@@ -141,14 +143,18 @@ def write_lead_style(
     256x256 HD map PNG and 1024x1024 occupancy PNG (our BEV raster placed where LEAD crops it), raw
     (90, 9) boxes, 4 savez_compressed radar blobs and the radar detections.
     """
-    from lead_stream.layout import modality_path, route_path
+    from lead_stream.core.layout import modality_path, route_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cat = loader.catalog
     pairs = []
     for i, ((m, pert), (row, _)) in enumerate(zip(members, samples)):
-        arrays = {k: np.ascontiguousarray(a) for k, a in
-                  features.decode_sample_arrays(m["arrays.lz4"])["perturbated" if pert else "normal"].items()}
+        arrays = {
+            k: np.ascontiguousarray(a)
+            for k, a in features.decode_sample_arrays(m["arrays.lz4"])[
+                "perturbated" if pert else "normal"
+            ].items()
+        }
         lidar16 = (arrays["lidar_bev"].astype(np.float32) / 5 * 65535).astype(np.uint16)
         bev = arrays["bev_semantic"]
         hdmap = np.zeros((256, 256), np.uint8)
@@ -185,7 +191,7 @@ def _lead_style_sample(paths: tuple[Path, Path]) -> dict:
         meta = pickle.load(handle)
     with lzma.open(cache_path, "rb") as handle:
         record = pickle.load(handle)
-    png = lambda payload: np.asarray(Image.open(io.BytesIO(payload)))  # noqa: E731
+    png = lambda payload: np.asarray(Image.open(io.BytesIO(payload)))
     hdmap = png(record["bev_semantic"])[48:208, 64:256].repeat(2, 0).repeat(2, 1)
     occupancy = png(record["bev_occupancy"])[352:672, 384:768]
     radar = np.zeros((300, 5), np.float32)
@@ -248,7 +254,9 @@ class _Handoff(IterableDataset):
 def time_handoff_ms(batch: Batch, *, packed: bool, count: int = 14, consumer_s: float = 0.1) -> float:
     """Median ms the trainer spends taking a worker batch (`next()`, plus `unpack()` when packed) while
     2 workers are ahead of it."""
-    batches = iter(DataLoader(_Handoff(batch, count, packed), batch_size=None, num_workers=2, prefetch_factor=2))
+    batches = iter(
+        DataLoader(_Handoff(batch, count, packed), batch_size=None, num_workers=2, prefetch_factor=2)
+    )
     waits = []
     for _ in range(count):
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ baseline:  LEAD's persistent cache layout (LEAD_FORMAT §3.1-3.2): one xz (lzma)
            BEV semantics, raw float32 boxes zero-padded to (90, 9) with their (90, 8, 2) float32 waypoints and
            (90,) int32 waypoint counts, radar as 4 `np.savez_compressed` blobs,
            raw radar detections; the targets dict rides in the normal variant.
-Both read the raw route files and preprocess through `lead_stream.features` (same code, same frames,
+Both read the raw route files and preprocess through `lead_stream.cache.features` (same code, same frames,
 single process), so the difference is encoding + writing. A "read+preprocess only" row shows the shared floor.
 Runs are interleaved and the best of --repeats (default 2) is kept for each, since the machine is shared.
 
@@ -34,8 +34,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lead_stream import features
-from lead_stream.constants import (
+from lead_stream.cache import features
+from lead_stream.cache import frame as cache_frame
+from lead_stream.cache.chunks import build_plan
+from lead_stream.cache.shard import ShardConfig, write_shards
+from lead_stream.cache.targets import sample_targets
+from lead_stream.core.constants import (
     LIDAR_HIST_MAX_COUNT,
     MAX_NUM_BBOXES,
     NUM_BOX_FIELDS,
@@ -43,17 +47,17 @@ from lead_stream.constants import (
     NUM_WAYPOINTS,
 )
 from lead_stream.index import IndexConfig, build_index
-from lead_stream.shard import ShardConfig, build_plan, write_shards
 from lead_stream.sources import Route
 from lead_stream.synthetic import write_synthetic_lead
 
-PNG_COMPRESS_LEVEL = 6   # cv2 IMWRITE_PNG_COMPRESSION default used by LEAD
+PNG_COMPRESS_LEVEL = 6  # cv2 IMWRITE_PNG_COMPRESSION default used by LEAD
 
 
 def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG",
-                                compress_level=PNG_COMPRESS_LEVEL)   # uint16 → 16-bit PNG
+    Image.fromarray(array).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )  # uint16 → 16-bit PNG
     return buffer.getvalue()
 
 
@@ -63,13 +67,13 @@ def _savez(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def lead_style_variant(frame: features.Frame, perturbated: bool) -> dict:
+def lead_style_variant(frame: cache_frame.Frame, perturbated: bool) -> dict:
     """The LEAD persistent-cache payload of one (frame, variant) with our preprocessed content."""
     value = features.variant_arrays(frame, perturbated)
     lidar = (value["lidar_bev"].astype(np.float64) / LIDAR_HIST_MAX_COUNT * 65535).astype(np.uint16)
     boxes = np.zeros((MAX_NUM_BBOXES, NUM_BOX_FIELDS), dtype=np.float32)
     boxes[: len(value["boxes"])] = value["boxes"]
-    box_waypoints = np.zeros((MAX_NUM_BBOXES, NUM_WAYPOINTS, 2), dtype=np.float32)   # LEAD pads these to 90
+    box_waypoints = np.zeros((MAX_NUM_BBOXES, NUM_WAYPOINTS, 2), dtype=np.float32)  # LEAD pads these to 90
     box_waypoints[: len(value["box_waypoints"])] = value["box_waypoints"]
     box_num_waypoints = np.zeros(MAX_NUM_BBOXES, dtype=np.int32)
     box_num_waypoints[: len(value["box_num_waypoints"])] = value["box_num_waypoints"]
@@ -83,12 +87,13 @@ def lead_style_variant(frame: features.Frame, perturbated: bool) -> dict:
         "bboxes": boxes,
         "bboxes_waypoints": box_waypoints,
         "bboxes_num_waypoints": box_num_waypoints,
-        "radars": tuple(_savez(radar[radar[:, 4] == i,
-                                     :4].astype(np.float16)) for i in range(NUM_RADAR_SENSORS)),
+        "radars": tuple(
+            _savez(radar[radar[:, 4] == i, :4].astype(np.float16)) for i in range(NUM_RADAR_SENSORS)
+        ),
         "radar_detections": value["radar_detections"],
     }
     if not perturbated:
-        payload["targets"] = features.sample_targets(frame.inputs.meta)  # scalars + both variants' geometry
+        payload["targets"] = sample_targets(frame.inputs.meta)  # scalars + both variants' geometry
     return payload
 
 
@@ -99,7 +104,7 @@ def build_baseline(data_root: Path, out_dir: Path, collections: tuple[str, ...])
     for route_plan in build_plan(data_root, collections):
         route = Route(data_root, route_plan.route_id)
         for frame_idx in route_plan.frames:
-            frame = features.Frame(features.load_frame(route, frame_idx))
+            frame = cache_frame.Frame(cache_frame.load_frame(route, frame_idx))
             for variant, perturbated in (("normal", False), ("perturbated", True)):
                 path = out_dir / route_plan.route_id / variant / f"{frame_idx:04d}.pkl"
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,7 @@ def read_and_preprocess_only(data_root: Path, collections: tuple[str, ...]) -> t
     for route_plan in build_plan(data_root, collections):
         route = Route(data_root, route_plan.route_id)
         for frame_idx in route_plan.frames:
-            frame = features.Frame(features.load_frame(route, frame_idx))
+            frame = cache_frame.Frame(cache_frame.load_frame(route, frame_idx))
             for member in features.MEMBERS:
                 member.compute(frame)
             count += 1
@@ -131,8 +136,16 @@ def summary_tar_bytes(cache_dir: Path) -> int:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent,
+                timeout=10,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -140,12 +153,14 @@ def _git_commit() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small tree (< 1 min on 2 cores)")
-    parser.add_argument("--routes", type=int, default=None,
-                        help="usable synthetic routes (default 6, quick 2)")
+    parser.add_argument(
+        "--routes", type=int, default=None, help="usable synthetic routes (default 6, quick 2)"
+    )
     parser.add_argument("--frames", type=int, default=None, help="frames per route (default 60, quick 24)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per build; best is kept")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="work directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="work directory (default: a temp dir, removed)"
+    )
     args = parser.parse_args()
     routes = args.routes or (2 if args.quick else 6)
     frames = args.frames or (24 if args.quick else 60)
@@ -155,8 +170,9 @@ def main() -> None:
         root = work / "carla_leaderboard2"
         if root.exists():
             shutil.rmtree(root)
-        write_synthetic_lead(root, num_routes=routes, num_frames=frames, seed=0, num_rejected=0,
-                             workers=os.cpu_count())
+        write_synthetic_lead(
+            root, num_routes=routes, num_frames=frames, seed=0, num_rejected=0, workers=os.cpu_count()
+        )
         build_index(root, config=IndexConfig(workers=1, progress=False))
 
         # Interleaved, best of `repeats` each: the machine is shared, so load drifts between runs.
@@ -167,8 +183,13 @@ def main() -> None:
             shutil.rmtree(root / "cache", ignore_errors=True)
             built = write_shards(root, config=config)
             cache_files = [p for p in built.cache_dir.rglob("*") if p.is_file()]  # measured now: the next
-            shard_runs.append((built, sum(p.stat().st_size for p in cache_files),  # repeat rebuilds it
-                               summary_tar_bytes(built.cache_dir)))
+            shard_runs.append(
+                (
+                    built,
+                    sum(p.stat().st_size for p in cache_files),  # repeat rebuilds it
+                    summary_tar_bytes(built.cache_dir),
+                )
+            )
             base_runs.append(build_baseline(root, work / f"lead_cache_{repeat}", collections))
         floor_samples, floor_s = min(floor_runs, key=lambda run: run[1])
         summary, cache_bytes, tar_bytes = min(shard_runs, key=lambda run: run[0].seconds)
@@ -192,19 +213,25 @@ def main() -> None:
             "workers": 1,
             "repeats": args.repeats,
             "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, "
-                       f"python {platform.python_version()}",
+            f"python {platform.python_version()}",
             "git_commit": _git_commit(),
         }
         print(f"{'build':34s} {'samples/s':>10s} {'s':>8s} {'bytes/sample':>14s}")
         floor_rate = floor_samples / floor_s
         print(f"{'read+preprocess only (floor)':34s} {floor_rate:10.1f} {floor_s:8.2f} {'-':>14s}")
-        print(f"{'LEAD-style xz pickles + PNG':34s} {base_rate:10.1f} {base_s:8.2f} "
-              f"{result['baseline_bytes_per_sample']:14,d}")
-        print(f"{'lead-stream shards (lz4 + tar)':34s} {shard_rate:10.1f} {summary.seconds:8.2f} "
-              f"{result['bytes_per_sample']:14,d}")
-        print(f"speedup {result['speedup']}x, size ratio {result['size_ratio']} "
-              f"({summary.num_samples} samples, {routes} routes x {frames} frames, 1 process each, "
-              f"best of {args.repeats})")
+        print(
+            f"{'LEAD-style xz pickles + PNG':34s} {base_rate:10.1f} {base_s:8.2f} "
+            f"{result['baseline_bytes_per_sample']:14,d}"
+        )
+        print(
+            f"{'lead-stream shards (lz4 + tar)':34s} {shard_rate:10.1f} {summary.seconds:8.2f} "
+            f"{result['bytes_per_sample']:14,d}"
+        )
+        print(
+            f"speedup {result['speedup']}x, size ratio {result['size_ratio']} "
+            f"({summary.num_samples} samples, {routes} routes x {frames} frames, 1 process each, "
+            f"best of {args.repeats})"
+        )
         print(json.dumps(result))
     finally:
         if args.out is None:

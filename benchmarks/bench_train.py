@@ -50,8 +50,8 @@ def _machine(device: torch.device) -> str:
 
 def _make_root(root: Path, *, num_routes: int, num_frames: int) -> Path:
     """Synthetic LEAD tree + index + shard cache under `root` (reused when already complete)."""
+    from lead_stream.cache.shard import ShardConfig, write_shards
     from lead_stream.index import IndexConfig, build_index
-    from lead_stream.shard import ShardConfig, write_shards
     from lead_stream.synthetic import write_synthetic_lead
 
     data_root = root / "carla_leaderboard2"

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from lead_stream.errors import LeadStreamError
+from lead_stream.core.errors import LeadStreamError
 
 DEFAULT_DATA_ROOT = Path("data/carla_leaderboard2")
 USER_ERROR_EXIT_CODE = 2
@@ -36,25 +36,37 @@ def shard(
     workers: Annotated[int | None, typer.Option(help="build processes (default: all cores)")] = None,
     max_samples_per_shard: Annotated[int, typer.Option(help="close a shard after this many samples")] = 1000,
     max_shard_mb: Annotated[float, typer.Option(help="...or once it reaches this many MiB")] = 384.0,
-    collection: Annotated[list[str] | None, typer.Option(
-        "--collection", help="bucket collection to include (repeat; default pretrain + posttrain)")] = None,
+    collection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collection", help="bucket collection to include (repeat; default pretrain + posttrain)"
+        ),
+    ] = None,
     rank: Annotated[int, typer.Option(help="this machine's rank in a distributed build")] = 0,
-    world_size: Annotated[int,
-                          typer.Option(help="machines building one cache (routes split round-robin)")] = 1,
-    merge: Annotated[bool, typer.Option("--merge",
-                                        help="join the ranks' partial manifests (run once, last)")] = False,
-    strict: Annotated[bool, typer.Option("--strict",
-                                         help="fail (exit 2) on the first unreadable frame")] = False,
+    world_size: Annotated[
+        int, typer.Option(help="machines building one cache (routes split round-robin)")
+    ] = 1,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="join the ranks' partial manifests (run once, last)")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail (exit 2) on the first unreadable frame")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
     """Build (incrementally) the WebDataset shard cache under DATA_ROOT/cache/<pipeline_id>/."""
-    from lead_stream.shard import ShardConfig, merge_manifests, write_shards
+    from lead_stream.cache.shard import ShardConfig, merge_manifests, write_shards
 
     try:
         config = ShardConfig(
-            workers=workers, max_samples_per_shard=max_samples_per_shard,
-            max_shard_bytes=int(max_shard_mb * (1 << 20)), progress=progress, strict=strict, rank=rank,
-            world_size=world_size, collections=tuple(collection) if collection else ("pretrain", "posttrain"),
+            workers=workers,
+            max_samples_per_shard=max_samples_per_shard,
+            max_shard_bytes=int(max_shard_mb * (1 << 20)),
+            progress=progress,
+            strict=strict,
+            rank=rank,
+            world_size=world_size,
+            collections=tuple(collection) if collection else ("pretrain", "posttrain"),
         )
         build = merge_manifests if merge else write_shards
         summary = build(data_root, config=config)
@@ -68,7 +80,7 @@ def verify(
     pipeline_id: Annotated[str | None, typer.Option(help="cache to check (default: newest complete)")] = None,
 ) -> None:
     """Re-hash every shard against the manifest; exit 1 if any is missing or corrupt."""
-    from lead_stream.manifest import verify_cache
+    from lead_stream.cache.manifest import verify_cache
 
     try:
         report = verify_cache(data_root, pipeline_id=pipeline_id)
@@ -91,7 +103,7 @@ def show(
     perturbated: Annotated[bool, typer.Option("--perturbated", help="show the perturbated variant")] = False,
 ) -> None:
     """Render one cached sample: cameras with boxes and waypoints, LiDAR BEV, BEV semantics, scalars."""
-    from lead_stream.render import show_sample
+    from lead_stream.cache.show import show_sample
 
     try:
         path = show_sample(root, key, out, pipeline_id=pipeline_id, perturbated=perturbated)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lead_stream.errors import ConfigError
+from lead_stream.core.errors import ConfigError
 
 DEFAULT_DATA_ROOT = Path("data/carla_leaderboard2")
 DataRoot = Annotated[Path, typer.Argument(help="LEAD data root (holds data/<Scenario>/<route>/)")]
@@ -28,8 +28,9 @@ def synth(
     """Write a seeded synthetic dataset in exactly LEAD's layout."""
     from lead_stream.synthetic import write_synthetic_lead
 
-    summary = write_synthetic_lead(data_root, num_routes=routes, num_frames=frames, seed=seed,
-                                   num_rejected=rejected, workers=workers)
+    summary = write_synthetic_lead(
+        data_root, num_routes=routes, num_frames=frames, seed=seed, num_rejected=rejected, workers=workers
+    )
     typer.echo(summary.one_line() if hasattr(summary, "one_line") else str(summary))
 
 
@@ -43,8 +44,9 @@ def index(
     """Scan every route and write index/routes.parquet, frames.parquet and buckets/*.parquet."""
     from lead_stream.index import IndexConfig, build_index
 
-    summary = build_index(data_root, config=IndexConfig(workers=workers, force=force, strict=strict,
-                                                        progress=progress))
+    summary = build_index(
+        data_root, config=IndexConfig(workers=workers, force=force, strict=strict, progress=progress)
+    )
     for route_id, problem in summary.failures:
         typer.echo(f"warning: unreadable route {route_id}: {problem}", err=True)
     typer.echo(summary.one_line())
@@ -59,7 +61,7 @@ def query(
     """Run an SQL query over the index tables and print the result."""
     import polars as pl
 
-    from lead_stream.query import run_query
+    from lead_stream.index.query import run_query
 
     if fmt not in ("table", "csv", "json"):
         raise ConfigError(f"--format: expected table, csv or json, got {fmt!r}")
@@ -88,19 +90,23 @@ def buckets(
     collection: Annotated[list[str] | None, typer.Option(help="collections to report (default: all)")] = None,
     by: Annotated[list[str] | None, typer.Option(help="frames columns to break down by")] = None,
     define: Annotated[str | None, typer.Option(help="write a new collection with this name first")] = None,
-    bucket: Annotated[list[str] | None, typer.Option(
-        help="with --define: NAME=SQL WHERE clause, repeatable; first match wins")] = None,
-    rate: Annotated[list[str] | None, typer.Option(
-        help="with --define: NAME=MULTIPLIER or NAME=fill (default 1.0)")] = None,
-    where: Annotated[str, typer.Option(
-        help="with --define: eligible frames: pretrain | posttrain | all | SQL")] = "pretrain",
+    bucket: Annotated[
+        list[str] | None,
+        typer.Option(help="with --define: NAME=SQL WHERE clause, repeatable; first match wins"),
+    ] = None,
+    rate: Annotated[
+        list[str] | None, typer.Option(help="with --define: NAME=MULTIPLIER or NAME=fill (default 1.0)")
+    ] = None,
+    where: Annotated[
+        str, typer.Option(help="with --define: eligible frames: pretrain | posttrain | all | SQL")
+    ] = "pretrain",
 ) -> None:
     """Print frames per bucket (and per town/scenario); --define writes a user collection from SQL."""
     import polars as pl
 
-    from lead_stream.buckets import RATE_FILL, BucketCollection
     from lead_stream.index import write_bucket_collection
-    from lead_stream.query import bucket_report
+    from lead_stream.index.buckets import RATE_FILL, BucketCollection
+    from lead_stream.index.query import bucket_report
 
     if define is not None:
         rates: dict[str, float | str] = {}

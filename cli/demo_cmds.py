@@ -13,10 +13,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        data_root: Annotated[Path, typer.Argument(help="LEAD data root (routes generated here when absent)")] = Path(
-            "data/carla_leaderboard2"),
+        data_root: Annotated[
+            Path, typer.Argument(help="LEAD data root (routes generated here when absent)")
+        ] = Path("data/carla_leaderboard2"),
         logdir: Annotated[Path, typer.Option(help="Parent directory of the pretrain/posttrain runs")] = Path(
-            "outputs/demo"),
+            "outputs/demo"
+        ),
         routes: Annotated[int, typer.Option(help="Usable synthetic routes to generate")] = 6,
         frames: Annotated[int, typer.Option(help="Frames per synthetic route")] = 40,
         epochs: Annotated[int, typer.Option(help="Epochs per training phase")] = 2,
@@ -26,5 +28,10 @@ def register(app: typer.Typer) -> None:
         """Synth → index → shard → train pretrain → train posttrain (compact model, CPU friendly)."""
         from lead_stream.pipeline import DemoConfig, run_demo
 
-        run_demo(data_root, logdir=logdir, progress=progress, echo=typer.echo,
-                 config=DemoConfig(num_routes=routes, num_frames=frames, epochs=epochs, seed=seed))
+        run_demo(
+            data_root,
+            logdir=logdir,
+            progress=progress,
+            echo=typer.echo,
+            config=DemoConfig(num_routes=routes, num_frames=frames, epochs=epochs, seed=seed),
+        )

@@ -11,10 +11,14 @@ import sys
 import typer
 
 from lead_stream.cli import cache_cmds, data_cmds, demo_cmds, train_cmds
-from lead_stream.errors import LeadStreamError
+from lead_stream.core.errors import LeadStreamError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Columnar LEAD dataset and streaming trainer.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Columnar LEAD dataset and streaming trainer.",
+)
 data_cmds.register(app)
 cache_cmds.register(app)
 train_cmds.register(app)

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "write_synthetic_lead": "lead_stream.synthetic",
     "build_index": "lead_stream.index",
-    "write_shards": "lead_stream.shard",
+    "write_shards": "lead_stream.cache",
     "make_loader": "lead_stream.loader",
     "train": "lead_stream.train",
 }

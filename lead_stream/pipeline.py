@@ -11,20 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lead_stream import layout
+from lead_stream.core import layout
 
 
 @dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     # --- data ---
-    num_routes: int = 6            # usable synthetic routes (the generator adds 3 rejected ones)
-    num_frames: int = 40           # frames per route (>= 17 so posttrain has frames 8..N-9)
-    seed: int = 0                  # generator, loader and model seed
+    num_routes: int = 6  # usable synthetic routes (the generator adds 3 rejected ones)
+    num_frames: int = 40  # frames per route (>= 17 so posttrain has frames 8..N-9)
+    seed: int = 0  # generator, loader and model seed
     # --- training (compact preset, CPU friendly) ---
-    epochs: int = 2                # epochs per phase
-    batch_size: int = 4            # global batch
-    num_workers: int = 1           # loader workers per rank
-    extra_overrides: tuple[str, ...] = ()   # more key=value overrides for both phases
+    epochs: int = 2  # epochs per phase
+    batch_size: int = 4  # global batch
+    num_workers: int = 1  # loader workers per rank
+    extra_overrides: tuple[str, ...] = ()  # more key=value overrides for both phases
 
     def __post_init__(self) -> None:
         if self.num_frames < 17:
@@ -33,13 +33,14 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class DemoSummary:
-    lines: tuple[str, ...]         # one line per stage
+    lines: tuple[str, ...]  # one line per stage
     pretrain_dir: Path
     posttrain_dir: Path
 
 
-def run_demo(data_root: Path, *, logdir: Path, config: DemoConfig = DemoConfig(), progress: bool = True,
-             echo=print) -> DemoSummary:
+def run_demo(
+    data_root: Path, *, logdir: Path, config: DemoConfig = DemoConfig(), progress: bool = True, echo=print
+) -> DemoSummary:
     """Run synth (if `data_root` has no routes) → index → shard → train pretrain → train posttrain.
 
     Args:
@@ -52,10 +53,11 @@ def run_demo(data_root: Path, *, logdir: Path, config: DemoConfig = DemoConfig()
     Returns:
         The stage lines and the two run directories.
     """
-    from lead_stream.index import IndexConfig, build_index
-    from lead_stream.shard import ShardConfig, write_shards
+    from lead_stream.cache.shard import ShardConfig, write_shards
+    from lead_stream.index.build import IndexConfig, build_index
     from lead_stream.synthetic import write_synthetic_lead
-    from lead_stream.train import posttrain_config, pretrain_config, resolve_config, train
+    from lead_stream.train.config import posttrain_config, pretrain_config, resolve_config
+    from lead_stream.train.trainer import train
 
     lines: list[str] = []
 
@@ -65,22 +67,36 @@ def run_demo(data_root: Path, *, logdir: Path, config: DemoConfig = DemoConfig()
 
     data_root = Path(data_root)
     if not layout.routes_root(data_root).exists():
-        synth = write_synthetic_lead(data_root, num_routes=config.num_routes, num_frames=config.num_frames,
-                                     seed=config.seed)
+        synth = write_synthetic_lead(
+            data_root, num_routes=config.num_routes, num_frames=config.num_frames, seed=config.seed
+        )
         say(f"[1/5] synth: {synth.one_line()}")
     else:
         say(f"[1/5] synth: routes already under {layout.routes_root(data_root)}, kept")
     say(f"[2/5] index: {build_index(data_root, config=IndexConfig(progress=progress)).one_line()}")
-    say(f"[3/5] shard: {write_shards(data_root, config=ShardConfig(progress=progress, max_samples_per_shard=64)).one_line()}")
+    say(
+        f"[3/5] shard: {write_shards(data_root, config=ShardConfig(progress=progress, max_samples_per_shard=64)).one_line()}"
+    )
 
-    common = [f"carla_root={data_root}", "model.preset=compact", f"epochs={config.epochs}",
-              f"batch_size={config.batch_size}", f"num_workers={config.num_workers}", f"seed={config.seed}",
-              f"progress={str(progress).lower()}", *config.extra_overrides]
+    common = [
+        f"carla_root={data_root}",
+        "model.preset=compact",
+        f"epochs={config.epochs}",
+        f"batch_size={config.batch_size}",
+        f"num_workers={config.num_workers}",
+        f"seed={config.seed}",
+        f"progress={str(progress).lower()}",
+        *config.extra_overrides,
+    ]
     pretrain_dir, posttrain_dir = Path(logdir) / "pretrain", Path(logdir) / "posttrain"
     pre = train(resolve_config(pretrain_config(), [*common, f"logdir={pretrain_dir}"]))
     say(f"[4/5] {pre.one_line()}")
-    post = train(resolve_config(posttrain_config(), [*common, f"logdir={posttrain_dir}",
-                                                     f"load_file={pre.checkpoint}", "use_planning_decoder=true"]))
+    post = train(
+        resolve_config(
+            posttrain_config(),
+            [*common, f"logdir={posttrain_dir}", f"load_file={pre.checkpoint}", "use_planning_decoder=true"],
+        )
+    )
     say(f"[5/5] {post.one_line()}")
     say(f"TensorBoard: tensorboard --logdir {logdir}")
     return DemoSummary(lines=tuple(lines), pretrain_dir=pretrain_dir, posttrain_dir=posttrain_dir)

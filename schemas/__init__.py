@@ -12,6 +12,12 @@ from lead_stream.schemas.tables import (
 )
 
 __all__ = [
-    "BUCKET_MEMBERS_SCHEMA", "FRAMES_SCHEMA", "META_COLUMNS", "MODALITIES", "ROUTES_SCHEMA", "SCHEMA_VERSION",
-    "SchemaError", "conform",
+    "BUCKET_MEMBERS_SCHEMA",
+    "FRAMES_SCHEMA",
+    "META_COLUMNS",
+    "MODALITIES",
+    "ROUTES_SCHEMA",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "conform",
 ]

@@ -14,15 +14,13 @@ MANIFEST_TABLE_KEY = b"lead_stream.table"
 
 SAMPLES_SCHEMA = pa.schema(
     [
-        pa.field("key", pa.string(), nullable=False),          # "<route_id with . → _>/<frame_idx:04d>"
-        pa.field("route_id", pa.string(), nullable=False),     # "<Scenario>/<route_dir>"
+        pa.field("key", pa.string(), nullable=False),  # "<route_id with . → _>/<frame_idx:04d>"
+        pa.field("route_id", pa.string(), nullable=False),  # "<Scenario>/<route_dir>"
         pa.field("frame_idx", pa.int32(), nullable=False),
-        pa.field("shard", pa.string(),
-                 nullable=False),        # file name in the cache dir, "shard-NNNNNN.tar"
-        pa.field("offset", pa.int64(), nullable=False),        # byte offset of the sample's first tar header
-        pa.field("size_bytes", pa.int64(), nullable=False),    # through the padding of its last member
-        pa.field("sha256", pa.string(),
-                 nullable=False),       # of (member name, NUL, payload)* in member order
+        pa.field("shard", pa.string(), nullable=False),  # file name in the cache dir, "shard-NNNNNN.tar"
+        pa.field("offset", pa.int64(), nullable=False),  # byte offset of the sample's first tar header
+        pa.field("size_bytes", pa.int64(), nullable=False),  # through the padding of its last member
+        pa.field("sha256", pa.string(), nullable=False),  # of (member name, NUL, payload)* in member order
         pa.field("planning_valid", pa.bool_(), nullable=False),  # the sample's targets planning_valid
         pa.field("route_fingerprint", pa.string(), nullable=False),  # index routes.parquet fingerprint used
     ],
@@ -30,12 +28,12 @@ SAMPLES_SCHEMA = pa.schema(
 
 SHARDS_SCHEMA = pa.schema(
     [
-        pa.field("shard", pa.string(), nullable=False),        # "shard-NNNNNN.tar"
-        pa.field("route_id", pa.string(), nullable=False),     # shards never mix routes (incremental reuse)
+        pa.field("shard", pa.string(), nullable=False),  # "shard-NNNNNN.tar"
+        pa.field("route_id", pa.string(), nullable=False),  # shards never mix routes (incremental reuse)
         pa.field("route_fingerprint", pa.string(), nullable=False),
         pa.field("num_samples", pa.int64(), nullable=False),
-        pa.field("size_bytes", pa.int64(), nullable=False),    # file size
-        pa.field("sha256", pa.string(), nullable=False),       # of the whole file
+        pa.field("size_bytes", pa.int64(), nullable=False),  # file size
+        pa.field("sha256", pa.string(), nullable=False),  # of the whole file
     ],
 )
 
@@ -43,14 +41,16 @@ FAILURES_SCHEMA = pa.schema(
     [
         pa.field("route_id", pa.string(), nullable=False),
         pa.field("frame_idx", pa.int32(), nullable=False),
-        pa.field("file", pa.string(),
-                 nullable=False),         # offending file (relative to the data root if inside)
-        pa.field("reason", pa.string(), nullable=False),       # what is wrong with it
+        pa.field("file", pa.string(), nullable=False),  # offending file (relative to the data root if inside)
+        pa.field("reason", pa.string(), nullable=False),  # what is wrong with it
     ],
 )
 
-MANIFEST_SCHEMAS: dict[str, pa.Schema] = {"samples": SAMPLES_SCHEMA, "shards": SHARDS_SCHEMA,
-                                          "failures": FAILURES_SCHEMA}
+MANIFEST_SCHEMAS: dict[str, pa.Schema] = {
+    "samples": SAMPLES_SCHEMA,
+    "shards": SHARDS_SCHEMA,
+    "failures": FAILURES_SCHEMA,
+}
 
 
 def manifest_table(rows: list[dict], name: str) -> pa.Table:
@@ -71,6 +71,7 @@ def manifest_version_problem(schema: pa.Schema, name: str) -> str | None:
     found = meta.get(MANIFEST_VERSION_KEY, b"?").decode()
     table = meta.get(MANIFEST_TABLE_KEY, b"?").decode()
     if found != str(MANIFEST_VERSION) or table != name:
-        return (f"expected {name} manifest table v{MANIFEST_VERSION}, found {table} v{found} "
-                "(rebuild the cache)")
+        return (
+            f"expected {name} manifest table v{MANIFEST_VERSION}, found {table} v{found} (rebuild the cache)"
+        )
     return None

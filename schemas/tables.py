@@ -18,17 +18,17 @@ from typing import NamedTuple
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
-SCHEMA_VERSION_KEY = b"lead_stream.schema_version"   # Parquet key-value metadata key of every index table
-TABLE_KEY = b"lead_stream.table"                     # "routes" | "frames" | "bucket_members"
-BUILD_ID_KEY = b"lead_stream.build_id"               # same value in routes/frames of one build
+SCHEMA_VERSION_KEY = b"lead_stream.schema_version"  # Parquet key-value metadata key of every index table
+TABLE_KEY = b"lead_stream.table"  # "routes" | "frames" | "bucket_members"
+BUILD_ID_KEY = b"lead_stream.build_id"  # same value in routes/frames of one build
 
 
 class MetaColumn(NamedTuple):
     """One scalar meta key kept as a frames column."""
 
-    key: str            # key in metas/NNNN.pkl
-    column: str         # column name in frames.parquet (the key, unless a unit suffix is added)
-    type: pa.DataType   # Arrow type; ints/floats/bools/strings only
+    key: str  # key in metas/NNNN.pkl
+    column: str  # column name in frames.parquet (the key, unless a unit suffix is added)
+    type: pa.DataType  # Arrow type; ints/floats/bools/strings only
 
 
 def _cols(kind: pa.DataType, names: str) -> list[MetaColumn]:
@@ -41,80 +41,118 @@ _B, _I, _F, _S = pa.bool_(), pa.int64(), pa.float64(), pa.string()
 META_COLUMNS: tuple[MetaColumn, ...] = tuple(
     # --- identity / environment ---
     _cols(_S, "town weather_setting current_active_scenario_type previous_active_scenario_type")
-    + [MetaColumn("scenario", "meta_scenario", _S)]   # route config's scenario; the folder's is `scenario`
+    + [MetaColumn("scenario", "meta_scenario", _S)]  # route config's scenario; the folder's is `scenario`
     + _cols(_I, "target_dataset visual_visibility jpeg_storage_quality")
     # --- ego state ---
-    + _cols(_F, "speed target_speed theta privileged_yaw steer throttle "
-                "accel_x accel_y accel_z angular_velocity_x angular_velocity_y angular_velocity_z "
-                "target_speed_limit speed_limit last_encountered_speed_limit_sign second_highest_speed "
-                "second_highest_speed_limit max_traffic_speed max_adversarial_speed average_traffic_speed "
-                "privileged_acceleration privileged_rotation_speed")
+    + _cols(
+        _F,
+        "speed target_speed theta privileged_yaw steer throttle "
+        "accel_x accel_y accel_z angular_velocity_x angular_velocity_y angular_velocity_z "
+        "target_speed_limit speed_limit last_encountered_speed_limit_sign second_highest_speed "
+        "second_highest_speed_limit max_traffic_speed max_adversarial_speed average_traffic_speed "
+        "privileged_acceleration privileged_rotation_speed",
+    )
     + _cols(_B, "brake changed_route")
     # --- situation flags ---
-    + _cols(_B, "stop_sign_hazard walker_hazard light_hazard vehicle_hazard stop_sign_close walker_close "
-                "is_intersection is_junction reduce_speed_discontinuous_road "
-                "reduce_speed_high_route_curvature "
-                "does_emergency_brake_for_pedestrians construction_obstacle_two_ways_stuck "
-                "accident_two_ways_stuck parked_obstacle_two_ways_stuck vehicle_opens_door_two_ways_stuck "
-                "vehicle_opened_door rear_danger_8 rear_danger_16 brake_cutin "
-                "emergency_brake_for_special_vehicle slower_bad_visibility slower_clutterness "
-                "slower_occluded_junction over_head_traffic_light europe_traffic_light")
-    + _cols(_I, "vehicle_affecting_id walker_affecting_id walker_close_id junction_id road_id lane_id "
-                "ego_lane_id num_parking_vehicles_in_proximity num_dangerous_adversarial "
-                "num_safe_adversarial "
-                "num_ignored_adversarial rear_adversarial_id speed_reduced_by_obj_id")
-    + _cols(_S, "lane_type_str lane_change_str left_lane_marking_color_str right_lane_marking_color_str "
-                "left_lane_marking_type_str right_lane_marking_type_str traffic_light_state "
-                "vehicle_door_side speed_reduced_by_obj_type")
+    + _cols(
+        _B,
+        "stop_sign_hazard walker_hazard light_hazard vehicle_hazard stop_sign_close walker_close "
+        "is_intersection is_junction reduce_speed_discontinuous_road "
+        "reduce_speed_high_route_curvature "
+        "does_emergency_brake_for_pedestrians construction_obstacle_two_ways_stuck "
+        "accident_two_ways_stuck parked_obstacle_two_ways_stuck vehicle_opens_door_two_ways_stuck "
+        "vehicle_opened_door rear_danger_8 rear_danger_16 brake_cutin "
+        "emergency_brake_for_special_vehicle slower_bad_visibility slower_clutterness "
+        "slower_occluded_junction over_head_traffic_light europe_traffic_light",
+    )
+    + _cols(
+        _I,
+        "vehicle_affecting_id walker_affecting_id walker_close_id junction_id road_id lane_id "
+        "ego_lane_id num_parking_vehicles_in_proximity num_dangerous_adversarial "
+        "num_safe_adversarial "
+        "num_ignored_adversarial rear_adversarial_id speed_reduced_by_obj_id",
+    )
+    + _cols(
+        _S,
+        "lane_type_str lane_change_str left_lane_marking_color_str right_lane_marking_color_str "
+        "left_lane_marking_type_str right_lane_marking_type_str traffic_light_state "
+        "vehicle_door_side speed_reduced_by_obj_type",
+    )
     # --- distances (m; None -> null) and route shape ---
-    + _cols(_F, "distance_to_next_junction dist_to_junction dist_to_road_discontinuity "
-                "dist_to_construction_site dist_to_accident_site dist_to_parked_obstacle "
-                "dist_to_vehicle_opens_door dist_to_cutin_vehicle dist_to_pedestrian dist_to_biker "
-                "distance_to_intersection_index_ego signed_dist_to_lane_change route_left_length "
-                "distance_ego_to_route speed_reduced_by_obj_distance route_curvature ego_lane_width "
-                "target_lane_width")
+    + _cols(
+        _F,
+        "distance_to_next_junction dist_to_junction dist_to_road_discontinuity "
+        "dist_to_construction_site dist_to_accident_site dist_to_parked_obstacle "
+        "dist_to_vehicle_opens_door dist_to_cutin_vehicle dist_to_pedestrian dist_to_biker "
+        "distance_to_intersection_index_ego signed_dist_to_lane_change route_left_length "
+        "distance_ego_to_route speed_reduced_by_obj_distance route_curvature ego_lane_width "
+        "target_lane_width",
+    )
     # --- perturbation (constant per route) ---
-    + [MetaColumn("perturbation_translation", "perturbation_translation_m", _F),
-       MetaColumn("perturbation_rotation", "perturbation_rotation_deg", _F)]
+    + [
+        MetaColumn("perturbation_translation", "perturbation_translation_m", _F),
+        MetaColumn("perturbation_rotation", "perturbation_rotation_deg", _F),
+    ]
 )
 
 # Per-frame files whose existence is recorded as has_<modality> (folder names of LEAD_FORMAT §1.4).
 MODALITIES: tuple[str, ...] = (
-    "rgb", "rgb_perturbated", "semantics", "semantics_perturbated", "depth", "depth_perturbated",
-    "hdmap", "hdmap_perturbated", "lidar", "radar", "radar_perturbated", "bboxes", "metas",
+    "rgb",
+    "rgb_perturbated",
+    "semantics",
+    "semantics_perturbated",
+    "depth",
+    "depth_perturbated",
+    "hdmap",
+    "hdmap_perturbated",
+    "lidar",
+    "radar",
+    "radar_perturbated",
+    "bboxes",
+    "metas",
 )
 
 INFRACTION_COLUMNS: tuple[str, ...] = tuple(
-    f"num_{key}" for key in (
-        "collisions_layout", "collisions_pedestrian", "collisions_vehicle", "red_light", "stop_infraction",
-        "outside_route_lanes", "min_speed_infractions", "yield_emergency_vehicle_infractions",
-        "scenario_timeouts", "route_dev", "vehicle_blocked", "route_timeout",
+    f"num_{key}"
+    for key in (
+        "collisions_layout",
+        "collisions_pedestrian",
+        "collisions_vehicle",
+        "red_light",
+        "stop_infraction",
+        "outside_route_lanes",
+        "min_speed_infractions",
+        "yield_emergency_vehicle_infractions",
+        "scenario_timeouts",
+        "route_dev",
+        "vehicle_blocked",
+        "route_timeout",
     )
 )  # one per constants.RESULT_INFRACTION_KEYS, same order (checked in tests)
 
 ROUTES_SCHEMA = pa.schema(
     [
-        pa.field("route_id", pa.string(), nullable=False),      # "<Scenario>/<route_dir>"
-        pa.field("scenario", pa.string(), nullable=False),      # parent folder name
-        pa.field("town", pa.string()),                          # the metas' town, else from the route dir
-        pa.field("status", pa.string()),                        # results.json status; null if no results.json
+        pa.field("route_id", pa.string(), nullable=False),  # "<Scenario>/<route_dir>"
+        pa.field("scenario", pa.string(), nullable=False),  # parent folder name
+        pa.field("town", pa.string()),  # the metas' town, else from the route dir
+        pa.field("status", pa.string()),  # results.json status; null if no results.json
         pa.field("score_composed", pa.float64()),
         pa.field("score_route", pa.float64()),
         pa.field("score_penalty", pa.float64()),
         pa.field("num_infractions", pa.int64()),
         *[pa.field(name, pa.int64()) for name in INFRACTION_COLUMNS],
-        pa.field("route_length_m", pa.float64()),               # results.json meta.route_length
-        pa.field("duration_game_s", pa.float64()),              # results.json meta.duration_game
-        pa.field("num_frames", pa.int32(), nullable=False),     # files in bboxes/ (LEAD's definition)
-        pa.field("num_metas", pa.int32(), nullable=False),      # files in metas/ (cross-check)
+        pa.field("route_length_m", pa.float64()),  # results.json meta.route_length
+        pa.field("duration_game_s", pa.float64()),  # results.json meta.duration_game
+        pa.field("num_frames", pa.int32(), nullable=False),  # files in bboxes/ (LEAD's definition)
+        pa.field("num_metas", pa.int32(), nullable=False),  # files in metas/ (cross-check)
         pa.field("has_results", pa.bool_(), nullable=False),
         pa.field("has_meta0", pa.bool_(), nullable=False),
-        pa.field("usable", pa.bool_(), nullable=False),         # LEAD §2.3 rule and readable
-        pa.field("reason", pa.string()),                        # why not usable; null when usable
-        pa.field("read_error", pa.string()),                    # "<file relative to data root>: <problem>"
-        pa.field("fingerprint", pa.string(), nullable=False),   # Route.fingerprint() (names, sizes, mtimes)
-        pa.field("stat_stamp", pa.string(), nullable=False),    # cheaper stat hash checked first on re-index
-        *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],   # folder exists
+        pa.field("usable", pa.bool_(), nullable=False),  # LEAD §2.3 rule and readable
+        pa.field("reason", pa.string()),  # why not usable; null when usable
+        pa.field("read_error", pa.string()),  # "<file relative to data root>: <problem>"
+        pa.field("fingerprint", pa.string(), nullable=False),  # Route.fingerprint() (names, sizes, mtimes)
+        pa.field("stat_stamp", pa.string(), nullable=False),  # cheaper stat hash checked first on re-index
+        *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],  # folder exists
     ],
 )
 
@@ -122,13 +160,13 @@ FRAMES_SCHEMA = pa.schema(
     [
         pa.field("route_id", pa.string(), nullable=False),
         pa.field("scenario", pa.string(), nullable=False),
-        pa.field("frame_idx", pa.int32(), nullable=False),          # NNNN of the file names
-        pa.field("num_frames", pa.int32(), nullable=False),         # of the route
+        pa.field("frame_idx", pa.int32(), nullable=False),  # NNNN of the file names
+        pa.field("num_frames", pa.int32(), nullable=False),  # of the route
         pa.field("frames_from_start", pa.int32(), nullable=False),  # = frame_idx
-        pa.field("frames_to_end", pa.int32(), nullable=False),      # = num_frames - 1 - frame_idx
-        pa.field("usable", pa.bool_(), nullable=False),             # the route's
+        pa.field("frames_to_end", pa.int32(), nullable=False),  # = num_frames - 1 - frame_idx
+        pa.field("usable", pa.bool_(), nullable=False),  # the route's
         *[pa.field(c.column, c.type) for c in META_COLUMNS],
-        *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],   # this frame's file exists
+        *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],  # this frame's file exists
     ],
 )
 
@@ -137,14 +175,16 @@ BUCKET_MEMBERS_SCHEMA = pa.schema(
         pa.field("route_id", pa.string(), nullable=False),
         pa.field("frame_idx", pa.int32(), nullable=False),
         pa.field("bucket", pa.string(), nullable=False),
-        pa.field("rate", pa.float64(), nullable=False),   # LEAD's multiplier: a bucket gives floor(len*rate)
+        pa.field("rate", pa.float64(), nullable=False),  # LEAD's multiplier: a bucket gives floor(len*rate)
     ],
 )
 
 assert len(set(FRAMES_SCHEMA.names)) == len(FRAMES_SCHEMA.names), "duplicate frames column"
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "routes": ROUTES_SCHEMA, "frames": FRAMES_SCHEMA, "bucket_members": BUCKET_MEMBERS_SCHEMA,
+    "routes": ROUTES_SCHEMA,
+    "frames": FRAMES_SCHEMA,
+    "bucket_members": BUCKET_MEMBERS_SCHEMA,
 }
 
 
@@ -152,8 +192,9 @@ class SchemaError(ValueError):
     """A table does not match its declared schema (a bug in the writer, or a foreign/old file)."""
 
 
-def conform(table: pa.Table, name: str, *,
-            metadata: Mapping[bytes | str, bytes | str] | None = None) -> pa.Table:
+def conform(
+    table: pa.Table, name: str, *, metadata: Mapping[bytes | str, bytes | str] | None = None
+) -> pa.Table:
     """Reorder and cast `table` to schema `name`, attaching the version metadata.
 
     Args:
@@ -179,8 +220,9 @@ def conform(table: pa.Table, name: str, *,
         try:
             column = column.cast(field.type) if column.type != field.type else column
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-            raise SchemaError(f"{name}.{field.name}: cannot cast {column.type} to {field.type}: "
-                              f"{error}") from None
+            raise SchemaError(
+                f"{name}.{field.name}: cannot cast {column.type} to {field.type}: {error}"
+            ) from None
         if not field.nullable and column.null_count:
             raise SchemaError(f"{name}.{field.name}: {column.null_count} nulls in a non-nullable column")
         columns.append(column)
@@ -197,5 +239,7 @@ def check_version(schema: pa.Schema, name: str, path: object) -> None:
     found = meta.get(SCHEMA_VERSION_KEY, b"?").decode()
     table = meta.get(TABLE_KEY, b"?").decode()
     if found != str(SCHEMA_VERSION) or table != name:
-        raise SchemaError(f"{path}: expected {name} table schema v{SCHEMA_VERSION}, found {table} v{found} "
-                          f"(rebuild with `lead-stream index --force`)")
+        raise SchemaError(
+            f"{path}: expected {name} table schema v{SCHEMA_VERSION}, found {table} v{found} "
+            f"(rebuild with `lead-stream index --force`)"
+        )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-NUM_ROUTES = 4        # usable routes in the shared tree (plus the generator's default rejected routes)
-NUM_FRAMES = 24       # frames per route: >= 17 so posttrain has frames 8..N-9
+NUM_ROUTES = 4  # usable routes in the shared tree (plus the generator's default rejected routes)
+NUM_FRAMES = 24  # frames per route: >= 17 so posttrain has frames 8..N-9
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def indexed_root(lead_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def sharded_root(indexed_root: Path) -> Path:
     """`indexed_root` with a shard cache under `cache/<pipeline-id>/` (small shards, several per route set)."""
-    from lead_stream.shard import ShardConfig, write_shards
+    from lead_stream.cache.shard import ShardConfig, write_shards
 
     write_shards(indexed_root, config=ShardConfig(workers=1, max_samples_per_shard=16, progress=False))
     return indexed_root

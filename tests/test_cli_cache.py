@@ -9,27 +9,29 @@ import sys
 from PIL import Image
 from typer.testing import CliRunner
 
+from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
+from lead_stream.cache.show import PNG_HEIGHT_PX, PNG_WIDTH_PX
 from lead_stream.cli.main import app
-from lead_stream.manifest import read_manifest, resolve_cache_dir
-from lead_stream.render import PNG_HEIGHT_PX, PNG_WIDTH_PX
 
 runner = CliRunner()
 SHARD_ARGS = ["--workers", "1", "--max-samples-per-shard", "16", "--no-progress"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lead_stream.cli.main", *args], capture_output=True,
-                          text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lead_stream.cli.main", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_distributed_build_of_two_ranks_plus_merge_equals_the_single_build(
-        indexed_root, sharded_root, tmp_path):
+    indexed_root, sharded_root, tmp_path
+):
     copy = tmp_path / "carla_leaderboard2"
     shutil.copytree(indexed_root, copy, ignore=shutil.ignore_patterns("cache"))
     for rank in (1, 0):
-        result = runner.invoke(app, ["shard", str(copy), *SHARD_ARGS, "--rank", str(rank), "--world-size",
-                                     "2"])
+        result = runner.invoke(
+            app, ["shard", str(copy), *SHARD_ARGS, "--rank", str(rank), "--world-size", "2"]
+        )
         assert result.exit_code == 0, result.output
         assert "partial" in result.output
     cache_dirs = list((copy / "cache").iterdir())
@@ -91,14 +93,16 @@ def test_show_writes_a_png_of_the_documented_size(sharded_root, tmp_path):
     result = runner.invoke(app, ["show", key, "--out", str(out), "--root", str(sharded_root)])
     assert result.exit_code == 0, result.output
     assert Image.open(out).size == (PNG_WIDTH_PX, PNG_HEIGHT_PX) == (1152, 704)
-    result = runner.invoke(app, ["show", key, "--out", str(tmp_path / "p.png"), "--root", str(sharded_root),
-                                 "--perturbated"])
+    result = runner.invoke(
+        app, ["show", key, "--out", str(tmp_path / "p.png"), "--root", str(sharded_root), "--perturbated"]
+    )
     assert result.exit_code == 0 and Image.open(tmp_path / "p.png").size == (1152, 704)
 
 
 def test_show_unknown_key_exits_2(sharded_root, tmp_path):
-    result = runner.invoke(app, ["show", "Nope/route/0001", "--out", str(tmp_path / "x.png"),
-                                 "--root", str(sharded_root)])
+    result = runner.invoke(
+        app, ["show", "Nope/route/0001", "--out", str(tmp_path / "x.png"), "--root", str(sharded_root)]
+    )
     assert result.exit_code == 2 and "no sample with key" in result.output
 
 
@@ -110,7 +114,7 @@ def test_show_on_a_cache_of_another_member_layout_exits_2_naming_the_manifest(sh
     manifest = read_manifest(resolve_cache_dir(copy))
     info_path = manifest.cache_dir / "manifest.json"
     info = json.loads(info_path.read_text())
-    info["members"] = ["rgb.jpg", "rgb_pert.jpg", "semantic.lz4", "targets.json"]   # a layout-v1 style cache
+    info["members"] = ["rgb.jpg", "rgb_pert.jpg", "semantic.lz4", "targets.json"]  # a layout-v1 style cache
     info_path.write_text(json.dumps(info))
     done = _cli("show", manifest.samples["key"][0], "--out", str(tmp_path / "x.png"), "--root", str(copy))
     assert done.returncode == 2

@@ -13,20 +13,25 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from lead_stream import layout
 from lead_stream.cli.main import app
+from lead_stream.core import layout
 from lead_stream.sources import Route, discover_routes
 
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lead_stream.cli.main", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lead_stream.cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_synth_index_query_buckets_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "carla_leaderboard2"
-    done = _cli("synth", root, "--routes", "1", "--frames", "18", "--rejected", "1", "--seed", "3",
-                "--workers", "1")
+    done = _cli(
+        "synth", root, "--routes", "1", "--frames", "18", "--rejected", "1", "--seed", "3", "--workers", "1"
+    )
     assert done.returncode == 0, done.stderr
     done = _cli("index", root, "--workers", "1", "--no-progress")
     assert done.returncode == 0, done.stderr
@@ -66,22 +71,49 @@ def test_bad_sql_and_missing_index_exit_2(indexed_root: Path, tmp_path: Path) ->
     assert done.returncode == 2 and "frames.parquet" in done.stderr
 
 
-def test_buckets_define_writes_a_collection_the_query_command_sees(indexed_root: Path,
-                                                                   tmp_path: Path) -> None:
+def test_buckets_define_writes_a_collection_the_query_command_sees(
+    indexed_root: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     shutil.copytree(indexed_root, root)
     runner = CliRunner()
-    result = runner.invoke(app, [
-        "buckets", str(root), "--define", "heldout", "--bucket", "held=town = 'Town13' OR speed > 1000",
-        "--bucket", "rest=TRUE", "--rate", "held=0", "--rate", "rest=fill", "--where", "posttrain"])
+    result = runner.invoke(
+        app,
+        [
+            "buckets",
+            str(root),
+            "--define",
+            "heldout",
+            "--bucket",
+            "held=town = 'Town13' OR speed > 1000",
+            "--bucket",
+            "rest=TRUE",
+            "--rate",
+            "held=0",
+            "--rate",
+            "rest=fill",
+            "--where",
+            "posttrain",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "wrote collection 'heldout'" in result.output
-    result = runner.invoke(app, ["query", "SELECT bucket, count(*) AS n FROM heldout GROUP BY bucket",
-                                 "--root", str(root), "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "query",
+            "SELECT bucket, count(*) AS n FROM heldout GROUP BY bucket",
+            "--root",
+            str(root),
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    posttrain = runner.invoke(app, ["query", "SELECT count(*) AS n FROM posttrain", "--root", str(root),
-                                    "--format", "json"])
+    posttrain = runner.invoke(
+        app, ["query", "SELECT count(*) AS n FROM posttrain", "--root", str(root), "--format", "json"]
+    )
     assert sum(r["n"] for r in rows) == json.loads(posttrain.output)[0]["n"]
     done = _cli("buckets", root, "--define", "x", "--bucket", "noequals")
     assert done.returncode == 2 and "--bucket" in done.stderr

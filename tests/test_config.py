@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lead_stream.config import apply_overrides, from_dict, to_dict
-from lead_stream.errors import ConfigError
+from lead_stream.core.config import apply_overrides, from_dict, to_dict
+from lead_stream.core.errors import ConfigError
 from lead_stream.train import TrainConfig, posttrain_config, pretrain_config, resolve_config
 
 

@@ -15,16 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-from lead_stream import layout
-from lead_stream.constants import RESULT_INFRACTION_KEYS
-from lead_stream.errors import LeadFormatError
-from lead_stream.index import (
-    IndexConfig,
-    build_index,
-    read_bucket_members,
-    table_path,
-)
-from lead_stream.query import load_tables, run_query
+from lead_stream.core import layout
+from lead_stream.core.constants import RESULT_INFRACTION_KEYS
+from lead_stream.core.errors import LeadFormatError
+from lead_stream.index import IndexConfig, build_index, read_bucket_members, table_path
+from lead_stream.index.query import load_tables, run_query
 from lead_stream.schemas.tables import (
     FRAMES_SCHEMA,
     INFRACTION_COLUMNS,
@@ -59,7 +54,7 @@ def _usable_route(root: Path) -> str:
 
 
 def test_schema_lists_lead_infraction_keys_and_layout_modalities() -> None:
-    assert INFRACTION_COLUMNS == tuple(f"num_{k}" for k in RESULT_INFRACTION_KEYS)
+    assert tuple(f"num_{k}" for k in RESULT_INFRACTION_KEYS) == INFRACTION_COLUMNS
     assert set(MODALITIES) == set(layout.all_modality_dirnames())
 
 
@@ -70,8 +65,9 @@ def test_conform_rejects_missing_columns_and_bad_casts() -> None:
     with pytest.raises(SchemaError, match="frame_idx"):
         conform(bad, "bucket_members")
     with pytest.raises(SchemaError, match="non-nullable"):
-        conform(pa.table({"route_id": [None], "frame_idx": [1], "bucket": ["b"], "rate": [1.0]}),
-                "bucket_members")
+        conform(
+            pa.table({"route_id": [None], "frame_idx": [1], "bucket": ["b"], "rate": [1.0]}), "bucket_members"
+        )
 
 
 def test_tables_carry_schema_version_and_exact_schema(indexed_root: Path) -> None:
@@ -86,7 +82,7 @@ def test_tables_carry_schema_version_and_exact_schema(indexed_root: Path) -> Non
 
 def test_route_usability_reproduces_leads_rule_for_every_route(indexed_root: Path) -> None:
     routes = _routes(indexed_root)
-    assert routes.height >= 5 and routes["usable"].sum() == 4   # conftest: 4 usable + rejected ones
+    assert routes.height >= 5 and routes["usable"].sum() == 4  # conftest: 4 usable + rejected ones
     for row in routes.iter_rows(named=True):
         route = Route(indexed_root, row["route_id"])
         assert (row["usable"], row["reason"]) == route_usability(route.results(), route.has_meta0())
@@ -132,7 +128,11 @@ def test_posttrain_holds_frames_8_to_n_minus_9_and_never_the_first(indexed_root:
     meta = pq.read_schema(table_path(indexed_root, "posttrain")).metadata
     assert meta[b"lead_stream.lead_name"] == b"full_posttrain_buckets_8_8_8_5"
     assert json.loads(meta[b"lead_stream.params"]) == {
-        "num_waypoints": 8, "skip_first": 8, "skip_last": 8, "waypoint_spacing": 5}
+        "num_waypoints": 8,
+        "skip_first": 8,
+        "skip_last": 8,
+        "waypoint_spacing": 5,
+    }
 
 
 # --- frames ----------------------------------------------------------------------------------------
@@ -143,7 +143,8 @@ def test_frames_hold_one_row_per_frame_with_scalar_meta(indexed_root: Path) -> N
     routes = _routes(indexed_root).filter(pl.col("read_error").is_null())
     counts = frames.group_by("route_id").len()
     expected = routes.filter(pl.col("num_frames") > 0).select(
-        "route_id", pl.col("num_frames").cast(pl.UInt32))
+        "route_id", pl.col("num_frames").cast(pl.UInt32)
+    )
     assert_frame_equal(counts.sort("route_id"), expected.rename({"num_frames": "len"}).sort("route_id"))
     route_id = _usable_route(indexed_root)
     route = Route(indexed_root, route_id)
@@ -156,19 +157,30 @@ def test_frames_hold_one_row_per_frame_with_scalar_meta(indexed_root: Path) -> N
         assert row["perturbation_translation_m"] == pytest.approx(float(meta["perturbation_translation"]))
         assert row["has_rgb"] and row["has_metas"]
     assert frames.select(pl.selectors.float().is_infinite().any()).row(0) == (False,) * len(
-        frames.select(pl.selectors.float()).columns)
+        frames.select(pl.selectors.float()).columns
+    )
 
 
 def test_none_and_inf_meta_become_null_and_extra_keys_are_ignored(copy_lead_root: Path) -> None:
     route_id = _usable_route_from_disk(copy_lead_root)
     route = Route(copy_lead_root, route_id)
     meta = route.meta(3)
-    meta.update(dist_to_pedestrian=None, dist_to_biker=float("inf"), route_curvature=float("nan"),
-                vehicle_door_side=["right"], junction_id=None, some_new_key=1.5, another={"nested": 1})
+    meta.update(
+        dist_to_pedestrian=None,
+        dist_to_biker=float("inf"),
+        route_curvature=float("nan"),
+        vehicle_door_side=["right"],
+        junction_id=None,
+        some_new_key=1.5,
+        another={"nested": 1},
+    )
     _write_meta(layout.modality_path(route.path, "metas", 3), meta)
     build_index(copy_lead_root, config=SERIAL)
-    row = _frames(copy_lead_root).filter((pl.col("route_id") == route_id) & (pl.col("frame_idx") == 3)).row(
-        0, named=True)
+    row = (
+        _frames(copy_lead_root)
+        .filter((pl.col("route_id") == route_id) & (pl.col("frame_idx") == 3))
+        .row(0, named=True)
+    )
     assert row["dist_to_pedestrian"] is None and row["dist_to_biker"] is None
     assert row["route_curvature"] is None
     assert row["junction_id"] is None
@@ -183,7 +195,7 @@ def test_meta_value_of_wrong_type_names_file_and_key(copy_lead_root: Path) -> No
     meta["speed"] = [1.0, 2.0]
     _write_meta(layout.modality_path(route.path, "metas", 2), meta)
     summary = build_index(copy_lead_root, config=SERIAL)
-    (failed, problem), = summary.failures
+    ((failed, problem),) = summary.failures
     assert failed == route_id and "metas/0002.pkl" in problem and "'speed'" in problem
 
 
@@ -239,7 +251,7 @@ def test_added_and_removed_routes_are_picked_up(copy_lead_root: Path) -> None:
 def test_failed_write_leaves_previous_index_intact(copy_lead_root: Path, monkeypatch) -> None:
     build_index(copy_lead_root, config=SERIAL)
     before = _frames(copy_lead_root)
-    import lead_stream.index as index_module
+    import lead_stream.index.tables as index_module
 
     def write_half_then_die(table, where, **kwargs):
         Path(where).write_bytes(b"PAR1 half")
@@ -295,10 +307,13 @@ def test_missing_data_folder_is_a_format_error(tmp_path: Path) -> None:
 
 def test_polars_sql_over_index_tables(indexed_root: Path) -> None:
     assert set(load_tables(indexed_root)) >= {"frames", "routes", "pretrain", "posttrain"}
-    result = run_query(indexed_root, """
+    result = run_query(
+        indexed_root,
+        """
         SELECT f.town, count(*) AS n FROM posttrain p
         JOIN frames f ON p.route_id = f.route_id AND p.frame_idx = f.frame_idx
-        GROUP BY f.town ORDER BY f.town""")
+        GROUP BY f.town ORDER BY f.town""",
+    )
     assert int(result["n"].sum()) == read_bucket_members(indexed_root, "posttrain").height
     scanned = pl.scan_parquet(indexed_root / "index" / "frames.parquet").filter(pl.col("usable")).collect()
     assert run_query(indexed_root, "SELECT count(*) AS n FROM frames WHERE usable")["n"][0] == scanned.height

@@ -13,15 +13,17 @@ import pytest
 import simplejpeg
 import torch
 
-from lead_stream import codecs, features
-from lead_stream.batch import BATCH_TENSOR_FIELDS, Batch, RunCoded, lidar_unit
-from lead_stream.codecs import decode_group
-from lead_stream.collate import BatchBuffers, command_one_hot
-from lead_stream.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.cache import features
+from lead_stream.cache.manifest import file_sha256, read_manifest, read_sample_members, resolve_cache_dir
+from lead_stream.core import codecs
+from lead_stream.core.batch import BATCH_TENSOR_FIELDS, Batch, RunCoded, lidar_unit
+from lead_stream.core.container import decode_group
+from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import LoaderConfig, StreamingLoader, build_epoch, make_loader
-from lead_stream.manifest import file_sha256, read_manifest, read_sample_members, resolve_cache_dir
-from lead_stream.sampling import rank_slots
-from lead_stream.tar_reader import split_members
+from lead_stream.loader.collate import BatchBuffers
+from lead_stream.loader.sample_layout import command_one_hot
+from lead_stream.loader.sampling import rank_slots
+from lead_stream.loader.tar_reader import split_members
 
 
 def _rows(loader: StreamingLoader, batch: Batch) -> list[int]:
@@ -68,7 +70,11 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
     coded = next(iter(loader))
     for name in ("lidar_bev", "semantic", "bev_semantic"):  # rasters leave the loader run-length coded
         runs = getattr(coded, name)
-        assert isinstance(runs, RunCoded) and runs.values.dtype == torch.uint8 and runs.lengths.dtype == torch.int32
+        assert (
+            isinstance(runs, RunCoded)
+            and runs.values.dtype == torch.uint8
+            and runs.lengths.dtype == torch.int32
+        )
         assert runs.values.shape == runs.lengths.shape and int(runs.lengths.sum()) == math.prod(runs.shape)
     batch = coded.to("cpu")  # expands them (Batch.to on a GPU does the same there)
     assert batch.rgb.shape == (4, 3, 384, 1152) and batch.rgb.dtype == torch.uint8
@@ -109,8 +115,14 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
             radar[75 * sensor : 75 * sensor + len(points)] = points
         same(batch.radar[i], radar)
         same(batch.radar_detections[i], arrays["radar_detections"])
-        for name in ("target_point", "target_point_previous", "target_point_next", "future_waypoints",
-                     "future_yaws_rad", "route"):
+        for name in (
+            "target_point",
+            "target_point_previous",
+            "target_point_next",
+            "future_waypoints",
+            "future_yaws_rad",
+            "route",
+        ):
             same(getattr(batch, name)[i], arrays[name])
         assert float(batch.speed_mps[i]) == np.float32(targets["speed_mps"])
         assert bool(batch.planning_valid[i]) == targets["planning_valid"]
@@ -187,7 +199,7 @@ def test_resume_after_k_batches_gives_identical_next_batches(
     sharded_root: Path, num_workers: int, rank: int, world_size: int
 ) -> None:
     config = LoaderConfig(batch_size=4, num_workers=num_workers, epoch_size=22, seed=7)
-    build = lambda: make_loader(sharded_root, config=config, rank=rank, world_size=world_size)  # noqa: E731
+    build = lambda: make_loader(sharded_root, config=config, rank=rank, world_size=world_size)
     reference = build()
     reference.set_epoch(1)
     full = list(reference)
@@ -342,8 +354,10 @@ def test_radar_points_go_to_their_sensor_block_and_overflow_is_rejected() -> Non
     points[:, 0] = [1, 2, 3, 4]
     points[:, 4] = [3, 0, 3, 1]  # unsorted sensor ids
     buffers._set_radar(0, points)
-    buffers._set_radar(1, np.tile(np.array([[1, 1, 1, 1, 2]], np.float16), (76, 1)))  # one too many for sensor 2
-    buffers._set_radar(2, np.array([[5, 5, 5, 5, 4]], np.float16))                  # no sensor 4
+    buffers._set_radar(
+        1, np.tile(np.array([[1, 1, 1, 1, 2]], np.float16), (76, 1))
+    )  # one too many for sensor 2
+    buffers._set_radar(2, np.array([[5, 5, 5, 5, 4]], np.float16))  # no sensor 4
     problems = buffers.check_rows()
     assert set(problems) == {1, 2} and "76 points for sensor 2" in problems[1] and "0..3" in problems[2]
     buffers._set_radar(1, None)
@@ -417,22 +431,24 @@ def test_a_held_batch_is_never_overwritten_by_recycled_buffers(sharded_root: Pat
     for name, value in snapshot.items():
         assert torch.equal(getattr(held.dense(), name), value), name
     assert held.rgb.data_ptr() not in {b.rgb.data_ptr() for b in later}
-    del held, later                                       # released: the next batches reuse warm buffers
+    del held, later  # released: the next batches reuse warm buffers
     assert next(batches).size == 4
 
 
 def test_buffer_pool_recycles_only_unreferenced_buffers() -> None:
-    from lead_stream.collate import BufferPool
+    from lead_stream.loader.collate import BufferPool
 
     pool = BufferPool(max_buffers=2)
     first = pool.take(2)
     batch = first.to_batch()
-    assert pool.take(2) is not first                      # its tensors are alive
+    assert pool.take(2) is not first  # its tensors are alive
     del batch
     assert pool.take(2) is first
 
 
-def test_a_garbled_array_container_is_a_format_error_naming_the_member(sharded_root: Path, tmp_path: Path) -> None:
+def test_a_garbled_array_container_is_a_format_error_naming_the_member(
+    sharded_root: Path, tmp_path: Path
+) -> None:
     cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path, member="arrays.lz4")  # breaks the magic
     loader = make_loader(sharded_root, config=LoaderConfig(batch_size=8, num_workers=0), cache_dir=cache_dir)
     with pytest.raises(LeadFormatError, match=rf"{key}.*arrays\.lz4"):
@@ -440,10 +456,11 @@ def test_a_garbled_array_container_is_a_format_error_naming_the_member(sharded_r
 
 
 def test_runs_that_miss_pixels_are_reported_for_their_row() -> None:
-    from lead_stream import runs
+    from lead_stream.core import runs
 
     buffers = BatchBuffers(3)
     values, lengths = runs.encode_runs(np.zeros((384, 1152), np.uint8))
+
     def stored(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         short, long = runs.split_lengths(lengths)
         return short, np.ascontiguousarray(long.view(np.uint8).reshape(-1, 2).T)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lead_stream.constants import BoxField
+from lead_stream.core.constants import BoxField
 from lead_stream.model import (
     LossWeights,
     ModelConfig,

@@ -9,16 +9,39 @@ from pathlib import Path
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-LEAD_CHECKPOINT_FILES = ("model_0000.pth", "optimizer_0000.pth", "scheduler_0000.pth", "scaler_0000.pth",
-                         "gradient_steps_skipped_0000.txt", "config.json")
+LEAD_CHECKPOINT_FILES = (
+    "model_0000.pth",
+    "optimizer_0000.pth",
+    "scheduler_0000.pth",
+    "scaler_0000.pth",
+    "gradient_steps_skipped_0000.txt",
+    "config.json",
+)
 
 
 def test_demo_runs_the_whole_pipeline_end_to_end(tmp_path: Path) -> None:
     data_root, logdir = tmp_path / "carla_leaderboard2", tmp_path / "runs"
     done = subprocess.run(
-        [sys.executable, "-m", "lead_stream.cli", "demo", str(data_root), "--logdir", str(logdir),
-         "--routes", "2", "--frames", "18", "--epochs", "1", "--no-progress"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "lead_stream.cli",
+            "demo",
+            str(data_root),
+            "--logdir",
+            str(logdir),
+            "--routes",
+            "2",
+            "--frames",
+            "18",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[5/5] posttrain" in done.stdout
     assert (data_root / "index" / "buckets" / "posttrain.parquet").exists()

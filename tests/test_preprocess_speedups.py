@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from lead_stream import geometry as G
-from lead_stream import labels as L
-from lead_stream import layout, sources
-from lead_stream import targets as T
-from lead_stream.constants import (
+from lead_stream import sources
+from lead_stream.cache import labels as L
+from lead_stream.cache import targets as T
+from lead_stream.core import geometry as G
+from lead_stream.core import layout
+from lead_stream.core.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
+    HDMAP_TO_BEV_SEMANTIC,
     LIDAR_HIST_MAX_COUNT,
     MAX_X_M,
     MAX_Y_M,
@@ -34,6 +36,9 @@ from lead_stream.constants import (
     MIN_Z_M,
     PIXELS_PER_M,
 )
+from lead_stream.sources import laz as laz_reader
+from lead_stream.sources import npz as npz_reader
+from lead_stream.sources import png as png_reader
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -57,8 +62,9 @@ def _fill_polygons_reference(shape: tuple[int, int], polygons: list[tuple[np.nda
         cols = np.arange(c0, c1) + 0.5
         rows = np.arange(r0, r1)[:, None] + 0.5
         edges = np.roll(vertices, -1, axis=0) - vertices
-        stack = np.stack([ex * (rows - vy) - ey * (cols - vx)
-                          for (vx, vy), (ex, ey) in zip(vertices, edges, strict=True)])
+        stack = np.stack(
+            [ex * (rows - vy) - ey * (cols - vx) for (vx, vy), (ex, ey) in zip(vertices, edges, strict=True)]
+        )
         inside = (stack >= -1e-9).all(axis=0) | (stack <= 1e-9).all(axis=0)
         image[r0:r1, c0:c1][inside] = label
     return image
@@ -66,7 +72,7 @@ def _fill_polygons_reference(shape: tuple[int, int], polygons: list[tuple[np.nda
 
 def _random_polygon(rng: np.random.Generator, num_vertices: int) -> np.ndarray:
     center = rng.uniform(-20, 400, 2)
-    if rng.random() < 0.3:   # vertices on pixel centres / edges
+    if rng.random() < 0.3:  # vertices on pixel centres / edges
         center = np.round(center) + rng.choice([0.0, 0.5])
     angles = np.sort(rng.uniform(0, 2 * np.pi, num_vertices))
     radius = rng.uniform(0.2, 30)
@@ -124,10 +130,23 @@ def _rasterize_reference(points: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rasterize_lidar_equals_histogram_reference(dtype: type) -> None:
     rng = np.random.default_rng(1)
-    points = np.concatenate([rng.uniform([-40, -50, -6], [70, 50, 12], (20000, 3)),
-                             np.array([[MIN_X_M, MIN_Y_M, 0], [MAX_X_M, MAX_Y_M, 0], [0, 0, MIN_Z_M],
-                                       [0, 0, MAX_Z_M], [np.nan, 0, 0], [1, 1, 1]] * 3),
-                             np.full((300, 3), 2.0)]).astype(dtype)
+    points = np.concatenate(
+        [
+            rng.uniform([-40, -50, -6], [70, 50, 12], (20000, 3)),
+            np.array(
+                [
+                    [MIN_X_M, MIN_Y_M, 0],
+                    [MAX_X_M, MAX_Y_M, 0],
+                    [0, 0, MIN_Z_M],
+                    [0, 0, MAX_Z_M],
+                    [np.nan, 0, 0],
+                    [1, 1, 1],
+                ]
+                * 3
+            ),
+            np.full((300, 3), 2.0),
+        ]
+    ).astype(dtype)
     assert _same(G.rasterize_lidar(points), _rasterize_reference(points))
     assert _same(G.rasterize_lidar(points[:0]), _rasterize_reference(points[:0]))
 
@@ -137,7 +156,7 @@ def test_rasterize_lidar_equals_histogram_reference(dtype: type) -> None:
 # ---------------------------------------------------------------------------------------------------
 def test_hdmap_to_bev_and_merge_equal_plain_numpy() -> None:
     rng = np.random.default_rng(2)
-    lut = np.array(L.HDMAP_TO_BEV_SEMANTIC, dtype=np.uint8)
+    lut = np.array(HDMAP_TO_BEV_SEMANTIC, dtype=np.uint8)
     for dtype in (np.uint8, np.int64, np.uint16):
         hdmap = rng.integers(0, 9, (256, 256)).astype(dtype)
         expected = np.repeat(np.repeat(lut[hdmap[48:208, 64:256]], 2, axis=0), 2, axis=1)
@@ -152,9 +171,16 @@ def test_hdmap_to_bev_and_merge_equal_plain_numpy() -> None:
 
 def test_box_labels_fall_back_box_by_box_for_odd_positions() -> None:
     meta = {"perturbation_translation": 0.5, "perturbation_rotation": 3.0}
-    car = {"class": "car", "position": [5.0, 1.0, 0.0], "extent": [2.0, 1.0, 1.0], "yaw": 0.1, "speed": 3.0,
-           "brake": 0.0, "id": 7}
-    ego = {"class": "ego_car", "extent": [2.0, 1.0, 1.0]}   # no position: only the fallback reads per box
+    car = {
+        "class": "car",
+        "position": [5.0, 1.0, 0.0],
+        "extent": [2.0, 1.0, 1.0],
+        "yaw": 0.1,
+        "speed": 3.0,
+        "brake": 0.0,
+        "id": 7,
+    }
+    ego = {"class": "ego_car", "extent": [2.0, 1.0, 1.0]}  # no position: only the fallback reads per box
     for translation, rotation in ((0.0, 0.0), (0.5, 3.0)):
         with_ego = L.box_labels([ego, car], meta, translation_m=translation, rotation_deg=rotation)
         alone = L.box_labels([car], meta, translation_m=translation, rotation_deg=rotation)
@@ -182,8 +208,16 @@ def test_first_occurrences_and_allclose_equal_numpy() -> None:
 # ---------------------------------------------------------------------------------------------------
 # readers
 # ---------------------------------------------------------------------------------------------------
-def _laz(*, n: int = 3000, time_type: type = np.uint8, scaled: bool = False, point_format: int = 0,
-         version: str = "1.2", extra: str | None = None, compress: bool = True) -> bytes:
+def _laz(
+    *,
+    n: int = 3000,
+    time_type: type = np.uint8,
+    scaled: bool = False,
+    point_format: int = 0,
+    version: str = "1.2",
+    extra: str | None = None,
+    compress: bool = True,
+) -> bytes:
     import laspy
 
     rng = np.random.default_rng(n)
@@ -191,9 +225,14 @@ def _laz(*, n: int = 3000, time_type: type = np.uint8, scaled: bool = False, poi
     header.offsets, header.scales = [-30.0, -20.0, -2.0], [0.01, 0.1, 0.001]
     if extra:
         header.add_extra_dim(laspy.ExtraBytesParams(name=extra, type=np.int16))
-    header.add_extra_dim(laspy.ExtraBytesParams(
-        name="time", type=time_type, scales=np.array([0.5]) if scaled else None,
-        offsets=np.array([1.0]) if scaled else None))
+    header.add_extra_dim(
+        laspy.ExtraBytesParams(
+            name="time",
+            type=time_type,
+            scales=np.array([0.5]) if scaled else None,
+            offsets=np.array([1.0]) if scaled else None,
+        )
+    )
     las = laspy.LasData(header)
     las.x, las.y, las.z = rng.uniform(-30, 60, n), rng.uniform(-20, 40, n), rng.uniform(-2, 5, n)
     las["time"] = rng.integers(0, 50, n) * 0.5 + 1.0 if scaled else rng.uniform(0, 100, n).astype(time_type)
@@ -202,15 +241,25 @@ def _laz(*, n: int = 3000, time_type: type = np.uint8, scaled: bool = False, poi
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("kwargs", "fast"), [
-    ({}, True), ({"time_type": np.float32}, True), ({"time_type": np.float64}, True), ({"n": 0}, True),
-    ({"n": 120_000}, True), ({"point_format": 3}, True), ({"point_format": 1, "extra": "foo"}, True),
-    ({"scaled": True}, False), ({"version": "1.4", "point_format": 6}, False), ({"compress": False}, False),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "fast"),
+    [
+        ({}, True),
+        ({"time_type": np.float32}, True),
+        ({"time_type": np.float64}, True),
+        ({"n": 0}, True),
+        ({"n": 120_000}, True),
+        ({"point_format": 3}, True),
+        ({"point_format": 1, "extra": "foo"}, True),
+        ({"scaled": True}, False),
+        ({"version": "1.4", "point_format": 6}, False),
+        ({"compress": False}, False),
+    ],
+)
 def test_decode_laz_equals_laspy_or_declines(kwargs: dict, fast: bool) -> None:
     payload = _laz(**kwargs)
-    reference = sources._read_laz_with_laspy(Path("x.laz"), payload)
-    points = sources.decode_laz(payload)
+    reference = laz_reader.read_laz_with_laspy(Path("x.laz"), payload)
+    points = laz_reader.decode_laz(payload)
     assert (points is not None) == fast
     if points is not None:
         assert _same(points, reference)
@@ -223,12 +272,12 @@ def test_decode_laz_declines_damaged_files() -> None:
         damaged = bytearray(payload)
         if trial % 3 == 0:
             damaged = damaged[: rng.integers(0, len(damaged))]
-        else:   # header / VLRs, or the chunk table at the end
+        else:  # header / VLRs, or the chunk table at the end
             where = rng.integers(0, 600) if trial % 3 == 1 else len(damaged) - rng.integers(1, 16)
             damaged[where] ^= 1 << int(rng.integers(0, 8))
-        points = sources.decode_laz(bytes(damaged))
+        points = laz_reader.decode_laz(bytes(damaged))
         if points is not None:
-            assert _same(points, sources._read_laz_with_laspy(Path("x.laz"), bytes(damaged)))
+            assert _same(points, laz_reader.read_laz_with_laspy(Path("x.laz"), bytes(damaged)))
 
 
 def _npz(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:
@@ -240,7 +289,7 @@ def _npz(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:
 @pytest.mark.parametrize("compressed", [False, True])
 def test_read_npz_arrays_equals_np_load(compressed: bool) -> None:
     rng = np.random.default_rng(5)
-    keys = sources.RADAR_KEYS
+    keys = npz_reader.RADAR_KEYS
     cases = [
         {k: rng.normal(size=(int(rng.integers(0, 20)), 4)).astype(np.float16) for k in keys},
         {k: np.asfortranarray(rng.normal(size=(6, 4)).astype(np.float32)) for k in keys},
@@ -249,21 +298,21 @@ def test_read_npz_arrays_equals_np_load(compressed: bool) -> None:
     ]
     for arrays in cases:
         payload = _npz(arrays, compressed)
-        got = sources.read_npz_arrays(payload, keys)
+        got = npz_reader.read_npz_arrays(payload, keys)
         assert got is not None
         with np.load(io.BytesIO(payload)) as npz:
             for key in keys:
                 expected = npz[key]
                 assert _same(got[key], expected) and got[key].flags.writeable
                 assert got[key].flags.f_contiguous == expected.flags.f_contiguous
-    assert sources.read_npz_arrays(_npz({k: np.zeros((1, 4)) for k in keys[:3]}, compressed), keys) is None
+    assert npz_reader.read_npz_arrays(_npz({k: np.zeros((1, 4)) for k in keys[:3]}, compressed), keys) is None
     objects = {k: np.array([[None] * 4], dtype=object) for k in keys}
     buffer = io.BytesIO()
     np.savez(buffer, **objects)
-    assert sources.read_npz_arrays(buffer.getvalue(), keys) is None
+    assert npz_reader.read_npz_arrays(buffer.getvalue(), keys) is None
     payload = _npz(cases[0], compressed)
     for cut in range(0, len(payload), 37):
-        assert sources.read_npz_arrays(payload[:cut], keys) is None
+        assert npz_reader.read_npz_arrays(payload[:cut], keys) is None
 
 
 def _png(array: np.ndarray, **kwargs) -> bytes:
@@ -275,28 +324,33 @@ def _png(array: np.ndarray, **kwargs) -> bytes:
 def test_decode_grey_png_equals_pillow_or_declines() -> None:
     rng = np.random.default_rng(6)
     grey = rng.integers(0, 10, (40, 70)).astype(np.uint8)
-    for array, kwargs in ((grey, {}), (grey, {"compress_level": 0}), (grey, {"compress_level": 9}),
-                          (grey[:1, :1], {}), (rng.integers(0, 256, (3, 5000)).astype(np.uint8), {})):
+    for array, kwargs in (
+        (grey, {}),
+        (grey, {"compress_level": 0}),
+        (grey, {"compress_level": 9}),
+        (grey[:1, :1], {}),
+        (rng.integers(0, 256, (3, 5000)).astype(np.uint8), {}),
+    ):
         payload = _png(array, **kwargs)
-        got = sources.decode_grey_png(payload)
+        got = png_reader.decode_grey_png(payload)
         assert got is not None and got.flags.writeable
         assert _same(got, np.array(Image.open(io.BytesIO(payload))))
     text = PngImagePlugin.PngInfo()
     text.add_text("k", "v")
-    assert sources.decode_grey_png(_png(grey, pnginfo=text)) is None
-    assert sources.decode_grey_png(_png(grey.astype(np.uint16) * 300)) is None
-    assert sources.decode_grey_png(_png(np.stack([grey] * 3, axis=-1))) is None
+    assert png_reader.decode_grey_png(_png(grey, pnginfo=text)) is None
+    assert png_reader.decode_grey_png(_png(grey.astype(np.uint16) * 300)) is None
+    assert png_reader.decode_grey_png(_png(np.stack([grey] * 3, axis=-1))) is None
     payload = bytearray(_png(grey))
-    payload[28] = 1   # IHDR interlace flag, CRC fixed up: left to Pillow
+    payload[28] = 1  # IHDR interlace flag, CRC fixed up: left to Pillow
     payload[29:33] = struct.pack(">I", zlib.crc32(bytes(payload[12:29])))
-    assert sources.decode_grey_png(bytes(payload)) is None
+    assert png_reader.decode_grey_png(bytes(payload)) is None
     payload = _png(grey)
     for cut in range(0, len(payload), 29):
-        assert sources.decode_grey_png(payload[:cut]) is None
+        assert png_reader.decode_grey_png(payload[:cut]) is None
     for where in range(8, len(payload), 11):
         damaged = bytearray(payload)
         damaged[where] ^= 0x10
-        assert sources.decode_grey_png(bytes(damaged)) is None   # every chunk is CRC-checked
+        assert png_reader.decode_grey_png(bytes(damaged)) is None  # every chunk is CRC-checked
 
 
 def test_route_file_paths_equal_layout(lead_root: Path) -> None:
@@ -304,7 +358,8 @@ def test_route_file_paths_equal_layout(lead_root: Path) -> None:
     for modality, perturbated in (("rgb", True), ("lidar", False), ("metas", False), ("hdmap", True)):
         for frame_idx in (0, 7, 1234):
             assert route._file(modality, frame_idx, perturbated) == layout.modality_path(
-                route.path, modality, frame_idx, perturbated=perturbated)
+                route.path, modality, frame_idx, perturbated=perturbated
+            )
     with pytest.raises(KeyError):
         route._file("lidar", 0, True)
 
@@ -314,17 +369,17 @@ def test_decoders_handle_every_synthetic_file(lead_root: Path) -> None:
     route = sources.Route(lead_root, sources.discover_routes(lead_root)[0])
     for frame_idx in range(3):
         laz = layout.modality_path(route.path, "lidar", frame_idx).read_bytes()
-        points = sources.decode_laz(laz)
-        assert points is not None and _same(points, sources._read_laz_with_laspy(Path("x"), laz))
+        points = laz_reader.decode_laz(laz)
+        assert points is not None and _same(points, laz_reader.read_laz_with_laspy(Path("x"), laz))
         for perturbated in (False, True):
             npz = layout.modality_path(route.path, "radar", frame_idx, perturbated=perturbated).read_bytes()
-            radar = sources.read_npz_arrays(npz, sources.RADAR_KEYS)
+            radar = npz_reader.read_npz_arrays(npz, npz_reader.RADAR_KEYS)
             assert radar is not None
-            reference = sources._read_radar_with_numpy(Path("x"), npz)
-            assert all(_same(radar[k], reference[k]) for k in sources.RADAR_KEYS)
+            reference = npz_reader.read_radar_with_numpy(Path("x"), npz)
+            assert all(_same(radar[k], reference[k]) for k in npz_reader.RADAR_KEYS)
             for modality in ("semantics", "depth", "hdmap"):
                 path = layout.modality_path(route.path, modality, frame_idx, perturbated=perturbated)
                 png = path.read_bytes()
-                array = sources.decode_grey_png(png)
+                array = png_reader.decode_grey_png(png)
                 assert array is not None and _same(array, np.array(Image.open(io.BytesIO(png))))
     assert math.isfinite(float(points[:, :3].sum()))

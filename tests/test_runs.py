@@ -6,18 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from lead_stream import runs
-from lead_stream.batch import Batch, RunCoded
+from lead_stream.core import runs
+from lead_stream.core.batch import Batch, RunCoded
 
 RNG = np.random.default_rng(3)
 
 
-@pytest.mark.parametrize("raster", [
-    pytest.param(np.repeat(RNG.integers(0, 10, (48, 1), dtype=np.uint8), 1152, axis=1), id="row-bands"),
-    pytest.param(RNG.integers(0, 6, (320, 384), dtype=np.uint8), id="noise"),
-    pytest.param(np.zeros((384, 1152), np.uint8), id="one-long-run"),
-    pytest.param(np.full((1, 1), 7, np.uint8), id="one-pixel"),
-])
+@pytest.mark.parametrize(
+    "raster",
+    [
+        pytest.param(np.repeat(RNG.integers(0, 10, (48, 1), dtype=np.uint8), 1152, axis=1), id="row-bands"),
+        pytest.param(RNG.integers(0, 6, (320, 384), dtype=np.uint8), id="noise"),
+        pytest.param(np.zeros((384, 1152), np.uint8), id="one-long-run"),
+        pytest.param(np.full((1, 1), 7, np.uint8), id="one-pixel"),
+    ],
+)
 def test_runs_round_trip_exactly_and_split_long_runs(raster):
     values, lengths = runs.encode_runs(raster)
     assert values.dtype == np.uint8 and lengths.dtype == np.uint16 and (lengths > 0).all()
@@ -64,9 +67,11 @@ def test_batch_dense_and_to_expand_every_run_coded_field():
     for name in ("lidar_bev", "semantic", "bev_semantic"):
         array = getattr(dense, name).numpy()
         pairs = [runs.encode_runs(a) for a in array]
-        coded[name] = RunCoded(torch.from_numpy(np.concatenate([v for v, _ in pairs])),
-                               torch.from_numpy(np.concatenate([n for _, n in pairs]).astype(np.int32)),
-                               tuple(array.shape))
+        coded[name] = RunCoded(
+            torch.from_numpy(np.concatenate([v for v, _ in pairs])),
+            torch.from_numpy(np.concatenate([n for _, n in pairs]).astype(np.int32)),
+            tuple(array.shape),
+        )
     batch = Batch(**{**dense.__dict__, **coded})
     for expanded in (batch.dense(), batch.to("cpu")):
         for name in coded:

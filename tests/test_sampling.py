@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from lead_stream import sampling
+from lead_stream.loader import sampling
 
 
 def _buckets(sizes: list[int]) -> list[np.ndarray]:

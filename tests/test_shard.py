@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import shutil
 import tarfile
@@ -15,17 +16,20 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from lead_stream import codecs, features, runs, shard
-from lead_stream.errors import LeadFormatError
-from lead_stream.index import IndexConfig, build_index, read_bucket_members
-from lead_stream.manifest import (
+from lead_stream.cache import features, identity, shard
+from lead_stream.cache import frame as cache_frame
+from lead_stream.cache.manifest import (
     read_manifest,
     read_sample_members,
     resolve_cache_dir,
     sample_sha256,
     verify_cache,
 )
-from lead_stream.shard import ShardConfig, sample_key, write_shards
+from lead_stream.cache.shard import ShardConfig, write_shards
+from lead_stream.cache.tar_writer import sample_key
+from lead_stream.core import codecs, runs
+from lead_stream.core.errors import LeadFormatError
+from lead_stream.index import IndexConfig, build_index, read_bucket_members
 from lead_stream.sources import Route
 
 TEST_CONFIG = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
@@ -44,17 +48,19 @@ def _copy_root(source: Path, tmp_path: Path, *, with_cache: bool) -> Path:
 
 
 def _expected_samples(root: Path) -> set[tuple[str, int]]:
-    frames = pl.concat([read_bucket_members(root, c).select("route_id", "frame_idx")
-                        for c in ("pretrain", "posttrain")])
+    frames = pl.concat(
+        [read_bucket_members(root, c).select("route_id", "frame_idx") for c in ("pretrain", "posttrain")]
+    )
     return set(frames.unique().iter_rows())
 
 
 def test_manifest_lists_every_bucket_frame_once(sharded_root, manifest):
-    assert set(manifest.samples.select("route_id",
-                                       "frame_idx").iter_rows()) == _expected_samples(sharded_root)
+    assert set(manifest.samples.select("route_id", "frame_idx").iter_rows()) == _expected_samples(
+        sharded_root
+    )
     assert manifest.samples["key"].is_unique().all()
     assert manifest.members == features.MEMBER_NAMES
-    assert manifest.pipeline_id == manifest.cache_dir.name == shard.pipeline_id(TEST_CONFIG)
+    assert manifest.pipeline_id == manifest.cache_dir.name == identity.pipeline_id(TEST_CONFIG)
     assert (manifest.shards["num_samples"] <= 16).all()
     assert manifest.shards["num_samples"].sum() == len(manifest.samples)
     assert manifest.failures.is_empty()
@@ -65,14 +71,17 @@ def test_stored_members_round_trip_bit_exact_to_preprocessing(sharded_root, mani
     rows = manifest.samples.gather_every(23)
     for row in rows.iter_rows(named=True):
         route = Route(sharded_root, row["route_id"])
-        frame = features.Frame(features.load_frame(route, row["frame_idx"]))
+        frame = cache_frame.Frame(cache_frame.load_frame(route, row["frame_idx"]))
         stored = read_sample_members(manifest.shard_path(row["shard"]), row["offset"], row["size_bytes"])
         assert sorted(stored) == sorted(features.MEMBER_NAMES)
         for member in features.MEMBERS:
             expected = member.compute(frame)
             if member.kind == "jpg":
-                raw = (route.path / ("rgb_perturbated" if member.perturbated else "rgb") /
-                       f"{row['frame_idx']:04d}.jpg").read_bytes()
+                raw = (
+                    route.path
+                    / ("rgb_perturbated" if member.perturbated else "rgb")
+                    / f"{row['frame_idx']:04d}.jpg"
+                ).read_bytes()
                 assert stored[member.name] == expected == raw
             elif member.kind == "json":
                 assert features.decode_member(member.name, stored[member.name]) == expected
@@ -105,12 +114,15 @@ def test_plain_webdataset_reads_keys_and_fields(manifest):
     assert all(fields == sorted(features.MEMBER_NAMES) for fields in seen.values())
     decoded = next(iter(wds.WebDataset(urls[:1], shardshuffle=False).decode("rgb8")))
     assert decoded["rgb.jpg"].shape == (384, 1152, 3) and decoded["rgb_pert.jpg"].shape == (384, 1152, 3)
-    assert isinstance(decoded["arrays.lz4"], bytes)                  # no built-in lz4 decoder: our codec reads it
-    arrays = codecs.decode("lz4", decoded["arrays.lz4"])              # the stored arrays (label rasters as runs)
+    assert isinstance(decoded["arrays.lz4"], bytes)  # no built-in lz4 decoder: our codec reads it
+    arrays = codecs.decode("lz4", decoded["arrays.lz4"])  # the stored arrays (label rasters as runs)
     assert list(arrays) == ["normal", "perturbated", "targets"]
     assert isinstance(arrays["targets"], dict) and "speed_mps" in arrays["targets"]
     assert arrays["perturbated"]["boxes"].shape[1] == 9
-    assert runs.join_lengths(arrays["normal"]["semantic_lengths"], arrays["normal"]["semantic_long"]).sum() == 384 * 1152
+    assert (
+        runs.join_lengths(arrays["normal"]["semantic_lengths"], arrays["normal"]["semantic_long"]).sum()
+        == 384 * 1152
+    )
     dense = features.decode_member("arrays.lz4", decoded["arrays.lz4"])  # the dense view
     assert dense["normal"]["semantic"].shape == (384, 1152) and dense["targets"] == arrays["targets"]
 
@@ -138,10 +150,18 @@ def test_shards_match_manifest_hashes_and_rebuild_byte_identical(sharded_root, m
 
 def test_pipeline_id_changes_with_content_config():
     same_content = ShardConfig(max_samples_per_shard=16, workers=3, rank=1, world_size=2, strict=True)
-    assert shard.pipeline_id(TEST_CONFIG) == shard.pipeline_id(same_content)
-    assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(ShardConfig(max_samples_per_shard=8))
-    assert shard.pipeline_id(TEST_CONFIG) != shard.pipeline_id(
-        ShardConfig(max_samples_per_shard=16, collections=("pretrain",)))
+    assert identity.pipeline_id(TEST_CONFIG) == identity.pipeline_id(same_content)
+    assert identity.pipeline_id(TEST_CONFIG) != identity.pipeline_id(ShardConfig(max_samples_per_shard=8))
+    assert identity.pipeline_id(TEST_CONFIG) != identity.pipeline_id(
+        ShardConfig(max_samples_per_shard=16, collections=("pretrain",))
+    )
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _lead_stream_imports(module_name: str) -> set[str]:
@@ -149,10 +169,10 @@ def _lead_stream_imports(module_name: str) -> set[str]:
     path = Path(__import__(module_name, fromlist=["_"]).__file__)
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "lead_stream":
-            found |= {f"lead_stream.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lead_stream."):
-            found.add(node.module)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lead_stream"):
+            for alias in node.names:  # `from package import module` names the module, else the module itself
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if importlib.util.find_spec(node.module) and _is_module(sub) else node.module)
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("lead_stream.")}
     return found
@@ -160,14 +180,14 @@ def _lead_stream_imports(module_name: str) -> set[str]:
 
 def test_pipeline_id_hashes_every_module_that_preprocessing_imports():
     # errors and layout only name files in error messages; they cannot change sample bytes
-    exempt = {"lead_stream.errors", "lead_stream.layout"}
-    reached, todo = set(), ["lead_stream.features"]
+    exempt = {"lead_stream.core.errors", "lead_stream.core.layout"}
+    reached, todo = set(), ["lead_stream.cache.features"]
     while todo:
         name = todo.pop()
         if name not in reached:
             reached.add(name)
             todo.extend(_lead_stream_imports(name))
-    hashed = {module.__name__ for module in shard.PREPROCESSING_SOURCES}
+    hashed = {module.__name__ for module in identity.PREPROCESSING_SOURCES}
     assert reached - exempt <= hashed
 
 
@@ -190,13 +210,14 @@ def test_incremental_rebuild_touches_only_changed_routes(sharded_root, manifest,
         if name in old_shards:
             assert not (cache_dir / name).exists()
         else:
-            assert (cache_dir / name).stat().st_mtime_ns == mtime      # untouched
+            assert (cache_dir / name).stat().st_mtime_ns == mtime  # untouched
     assert set(after.samples["key"]) == set(manifest.samples["key"])
     assert verify_cache(copy).ok
 
 
 def test_kill_during_build_leaves_only_journaled_shards_and_rerun_completes(
-        indexed_root, manifest, tmp_path, monkeypatch):
+    indexed_root, manifest, tmp_path, monkeypatch
+):
     copy = _copy_root(indexed_root, tmp_path, with_cache=False)
     calls = []
 
@@ -219,7 +240,7 @@ def test_kill_during_build_leaves_only_journaled_shards_and_rerun_completes(
     assert summary.complete
     rebuilt = read_manifest(cache_dir)
     assert set(rebuilt.samples["key"]) == set(manifest.samples["key"])
-    assert set(p.name for p in cache_dir.glob("shard-*.tar")) == set(rebuilt.shards["shard"])
+    assert {p.name for p in cache_dir.glob("shard-*.tar")} == set(rebuilt.shards["shard"])
     assert verify_cache(copy).ok
 
 

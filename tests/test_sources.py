@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lead_stream import layout
-from lead_stream.constants import FAILED_STATUSES, RESULT_INFRACTION_KEYS
-from lead_stream.errors import LeadFormatError
+from lead_stream.core import layout
+from lead_stream.core.constants import FAILED_STATUSES, RESULT_INFRACTION_KEYS
+from lead_stream.core.errors import LeadFormatError
 from lead_stream.sources import Route, discover_routes, read_lzma_pickle, route_usability
 
-NUM_ROUTES = 4       # conftest.lead_root: usable routes...
-NUM_FRAMES = 24      # ...of this many frames each
+NUM_ROUTES = 4  # conftest.lead_root: usable routes...
+NUM_FRAMES = 24  # ...of this many frames each
 
-NUM_REJECTED = 3   # write_synthetic_lead's default
+NUM_REJECTED = 3  # write_synthetic_lead's default
 
 
 def _usable_route(root: Path) -> Route:
@@ -63,10 +63,16 @@ def test_discover_routes_without_data_folder_names_it(tmp_path: Path) -> None:
 def _results(status: str, score: float, num_infractions: int | None = None, **infractions: int) -> dict:
     lists = {key: [f"{key} #{i}" for i in range(infractions.get(key, 0))] for key in RESULT_INFRACTION_KEYS}
     total = sum(len(v) for v in lists.values()) if num_infractions is None else num_infractions
-    return {"timestamp": "route_000001_route0_01_01_00_00_00", "index": 0, "route_id": "RouteScenario_0_rep0",
-            "status": status, "num_infractions": total, "infractions": lists,
-            "scores": {"score_route": 100.0, "score_penalty": score / 100, "score_composed": score},
-            "meta": {"route_length": 100.0, "duration_game": 10.0, "duration_system": 20.0}}
+    return {
+        "timestamp": "route_000001_route0_01_01_00_00_00",
+        "index": 0,
+        "route_id": "RouteScenario_0_rep0",
+        "status": status,
+        "num_infractions": total,
+        "infractions": lists,
+        "scores": {"score_route": 100.0, "score_penalty": score / 100, "score_composed": score},
+        "meta": {"route_length": 100.0, "duration_game": 10.0, "duration_system": 20.0},
+    }
 
 
 USABILITY_CASES = [
@@ -74,28 +80,45 @@ USABILITY_CASES = [
     ("score_100_with_infractions_is_kept", _results("Completed", 100.0, collisions_vehicle=1), True),
     ("score_100_as_int", _results("Completed", 100, red_light=1), True),
     ("min_speed_only", _results("Completed", 91.3, min_speed_infractions=2), True),
-    ("completed_min_speed_and_outside_lanes", _results("Completed", 88.0, min_speed_infractions=1,
-                                                       outside_route_lanes=1), True),
+    (
+        "completed_min_speed_and_outside_lanes",
+        _results("Completed", 88.0, min_speed_infractions=1, outside_route_lanes=1),
+        True,
+    ),
     ("completed_outside_lanes_only", _results("Completed", 97.0, outside_route_lanes=1), True),
     ("completed_with_collision", _results("Completed", 60.0, collisions_vehicle=1), False),
-    ("completed_min_speed_plus_collision", _results("Completed", 55.0, min_speed_infractions=1,
-                                                    collisions_vehicle=1), False),
+    (
+        "completed_min_speed_plus_collision",
+        _results("Completed", 55.0, min_speed_infractions=1, collisions_vehicle=1),
+        False,
+    ),
     ("timed_out_with_route_timeout", _results("Failed - Agent timed out", 40.0, route_timeout=1), False),
-    ("deviated_min_speed_and_outside_lanes", _results("Failed - Agent deviated from the route", 70.0,
-                                                      min_speed_infractions=1, outside_route_lanes=1), False),
+    (
+        "deviated_min_speed_and_outside_lanes",
+        _results(
+            "Failed - Agent deviated from the route", 70.0, min_speed_infractions=1, outside_route_lanes=1
+        ),
+        False,
+    ),
     # LEAD compares num_infractions (the field) against the list lengths, not the lists' sum
-    ("num_infractions_field_is_what_counts", _results("Completed", 90.0, num_infractions=3,
-                                                      min_speed_infractions=2), False),
+    (
+        "num_infractions_field_is_what_counts",
+        _results("Completed", 90.0, num_infractions=3, min_speed_infractions=2),
+        False,
+    ),
     # LEAD's rule exactly: a non-crash failure without listed infractions and score < 100 is kept
     ("timed_out_without_infractions_is_kept_by_lead", _results("Failed - Agent timed out", 40.0), True),
     *[(f"failed_status_{status}", _results(status, 35.0), False) for status in FAILED_STATUSES],
-    *[(f"failed_status_{status}_even_with_score_100", _results(status, 100.0), False)
-      for status in FAILED_STATUSES],
+    *[
+        (f"failed_status_{status}_even_with_score_100", _results(status, 100.0), False)
+        for status in FAILED_STATUSES
+    ],
 ]
 
 
-@pytest.mark.parametrize(("results", "usable"), [c[1:] for c in USABILITY_CASES],
-                         ids=[c[0] for c in USABILITY_CASES])
+@pytest.mark.parametrize(
+    ("results", "usable"), [c[1:] for c in USABILITY_CASES], ids=[c[0] for c in USABILITY_CASES]
+)
 def test_route_usability_follows_lead_route_failed(results: dict, usable: bool) -> None:
     ok, reason = route_usability(results, True)
     assert ok is usable
@@ -190,10 +213,14 @@ def test_route_counts_frames_like_lead_ignoring_tmp_files(copy_lead_root: Path) 
 def test_reads_a_pickle_written_like_lead(tmp_path: Path) -> None:
     import pickletools
 
-    meta = {"next_target_points_3.25": [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]], "speed": np.float64(3.5),
-            "future_positions": np.zeros((41, 3), np.float32), "vehicle_door_side": None}
+    meta = {
+        "next_target_points_3.25": [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]],
+        "speed": np.float64(3.5),
+        "future_positions": np.zeros((41, 3), np.float32),
+        "vehicle_door_side": None,
+    }
     path = tmp_path / "0000.pkl"
-    with lzma.open(path, "wb") as handle:    # LEAD's common_utils.write_pickle
+    with lzma.open(path, "wb") as handle:  # LEAD's common_utils.write_pickle
         handle.write(pickletools.optimize(pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)))
     loaded = read_lzma_pickle(path)
     assert loaded["next_target_points_3.25"] == meta["next_target_points_3.25"]
@@ -379,7 +406,7 @@ def test_reads_numpy1_pickles_without_deprecation_warnings(tmp_path: Path) -> No
     meta = {"future_yaws": np.arange(3, dtype=np.float32), "speed": np.float64(2.0)}
     legacy = pickle.dumps(meta, protocol=2)
     assert b"numpy._core" in legacy
-    path = tmp_path / "0000.pkl"      # numpy 1.x writes 'numpy.core.multiarray' in GLOBAL opcodes
+    path = tmp_path / "0000.pkl"  # numpy 1.x writes 'numpy.core.multiarray' in GLOBAL opcodes
     path.write_bytes(lzma.compress(legacy.replace(b"numpy._core", b"numpy.core"), format=lzma.FORMAT_XZ))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

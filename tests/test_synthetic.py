@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lead_stream import layout, synthetic
-from lead_stream.constants import (
+from lead_stream import synthetic
+from lead_stream.core import layout
+from lead_stream.core.constants import (
     CAMERA_FOV_DEG,
     CAMERA_POSITIONS_M,
     CAMERA_WIDTH_PX,
@@ -26,33 +27,98 @@ from lead_stream.constants import (
 from lead_stream.sources import Route, discover_routes
 from lead_stream.synthetic import write_synthetic_lead
 
-NUM_ROUTES = 4       # conftest.lead_root: usable routes...
-NUM_FRAMES = 24      # ...of this many frames each
+NUM_ROUTES = 4  # conftest.lead_root: usable routes...
+NUM_FRAMES = 24  # ...of this many frames each
 
 # LEAD_FORMAT §10.3: keys LEAD's loader needs in every meta (KeyError otherwise), plus post-training keys
 REQUIRED_META_KEYS = (
-    "town", "current_active_scenario_type", "previous_active_scenario_type", "changed_route",
-    "stop_sign_hazard", "walker_hazard", "light_hazard", "vehicle_hazard", "lane_type_str", "is_intersection",
-    "reduce_speed_discontinuous_road", "reduce_speed_high_route_curvature",
-    "does_emergency_brake_for_pedestrians", "construction_obstacle_two_ways_stuck", "accident_two_ways_stuck",
-    "parked_obstacle_two_ways_stuck", "vehicle_opens_door_two_ways_stuck", "vehicle_opened_door",
-    "vehicle_door_side", "ego_lane_id", "rear_danger_8", "rear_danger_16", "brake_cutin", "weather_setting",
-    "jpeg_storage_quality", "emergency_brake_for_special_vehicle", "visual_visibility",
-    "num_parking_vehicles_in_proximity", "slower_bad_visibility", "slower_clutterness",
-    "slower_occluded_junction", "over_head_traffic_light", "europe_traffic_light", "stop_sign_close",
-    "num_dangerous_adversarial", "num_safe_adversarial", "num_ignored_adversarial", "rear_adversarial_id",
-    "speed", "theta", "pos_global", "perturbation_translation", "perturbation_rotation",
-    "next_target_points_3.25", "next_commands_3.25", "previous_target_points_3.25", "scenario_obstacles_ids",
-    "route", "future_positions", "future_yaws", "brake", "throttle", "target_speed",
+    "town",
+    "current_active_scenario_type",
+    "previous_active_scenario_type",
+    "changed_route",
+    "stop_sign_hazard",
+    "walker_hazard",
+    "light_hazard",
+    "vehicle_hazard",
+    "lane_type_str",
+    "is_intersection",
+    "reduce_speed_discontinuous_road",
+    "reduce_speed_high_route_curvature",
+    "does_emergency_brake_for_pedestrians",
+    "construction_obstacle_two_ways_stuck",
+    "accident_two_ways_stuck",
+    "parked_obstacle_two_ways_stuck",
+    "vehicle_opens_door_two_ways_stuck",
+    "vehicle_opened_door",
+    "vehicle_door_side",
+    "ego_lane_id",
+    "rear_danger_8",
+    "rear_danger_16",
+    "brake_cutin",
+    "weather_setting",
+    "jpeg_storage_quality",
+    "emergency_brake_for_special_vehicle",
+    "visual_visibility",
+    "num_parking_vehicles_in_proximity",
+    "slower_bad_visibility",
+    "slower_clutterness",
+    "slower_occluded_junction",
+    "over_head_traffic_light",
+    "europe_traffic_light",
+    "stop_sign_close",
+    "num_dangerous_adversarial",
+    "num_safe_adversarial",
+    "num_ignored_adversarial",
+    "rear_adversarial_id",
+    "speed",
+    "theta",
+    "pos_global",
+    "perturbation_translation",
+    "perturbation_rotation",
+    "next_target_points_3.25",
+    "next_commands_3.25",
+    "previous_target_points_3.25",
+    "scenario_obstacles_ids",
+    "route",
+    "future_positions",
+    "future_yaws",
+    "brake",
+    "throttle",
+    "target_speed",
 )
 RECOMMENDED_META_KEYS = (
-    "future_speeds", "past_positions", "past_yaws", "past_speeds", "ego_matrix", "privileged_yaw", "steer",
-    "weather_parameters", "route_curvature", "distance_to_next_junction", "dist_to_pedestrian",
-    "target_speed_limit", "noisy_pos_global", "next_target_points", "next_commands",
+    "future_speeds",
+    "past_positions",
+    "past_yaws",
+    "past_speeds",
+    "ego_matrix",
+    "privileged_yaw",
+    "steer",
+    "weather_parameters",
+    "route_curvature",
+    "distance_to_next_junction",
+    "dist_to_pedestrian",
+    "target_speed_limit",
+    "noisy_pos_global",
+    "next_target_points",
+    "next_commands",
 )
 ROUTE_DIR = re.compile(r"^(Town\w+)_Rep0_route_\d{6}_route(\d+)_(\d\d)_(\d\d)_(\d\d)_(\d\d)_(\d\d)$")
-MODALITY_DIRS = {"rgb", "rgb_perturbated", "semantics", "semantics_perturbated", "depth", "depth_perturbated",
-                 "hdmap", "hdmap_perturbated", "lidar", "radar", "radar_perturbated", "bboxes", "metas"}
+MODALITY_DIRS = {
+    "rgb",
+    "rgb_perturbated",
+    "semantics",
+    "semantics_perturbated",
+    "depth",
+    "depth_perturbated",
+    "hdmap",
+    "hdmap_perturbated",
+    "lidar",
+    "radar",
+    "radar_perturbated",
+    "bboxes",
+    "metas",
+}
 
 
 def _routes(root: Path) -> list[Route]:
@@ -94,12 +160,15 @@ def test_tree_has_lead_folders_names_and_counts(lead_root: Path) -> None:
 def test_files_use_lead_encodings(lead_root: Path) -> None:
     route = _usable(lead_root)[0]
     pkl = layout.modality_path(route.path, "metas", 7).read_bytes()
-    assert pkl[:6] == b"\xfd7zXZ\x00"                      # xz container, like lzma.open(..., "wb")
+    assert pkl[:6] == b"\xfd7zXZ\x00"  # xz container, like lzma.open(..., "wb")
     for perturbated in (False, True):
         jpeg = layout.modality_path(route.path, "rgb", 7, perturbated=perturbated).read_bytes()
         assert jpeg[:3] == b"\xff\xd8\xff"
-        for modality, size, values in (("semantics", (1152, 384), range(10)),
-                                       ("depth", (288, 96), range(256)), ("hdmap", (256, 256), (0, 1, 3, 4))):
+        for modality, size, values in (
+            ("semantics", (1152, 384), range(10)),
+            ("depth", (288, 96), range(256)),
+            ("hdmap", (256, 256), (0, 1, 3, 4)),
+        ):
             with Image.open(layout.modality_path(route.path, modality, 7, perturbated=perturbated)) as image:
                 assert image.format == "PNG" and image.mode == "L" and image.size == size
                 assert set(np.unique(np.asarray(image)).tolist()) <= set(values)
@@ -112,7 +181,7 @@ def test_files_use_lead_encodings(lead_root: Path) -> None:
     np.testing.assert_allclose(las.header.scales, [0.1, 0.1, 0.1])
     np.testing.assert_allclose(las.header.offsets, np.min(las.xyz, axis=0), atol=0.1)
     assert las["time"].dtype == np.uint8
-    assert set(np.unique(las["time"]).tolist()) == set(range(10))   # 5 LiDAR sweeps, 10 radar ticks
+    assert set(np.unique(las["time"]).tolist()) == set(range(10))  # 5 LiDAR sweeps, 10 radar ticks
     assert 5_000 <= len(las.points) <= 60_000
     x, y, z = las.xyz.T
     assert x.min() >= -32 and x.max() < 64 and y.min() >= -40 and y.max() < 40 and z.min() >= -1.3
@@ -140,7 +209,7 @@ def test_meta_has_lead_keys_and_dtypes(lead_root: Path) -> None:
     assert set(REQUIRED_META_KEYS + RECOMMENDED_META_KEYS) <= set(meta)
     for distance in TP_DISTANCES_M:
         for prefix in ("next_target_points", "next_commands", "previous_target_points", "previous_commands"):
-            assert f"{prefix}_{distance}" in meta                # keys like 'next_target_points_3.25'
+            assert f"{prefix}_{distance}" in meta  # keys like 'next_target_points_3.25'
     assert len(meta["next_target_points_3.25"]) >= 2
     assert len(meta["next_commands_3.25"]) == len(meta["next_target_points_3.25"])
     assert set(meta["next_commands_3.25"]) <= {-1, 1, 2, 3, 4, 5, 6}
@@ -168,11 +237,20 @@ def test_boxes_have_lead_fields(lead_root: Path) -> None:
         assert len({b["id"] for b in boxes}) == len(boxes)
         for box in boxes[1:]:
             seen_classes.add(box["class"])
-            assert {"class", "extent", "position", "yaw", "id", "num_points", "visible_pixels",
-                    "transfuser_semantics_id"} <= set(box)
+            assert {
+                "class",
+                "extent",
+                "position",
+                "yaw",
+                "id",
+                "num_points",
+                "visible_pixels",
+                "transfuser_semantics_id",
+            } <= set(box)
             if box["class"] in ("car", "walker"):
-                assert {"speed", "num_radar_points", "role_name", "future_positions",
-                        "future_yaws"} <= set(box)
+                assert {"speed", "num_radar_points", "role_name", "future_positions", "future_yaws"} <= set(
+                    box
+                )
                 assert box["future_positions"].dtype == np.float16 and box["future_positions"].shape[1] == 2
                 assert len(box["future_positions"]) <= 41 and box["future_yaws"].dtype == np.float16
             if box["class"] == "car":
@@ -190,8 +268,16 @@ def test_results_json_is_a_full_route_record(lead_root: Path) -> None:
         if results is None:
             kinds.append("unfinished")
             continue
-        assert list(results) == ["timestamp", "index", "route_id", "status", "num_infractions", "infractions",
-                                 "scores", "meta"]
+        assert list(results) == [
+            "timestamp",
+            "index",
+            "route_id",
+            "status",
+            "num_infractions",
+            "infractions",
+            "scores",
+            "meta",
+        ]
         assert set(results["infractions"]) == set(RESULT_INFRACTION_KEYS)
         assert results["num_infractions"] == sum(len(v) for v in results["infractions"].values())
         assert route.path.name.endswith(results["timestamp"])
@@ -207,8 +293,10 @@ def test_results_json_is_a_full_route_record(lead_root: Path) -> None:
 
 def test_perturbation_is_constant_per_route_and_in_range(lead_root: Path) -> None:
     for route in _usable(lead_root):
-        values = {(route.meta(i)["perturbation_translation"], route.meta(i)["perturbation_rotation"])
-                  for i in (0, NUM_FRAMES // 2, NUM_FRAMES - 1)}
+        values = {
+            (route.meta(i)["perturbation_translation"], route.meta(i)["perturbation_rotation"])
+            for i in (0, NUM_FRAMES // 2, NUM_FRAMES - 1)
+        }
         assert len(values) == 1
         translation, rotation = values.pop()
         assert 0.1 <= abs(translation) <= 1.0 and 0.5 <= abs(rotation) <= 12.5
@@ -222,7 +310,7 @@ def test_future_positions_match_the_next_frames_pose(lead_root: Path) -> None:
             expected = _to_ego(np.array(nxt["pos_global"]), meta)
             np.testing.assert_allclose(meta["future_positions"][5, :2], expected, atol=1e-3)
             step_m = np.linalg.norm(np.diff(meta["future_positions"][:6, :2], axis=0), axis=1)
-            np.testing.assert_allclose(step_m, meta["future_speeds"][:5] / 20, atol=1e-3)   # speed / 20 Hz
+            np.testing.assert_allclose(step_m, meta["future_speeds"][:5] / 20, atol=1e-3)  # speed / 20 Hz
             assert meta["future_speeds"][0] == pytest.approx(meta["speed"])
             yaw_change = nxt["theta"] - meta["theta"]
             assert abs(math.remainder(meta["future_yaws"][5] - yaw_change, 2 * math.pi)) < 1e-3
@@ -237,13 +325,13 @@ def test_target_points_and_route_lie_ahead(lead_root: Path) -> None:
         for frame_idx in range(0, NUM_FRAMES, 5):
             meta = route.meta(frame_idx)
             points = _to_ego(np.array(meta["next_target_points_3.25"]), meta)
-            assert points[1, 0] > 0                              # the target point is ahead
-            assert points[0, 0] < 3.25 + 1e-6                    # the popped one is behind or within 3.25 m
+            assert points[1, 0] > 0  # the target point is ahead
+            assert points[0, 0] < 3.25 + 1e-6  # the popped one is behind or within 3.25 m
             gaps = np.linalg.norm(np.diff(points, axis=0), axis=1)
-            assert np.all(gaps[:-1] >= 20.0)                     # sparse keypoints, tens of metres apart
+            assert np.all(gaps[:-1] >= 20.0)  # sparse keypoints, tens of metres apart
             np.testing.assert_allclose(meta["route"][0], [2.5, 0.0], atol=0.2)
             np.testing.assert_allclose(np.linalg.norm(np.diff(meta["route"], axis=0), axis=1), 1.0, atol=0.05)
-            assert np.all(meta["future_positions"][:41, 0] >= -1e-3)   # the ego never reverses
+            assert np.all(meta["future_positions"][:41, 0] >= -1e-3)  # the ego never reverses
 
 
 def test_actors_appear_in_lidar_camera_and_radar(lead_root: Path) -> None:
@@ -267,7 +355,7 @@ def test_actors_appear_in_lidar_camera_and_radar(lead_root: Path) -> None:
                 if is_car and box["visible_pixels"] > 200:
                     column = _front_column(x, y)
                     if column is not None:
-                        assert (sem[:, max(column - 3, 0):column + 4] == SemanticClass.VEHICLE).any()
+                        assert (sem[:, max(column - 3, 0) : column + 4] == SemanticClass.VEHICLE).any()
                         hits["semantics"] += 1
             assert (sem == SemanticClass.ROAD).mean() > 0.1 and (sem == SemanticClass.ROAD_LINE).any()
     assert hits["lidar"] >= 10 and hits["semantics"] >= 1 and hits["radar"] >= 5, hits
@@ -288,7 +376,7 @@ def test_hdmap_has_the_road_under_the_ego_and_perturbated_views_shift(lead_root:
     route = _usable(lead_root)[0]
     for frame_idx in (0, NUM_FRAMES - 1):
         hdmap = route.hdmap(frame_idx)
-        assert hdmap[126:131, 126:131].max() >= 1                 # the ego (128, 128) stands on the road
+        assert hdmap[126:131, 126:131].max() >= 1  # the ego (128, 128) stands on the road
         assert (hdmap == 3).any() and (hdmap == 4).any()
         # the route runs along the road band: its points are on road pixels
         meta = route.meta(frame_idx)
@@ -299,8 +387,13 @@ def test_hdmap_has_the_road_under_the_ego_and_perturbated_views_shift(lead_root:
         # the perturbated map is rendered around the shifted, rotated rig: p' = R(r)^T (p - [0, t])
         t, r = meta["perturbation_translation"], math.radians(meta["perturbation_rotation"])
         shifted = meta["route"] - np.array([0.0, t], np.float32)
-        pert = np.stack([math.cos(r) * shifted[:, 0] + math.sin(r) * shifted[:, 1],
-                         -math.sin(r) * shifted[:, 0] + math.cos(r) * shifted[:, 1]], axis=1)
+        pert = np.stack(
+            [
+                math.cos(r) * shifted[:, 0] + math.sin(r) * shifted[:, 1],
+                -math.sin(r) * shifted[:, 0] + math.cos(r) * shifted[:, 1],
+            ],
+            axis=1,
+        )
         pert_map = route.hdmap(frame_idx, perturbated=True)
         rows = np.clip((128 + 2 * pert[:, 1]).astype(int), 0, 255)
         cols = np.clip((128 + 2 * pert[:, 0]).astype(int), 0, 255)
@@ -314,8 +407,9 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kwargs = {"num_routes": 1, "num_frames": 2, "num_rejected": 1}
     first = write_synthetic_lead(tmp_path / "a", seed=5, workers=1, **kwargs)
     # same bytes when routes are split across processes (FRAMES_PER_TASK is read by the writer module)
@@ -326,7 +420,7 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path,
     a, b, c = (_tree_bytes(tmp_path / name) for name in "abc")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
     assert len(first.route_ids) == 2 and first.usable_route_ids != first.rejected_route_ids
-    assert a.keys() != c.keys()                                     # names derive from the seed
+    assert a.keys() != c.keys()  # names derive from the seed
     first_jpegs = [{v for k, v in tree.items() if k.endswith("0000.jpg")} for tree in (a, c)]
     assert first_jpegs[0] != first_jpegs[1]
 
@@ -336,8 +430,10 @@ def test_summary_counts_and_argument_checks(tmp_path: Path) -> None:
     assert summary.num_frames == 1 and len(summary.usable_route_ids) == 2 and summary.rejected_route_ids == ()
     assert sorted(summary.route_ids) == discover_routes(tmp_path)
     assert "2 routes" in summary.one_line()
-    statuses = [json.loads((layout.route_path(tmp_path, r) / "results.json").read_text())["status"]
-                for r in summary.route_ids]
+    statuses = [
+        json.loads((layout.route_path(tmp_path, r) / "results.json").read_text())["status"]
+        for r in summary.route_ids
+    ]
     assert sorted(statuses) == ["Completed", "Perfect"]
     with pytest.raises(ValueError):
         write_synthetic_lead(tmp_path, num_routes=1, num_frames=0)

@@ -7,21 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import TINY, tensorboard_scalars
 from typer.testing import CliRunner
 
-from lead_stream.checkpoint import checkpoint_paths, find_latest_checkpoint
 from lead_stream.cli.main import app
 from lead_stream.loader import LoaderConfig, make_loader
 from lead_stream.model.random_batch import FixedBatchLoader, random_batch
-from lead_stream.train import (
-    Trainer,
-    posttrain_config,
-    pretrain_config,
-    resolve_config,
-    resolve_precision,
-    train,
-)
-from train_helpers import TINY, tensorboard_scalars
+from lead_stream.train import Trainer, posttrain_config, pretrain_config, resolve_config, train
+from lead_stream.train.checkpoint import checkpoint_paths, find_latest_checkpoint
+from lead_stream.train.device import resolve_precision
 
 
 def _tags(logdir: Path) -> dict[str, list[str]]:
@@ -149,7 +143,9 @@ def test_resume_after_kill_continues_the_loss_curve_exactly(sharded_root, tmp_pa
     assert again.start_step == 4 and [s for s, _ in again.losses] == [4, 5, 6]
     for step, loss in again.losses:
         assert loss == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
-    logged = tensorboard_scalars(run, "loss/total")  # TensorBoard curve of the interrupted run == uninterrupted run
+    logged = tensorboard_scalars(
+        run, "loss/total"
+    )  # TensorBoard curve of the interrupted run == uninterrupted run
     assert sorted(logged) == list(range(7))
     for step, value in logged.items():
         assert value == pytest.approx(expected[step], rel=1e-5), step
@@ -172,19 +168,27 @@ class _CrashingLoader(FixedBatchLoader):
 def test_crash_resumes_from_the_newest_mid_epoch_checkpoint(tmp_path):
     batches = [random_batch(2, seed=i) for i in range(3)]
     common = ["epochs=2", "batch_size=2", "checkpoint_every_steps=3", *TINY, "visualize_training=false"]
-    reference = train(resolve_config(pretrain_config(), [f"logdir={tmp_path / 'a'}", *common]),
-                      loader=FixedBatchLoader(batches, steps_per_epoch=4))
+    reference = train(
+        resolve_config(pretrain_config(), [f"logdir={tmp_path / 'a'}", *common]),
+        loader=FixedBatchLoader(batches, steps_per_epoch=4),
+    )
     run = tmp_path / "b"
     with pytest.raises(RuntimeError, match="killed"):
-        train(resolve_config(pretrain_config(), [f"logdir={run}", *common]),
-              loader=_CrashingLoader(batches, steps_per_epoch=4, crash_at=7))
+        train(
+            resolve_config(pretrain_config(), [f"logdir={run}", *common]),
+            loader=_CrashingLoader(batches, steps_per_epoch=4, crash_at=7),
+        )
     state = find_latest_checkpoint(run)
     assert (state.step, state.epoch, state.batches_done) == (6, 1, 2)  # saved at step 6, mid-epoch 1
-    resumed = train(resolve_config(pretrain_config(), [f"logdir={run}", "continue_failed_training=true", *common]),
-                    loader=FixedBatchLoader(batches, steps_per_epoch=4))
+    resumed = train(
+        resolve_config(pretrain_config(), [f"logdir={run}", "continue_failed_training=true", *common]),
+        loader=FixedBatchLoader(batches, steps_per_epoch=4),
+    )
     assert resumed.start_step == 6 and [s for s, _ in resumed.losses] == [6, 7]
     assert [step for step, _ in reference.losses[6:]] == [6, 7]
-    assert [loss for _, loss in resumed.losses] == pytest.approx([loss for _, loss in reference.losses[6:]], rel=1e-6)
+    assert [loss for _, loss in resumed.losses] == pytest.approx(
+        [loss for _, loss in reference.losses[6:]], rel=1e-6
+    )
 
 
 def test_non_finite_step_is_skipped_and_counted(tmp_path):

@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from train_helpers import TINY, tensorboard_scalars
 from typer.testing import CliRunner
 
 from lead_stream.cli.main import app
-
-from train_helpers import TINY, tensorboard_scalars
 
 
 def test_two_ranks_match_one_process_and_only_rank0_writes(sharded_root, tmp_path):

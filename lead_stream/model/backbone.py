@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lead_stream.batch import lidar_unit
-from lead_stream.constants import BEV_DOWN_SAMPLE_FACTOR, BEV_HEIGHT_PX, BEV_WIDTH_PX
+from lead_stream.core.batch import lidar_unit
+from lead_stream.core.constants import BEV_DOWN_SAMPLE_FACTOR, BEV_HEIGHT_PX, BEV_WIDTH_PX
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

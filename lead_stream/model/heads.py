@@ -5,11 +5,13 @@ All heads return raw logits / regressions; losses live in `losses.py`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lead_stream.constants import (
+from lead_stream.core.constants import (
     MAX_SPEED_MPS,
     MAX_X_M,
     MAX_Y_M,
@@ -67,7 +69,7 @@ class BevSemanticHead(nn.Module):
 class CenterNetHead(nn.Module):
     """BEV grid (B, G, 80, 96) → heatmap 8, wh 2, offset 2, yaw class 12, yaw res 1, velocity 1, brake 2."""
 
-    OUTPUTS = {
+    OUTPUTS: ClassVar[dict[str, int]] = {
         "heatmap": NUM_BOX_CLASSES,
         "wh": 2,
         "offset": 2,

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lead_stream.constants import MAX_SPEED_MPS, MAX_X_M, MAX_Y_M, MIN_X_M, MIN_Y_M, TARGET_SPEED_CLASSES_MPS
+from lead_stream.core.constants import (
+    MAX_SPEED_MPS,
+    MAX_X_M,
+    MAX_Y_M,
+    MIN_X_M,
+    MIN_Y_M,
+    TARGET_SPEED_CLASSES_MPS,
+)
 from lead_stream.model.targets import CenterNetTargets
 
 PERCEPTION_LOSSES = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lead_stream.constants import (
+from lead_stream.core.constants import (
     MAX_SPEED_MPS,
     NUM_COMMANDS,
     NUM_ROUTE_POINTS,

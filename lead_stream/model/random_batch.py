@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import torch
 
-from lead_stream.batch import Batch
-from lead_stream.constants import (
+from lead_stream.core.batch import Batch
+from lead_stream.core.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
     DEPTH_HEIGHT_PX,
     DEPTH_WIDTH_PX,
     MAX_NUM_BBOXES,
+    MAX_RADAR_POINTS_PER_SENSOR,
     NUM_BEV_SEMANTIC_CLASSES,
     NUM_BOX_CLASSES,
     NUM_BOX_FIELDS,
@@ -24,7 +25,6 @@ from lead_stream.constants import (
     NUM_ROUTE_POINTS,
     NUM_SEMANTIC_CLASSES,
     NUM_WAYPOINTS,
-    MAX_RADAR_POINTS_PER_SENSOR,
     RGB_HEIGHT_PX,
     RGB_WIDTH_PX,
     BoxField,

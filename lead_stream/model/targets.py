@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lead_stream.constants import BEV_DOWN_SAMPLE_FACTOR, NUM_BOX_CLASSES, NUM_YAW_BINS, BoxField
+from lead_stream.core.constants import BEV_DOWN_SAMPLE_FACTOR, NUM_BOX_CLASSES, NUM_YAW_BINS, BoxField
 from lead_stream.model.backbone import GRID_SIZE
 
 YAW_BIN_RAD = 2 * math.pi / NUM_YAW_BINS

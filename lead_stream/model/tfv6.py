@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lead_stream.constants import DEPTH_MAX_M, NUM_SEMANTIC_CLASSES
+from lead_stream.core.constants import DEPTH_MAX_M, NUM_SEMANTIC_CLASSES
 from lead_stream.model.backbone import TransFuserBackbone
 from lead_stream.model.heads import BevSemanticHead, CenterNetHead, PerspectiveDecoder, RadarDetector
 from lead_stream.model.planning import PlanningDecoder
@@ -100,7 +100,7 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def resolved(self) -> "ModelConfig":
+    def resolved(self) -> ModelConfig:
         """A copy with every `None` replaced by the preset's value."""
         preset = PRESETS[self.preset]
         return dataclasses.replace(self, **{k: v for k, v in preset.items() if getattr(self, k) is None})

@@ -19,8 +19,8 @@ import numpy as np
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
 LIDAR_SCALE_M = 0.1
-LZMA_PRESET = 1                   # xz container like LEAD's lzma.open (LEAD uses preset 6; 1 is ~5x faster)
-PNG_COMPRESS_LEVEL = 1            # LEAD writes level 6; any level decodes the same
+LZMA_PRESET = 1  # xz container like LEAD's lzma.open (LEAD uses preset 6; 1 is ~5x faster)
+PNG_COMPRESS_LEVEL = 1  # LEAD writes level 6; any level decodes the same
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -58,11 +58,17 @@ def _numpy1_globals(payload: bytes) -> bytes:
     for (op, arg, pos), nxt in zip(ops, [o[2] for o in ops[1:]] + [len(payload)]):
         if op.name == "FRAME":
             continue
-        if op.name in ("SHORT_BINUNICODE", "BINUNICODE") and isinstance(arg, str) \
-                and arg.startswith(_NUMPY2_MODULE_PREFIX):
-            text = ("numpy.core" + arg[len(_NUMPY2_MODULE_PREFIX):]).encode("utf-8")
-            out.append(b"\x8c" + bytes([len(text)]) + text if len(text) < 256
-                       else b"X" + len(text).to_bytes(4, "little") + text)
+        if (
+            op.name in ("SHORT_BINUNICODE", "BINUNICODE")
+            and isinstance(arg, str)
+            and arg.startswith(_NUMPY2_MODULE_PREFIX)
+        ):
+            text = ("numpy.core" + arg[len(_NUMPY2_MODULE_PREFIX) :]).encode("utf-8")
+            out.append(
+                b"\x8c" + bytes([len(text)]) + text
+                if len(text) < 256
+                else b"X" + len(text).to_bytes(4, "little") + text
+            )
             continue
         out.append(payload[pos:nxt])
     return b"".join(out)
@@ -101,8 +107,9 @@ def _laz(points: np.ndarray, creation_date: dt.date) -> bytes:
     header.add_extra_dim(laspy.ExtraBytesParams(name="time", type=np.uint8))
     header.creation_date = creation_date
     buffer = io.BytesIO()
-    with laspy.open(buffer, mode="w", header=header, do_compress=True, closefd=False,
-                    laz_backend=laspy.LazBackend.Lazrs) as writer:
+    with laspy.open(
+        buffer, mode="w", header=header, do_compress=True, closefd=False, laz_backend=laspy.LazBackend.Lazrs
+    ) as writer:
         record = laspy.ScaleAwarePointRecord.zeros(points.shape[0], header=header)
         record.x = points[:, 0]
         record.y = points[:, 1]

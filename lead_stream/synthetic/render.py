@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lead_stream.constants import (
+from lead_stream.core.constants import (
     CAMERA_FOV_DEG,
     CAMERA_HEIGHT_PX,
     CAMERA_POSITIONS_M,
@@ -40,12 +40,20 @@ HDMAP_SOLID, HDMAP_BROKEN, HDMAP_ROAD = 3, 4, 1
 POLE_EXTENT_M = (0.15, 0.15, 3.0)
 BUILDING_EXTENT_M = (11.0, 5.0, 4.0)
 CAMERA_FOCAL_PX = (CAMERA_WIDTH_PX / 2.0) / math.tan(math.radians(CAMERA_FOV_DEG / 2.0))
-CAMERA_MAP_RANGE = (-4.0, 100.0, -64.0, 64.0)   # x_min, x_max, y_min, y_max of the BEV map behind the cameras
+CAMERA_MAP_RANGE = (-4.0, 100.0, -64.0, 64.0)  # x_min, x_max, y_min, y_max of the BEV map behind the cameras
 CAMERA_MAP_PPM = 4.0
 
 
-def _render_map(world: _World, ox: float, oy: float, oyaw: float, x_range: tuple[float, float],
-                y_range: tuple[float, float], ppm: float, u_window: tuple[float, float]) -> np.ndarray:
+def _render_map(
+    world: _World,
+    ox: float,
+    oy: float,
+    oyaw: float,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    ppm: float,
+    u_window: tuple[float, float],
+) -> np.ndarray:
     """Rasterise the road (ChauffeurNet ids: 1 road, 3 solid, 4 broken marking) in the frame (ox, oy, oyaw).
 
     Rows = +y, cols = +x; pixel (0, 0) is (x_range[0], y_range[0]).
@@ -71,7 +79,7 @@ def _render_map(world: _World, ox: float, oy: float, oyaw: float, x_range: tuple
     line_width = max(1, round(0.15 * ppm))
     for offset in (-ROAD_HALF_WIDTH_M, ROAD_HALF_WIDTH_M, -0.5 * LANE_WIDTH_M):
         draw.line(pixels(offset), fill=HDMAP_SOLID, width=line_width)
-    dash_starts = np.arange(math.floor(lo / 9.0) * 9.0, hi, 9.0)      # 3 m dashes every 9 m
+    dash_starts = np.arange(math.floor(lo / 9.0) * 9.0, hi, 9.0)  # 3 m dashes every 9 m
     ends = pixels(0.5 * LANE_WIDTH_M, np.stack([dash_starts, dash_starts + 3.0], axis=1).ravel())
     for start, end in zip(ends[0::2], ends[1::2], strict=True):
         draw.line([start, end], fill=HDMAP_BROKEN, width=line_width)
@@ -86,12 +94,12 @@ class _Rig:
     ground pixels whose ray hits the camera map get the map's ChauffeurNet id (1 road, 3/4 marking).
     """
 
-    hit_pixels: np.ndarray    # (n,) flat pixel indices whose ground hit lies inside the camera map
-    hit_cells: np.ndarray     # (n,) flat camera-map cells they hit
-    base_code: np.ndarray     # (H, W) uint8
-    base_depth: np.ndarray    # (H, W) float32 camera z-depth of the ground hit, 1000 for sky
-    rgba_lut: np.ndarray      # (num_codes,) uint32: RGB + 0 packed, for one-lookup colouring
-    sem_lut: np.ndarray       # (num_codes,) uint8
+    hit_pixels: np.ndarray  # (n,) flat pixel indices whose ground hit lies inside the camera map
+    hit_cells: np.ndarray  # (n,) flat camera-map cells they hit
+    base_code: np.ndarray  # (H, W) uint8
+    base_depth: np.ndarray  # (H, W) float32 camera z-depth of the ground hit, 1000 for sky
+    rgba_lut: np.ndarray  # (num_codes,) uint32: RGB + 0 packed, for one-lookup colouring
+    sem_lut: np.ndarray  # (num_codes,) uint8
 
 
 _SKY_CODE = 5
@@ -123,15 +131,23 @@ def _make_rig() -> _Rig:
     hit_pixels = np.flatnonzero(cell >= 0)
     num_sky_codes = h // 16 // 2 + 1
     sky_rgb = [(110 + 90 * t, 150 + 70 * t, 215 + 30 * t) for t in np.linspace(0, 1, num_sky_codes)]
-    rgb_lut = np.array([[96, 112, 84], [70, 70, 74], [0, 0, 0], [225, 225, 225], [215, 205, 140]] + sky_rgb,
-                       np.float64)
+    rgb_lut = np.array(
+        [[96, 112, 84], [70, 70, 74], [0, 0, 0], [225, 225, 225], [215, 205, 140]] + sky_rgb, np.float64
+    )
     sem_lut = np.zeros(len(rgb_lut), np.uint8)
     sem_lut[1], sem_lut[3], sem_lut[4] = SemanticClass.ROAD, SemanticClass.ROAD_LINE, SemanticClass.ROAD_LINE
-    return _Rig(hit_pixels=hit_pixels, hit_cells=cell[hit_pixels], base_code=np.concatenate(codes, 1),
-                base_depth=np.concatenate(depths, 1),
-                rgba_lut=np.concatenate([np.minimum(rgb_lut, 235).astype(np.uint8),
-                                         np.zeros((len(rgb_lut), 1), np.uint8)], 1).view(np.uint32).ravel(),
-                sem_lut=sem_lut)
+    return _Rig(
+        hit_pixels=hit_pixels,
+        hit_cells=cell[hit_pixels],
+        base_code=np.concatenate(codes, 1),
+        base_depth=np.concatenate(depths, 1),
+        rgba_lut=np.concatenate(
+            [np.minimum(rgb_lut, 235).astype(np.uint8), np.zeros((len(rgb_lut), 1), np.uint8)], 1
+        )
+        .view(np.uint32)
+        .ravel(),
+        sem_lut=sem_lut,
+    )
 
 
 _RIG: _Rig | None = None
@@ -144,8 +160,9 @@ def _rig() -> _Rig:
     return _RIG
 
 
-def _box_corners(x: np.ndarray, y: np.ndarray, yaw: np.ndarray, extent: np.ndarray,
-                 z0: np.ndarray) -> np.ndarray:
+def _box_corners(
+    x: np.ndarray, y: np.ndarray, yaw: np.ndarray, extent: np.ndarray, z0: np.ndarray
+) -> np.ndarray:
     """(n, 8, 3) corners of boxes standing at height z0 (0 = ground), from centres, yaws and half extents."""
     sx = np.array([1, 1, -1, -1, 1, 1, -1, -1], np.float64)
     sy = np.array([1, -1, -1, 1, 1, -1, -1, 1], np.float64)
@@ -166,11 +183,11 @@ class _Solids:
     x: np.ndarray
     y: np.ndarray
     yaw: np.ndarray
-    extent: np.ndarray       # (n, 3)
-    sem: np.ndarray          # (n,) uint8
-    rgb: np.ndarray          # (n, 3) uint8
-    instance: np.ndarray     # (n,) int64 (actor id, or -1 for scenery)
-    z0: np.ndarray           # (n,) height of the box bottom above the ground
+    extent: np.ndarray  # (n, 3)
+    sem: np.ndarray  # (n,) uint8
+    rgb: np.ndarray  # (n, 3) uint8
+    instance: np.ndarray  # (n,) int64 (actor id, or -1 for scenery)
+    z0: np.ndarray  # (n,) height of the box bottom above the ground
 
 
 def _render_cameras(world: _World, solids: _Solids, camera_map: np.ndarray) -> tuple[Any, ...]:
@@ -184,12 +201,12 @@ def _render_cameras(world: _World, solids: _Solids, camera_map: np.ndarray) -> t
     code = rig.base_code.copy()
     code.ravel()[rig.hit_pixels] = camera_map.ravel()[rig.hit_cells]
     sem = np.take(rig.sem_lut, code)
-    rgba = np.take(rig.rgba_lut, code)            # (H, W) uint32 = 4 packed uint8 channels
+    rgba = np.take(rig.rgba_lut, code)  # (H, W) uint32 = 4 packed uint8 channels
     depth = rig.base_depth.copy()
-    owner = np.zeros(code.shape, np.int16)        # 1 + index of the solid drawn on top, 0 = none
+    owner = np.zeros(code.shape, np.int16)  # 1 + index of the solid drawn on top, 0 = none
     num = len(solids.x)
     if num:
-        corners = _box_corners(solids.x, solids.y, solids.yaw, solids.extent, solids.z0)     # (n, 8, 3)
+        corners = _box_corners(solids.x, solids.y, solids.yaw, solids.extent, solids.z0)  # (n, 8, 3)
         for cam, ((cx, cy, cz), yaw_deg) in enumerate(zip(CAMERA_POSITIONS_M, CAMERA_YAWS_DEG)):
             yaw = math.radians(yaw_deg)
             c, s = math.cos(yaw), math.sin(yaw)
@@ -199,10 +216,12 @@ def _render_cameras(world: _World, solids: _Solids, camera_map: np.ndarray) -> t
             front = fwd > 0.3
             safe = np.where(front, fwd, 1.0)
             # corners behind the camera push the rectangle to the image border they leave from
-            u = np.where(front, CAMERA_FOCAL_PX * right / safe + CAMERA_WIDTH_PX / 2,
-                         np.where(right > 0, 1e4, -1e4))
-            v = np.where(front, CAMERA_FOCAL_PX * (-rz) / safe + CAMERA_HEIGHT_PX / 2,
-                         np.where(rz > 0, -1e4, 1e4))
+            u = np.where(
+                front, CAMERA_FOCAL_PX * right / safe + CAMERA_WIDTH_PX / 2, np.where(right > 0, 1e4, -1e4)
+            )
+            v = np.where(
+                front, CAMERA_FOCAL_PX * (-rz) / safe + CAMERA_HEIGHT_PX / 2, np.where(rz > 0, -1e4, 1e4)
+            )
             c0 = np.clip(np.floor(u.min(1)), 0, CAMERA_WIDTH_PX).astype(int)
             c1 = np.clip(np.ceil(u.max(1)), 0, CAMERA_WIDTH_PX).astype(int)
             r0 = np.clip(np.floor(v.min(1)), 0, CAMERA_HEIGHT_PX).astype(int)
@@ -219,15 +238,16 @@ def _render_cameras(world: _World, solids: _Solids, camera_map: np.ndarray) -> t
             rgba[r0:r1, c0:c1] = rgba_solids[i]
             depth[r0:r1, c0:c1] = near_m
             owner[r0:r1, c0:c1] = i + 1
-    rgba += world.texture                          # per-byte noise; colours <= 235 + 17, so no carry
+    rgba += world.texture  # per-byte noise; colours <= 235 + 17, so no carry
     rgbx = rgba.view(np.uint8).reshape(*code.shape, 4)
     if rects:
-        band = owner[min(r[4] for r in rects):max(r[5] for r in rects)]
+        band = owner[min(r[4] for r in rects) : max(r[5] for r in rects)]
         counts = np.bincount(band.ravel(), minlength=num + 1)[1:]
     else:
         counts = np.zeros(num, np.int64)
-    visible = {int(solids.instance[i]): int(counts[i])
-               for i in np.flatnonzero(counts) if solids.instance[i] >= 0}
+    visible = {
+        int(solids.instance[i]): int(counts[i]) for i in np.flatnonzero(counts) if solids.instance[i] >= 0
+    }
     return rgbx, sem, depth, visible
 
 
@@ -252,16 +272,22 @@ def _solids(world: _World, step: int, sensor: _Sensor) -> _Solids:
     wx = np.concatenate([ax, px, bx])
     wy = np.concatenate([ay, py, by])
     wyaw = np.concatenate([ayaw, np.zeros(len(px)), bh])
-    ext = np.concatenate([extent, np.tile(POLE_EXTENT_M, (len(px), 1)),
-                          np.tile(BUILDING_EXTENT_M, (len(bx), 1))])
+    ext = np.concatenate(
+        [extent, np.tile(POLE_EXTENT_M, (len(px), 1)), np.tile(BUILDING_EXTENT_M, (len(bx), 1))]
+    )
     sem = np.concatenate([[a.sem_class for a in world.actors], np.zeros(len(px) + len(bx))]).astype(np.uint8)
-    rgb = np.concatenate([np.array([a.rgb for a in world.actors]).reshape(-1, 3),
-                          np.tile((120, 120, 125), (len(px), 1)),
-                          np.tile((150, 130, 110), (len(bx), 1))]).astype(np.uint8)
-    instance = np.concatenate([np.array([a.actor_id for a in world.actors], np.int64),
-                               np.full(len(px) + len(bx), -1, np.int64)])
+    rgb = np.concatenate(
+        [
+            np.array([a.rgb for a in world.actors]).reshape(-1, 3),
+            np.tile((120, 120, 125), (len(px), 1)),
+            np.tile((150, 130, 110), (len(bx), 1)),
+        ]
+    ).astype(np.uint8)
+    instance = np.concatenate(
+        [np.array([a.actor_id for a in world.actors], np.int64), np.full(len(px) + len(bx), -1, np.int64)]
+    )
     z0 = np.zeros(len(wx))
-    if world.light_u is not None:     # the signal head on top of the light's mast, red or green
+    if world.light_u is not None:  # the signal head on top of the light's mast, red or green
         hx, hy, hh = world.road.pose(np.array([world.light_u + 1.0]), ROAD_HALF_WIDTH_M + 1.0)
         wx, wy, wyaw = np.append(wx, hx), np.append(wy, hy), np.append(wyaw, hh)
         ext = np.concatenate([ext, [[0.3, 0.3, 0.5]]])
@@ -274,5 +300,13 @@ def _solids(world: _World, step: int, sensor: _Sensor) -> _Solids:
     sx, sy = sensor.from_ego(lx, ly)
     syaw = wyaw - eyaw - sensor.dyaw
     keep = (np.hypot(sx, sy) < 110.0) & (sx > -6.0)
-    return _Solids(x=sx[keep], y=sy[keep], yaw=syaw[keep], extent=ext[keep], sem=sem[keep], rgb=rgb[keep],
-                   instance=instance[keep], z0=z0[keep])
+    return _Solids(
+        x=sx[keep],
+        y=sy[keep],
+        yaw=syaw[keep],
+        extent=ext[keep],
+        sem=sem[keep],
+        rgb=rgb[keep],
+        instance=instance[keep],
+        z0=z0[keep],
+    )

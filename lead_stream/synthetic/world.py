@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lead_stream.constants import (
+from lead_stream.core.constants import (
     BIKER_MESHES,
     CAMERA_HEIGHT_PX,
     CAMERA_WIDTH_PX,
@@ -27,21 +27,24 @@ from lead_stream.constants import (
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
 DT_S = 1.0 / CARLA_FPS
-EXTRA_STEPS = 60                  # simulated steps after the last saved frame (>= 61 future_positions)
-LANE_WIDTH_M = 3.5               # three lanes: oncoming (y = -3.5) | ego (0) | same direction (+3.5)
+EXTRA_STEPS = 60  # simulated steps after the last saved frame (>= 61 future_positions)
+LANE_WIDTH_M = 3.5  # three lanes: oncoming (y = -3.5) | ego (0) | same direction (+3.5)
 ROAD_HALF_WIDTH_M = 1.5 * LANE_WIDTH_M
 SIDEWALK_OFFSET_M = 7.0
 POLE_OFFSET_M = 8.5
 POLE_SPACING_M = 12.0
 BUILDING_OFFSET_M = 17.0
 EGO_EXTENT_M = (2.4508, 1.0641, 0.7553)
-RED_LIGHT_STEPS = 100             # 5 s of red light in routes long enough for one
+RED_LIGHT_STEPS = 100  # 5 s of red light in routes long enough for one
 TOWNS = ("Town01", "Town02", "Town03", "Town04", "Town05", "Town06", "Town07", "Town10HD", "Town12", "Town13")
 WEATHERS = ("ClearNoon", "CloudyNoon", "WetNoon", "ClearSunset", "Custom9", "SoftRainNoon")
 CAR_BLUEPRINTS = (
-    ("vehicle.tesla.model3", (2.40, 1.08, 0.76)), ("vehicle.audi.a2", (1.85, 0.90, 0.77)),
-    ("vehicle.lincoln.mkz_2020", (2.45, 1.05, 0.75)), ("vehicle.mercedes.coupe_2020", (2.34, 1.00, 0.71)),
-    ("vehicle.nissan.patrol_2021", (2.78, 1.07, 1.00)), ("vehicle.ford.mustang", (2.45, 1.02, 0.65)),
+    ("vehicle.tesla.model3", (2.40, 1.08, 0.76)),
+    ("vehicle.audi.a2", (1.85, 0.90, 0.77)),
+    ("vehicle.lincoln.mkz_2020", (2.45, 1.05, 0.75)),
+    ("vehicle.mercedes.coupe_2020", (2.34, 1.00, 0.71)),
+    ("vehicle.nissan.patrol_2021", (2.78, 1.07, 1.00)),
+    ("vehicle.ford.mustang", (2.45, 1.02, 0.65)),
 )
 EMERGENCY_EXTENT_M = (2.65, 1.03, 0.80)
 BIKE_EXTENT_M = (0.90, 0.40, 0.80)
@@ -78,16 +81,25 @@ def _route_specs(num_routes: int, num_frames: int, seed: int, num_rejected: int)
     clock_s = int(rng.integers(0, 20 * 3600))
     specs = []
     for route_idx, kind in enumerate(kinds):
-        clock_s += int(rng.integers(60, 900))           # routes start minutes apart, like a real collection
+        clock_s += int(rng.integers(60, 900))  # routes start minutes apart, like a real collection
         hh, mm, ss = clock_s // 3600 % 24, clock_s // 60 % 60, clock_s % 60
         routefile = f"route_{int(rng.integers(0, 10**6)):06d}"
         date = "_".join(f"{v:02d}" for v in (month, day, hh, mm, ss))
         route_date_string = f"{routefile}_route{route_idx}_{date}"
         town = TOWNS[int(rng.integers(len(TOWNS)))]
         scenario = scenarios[int(rng.integers(len(scenarios)))]
-        specs.append(_RouteSpec(seed=seed, route_idx=route_idx, kind=kind, scenario=scenario, town=town,
-                                route_dir=f"{town}_Rep0_{route_date_string}",
-                                route_date_string=route_date_string, num_frames=num_frames))
+        specs.append(
+            _RouteSpec(
+                seed=seed,
+                route_idx=route_idx,
+                kind=kind,
+                scenario=scenario,
+                town=town,
+                route_dir=f"{town}_Rep0_{route_date_string}",
+                route_date_string=route_date_string,
+                num_frames=num_frames,
+            )
+        )
     return specs
 
 
@@ -102,10 +114,10 @@ def _wrap(angle: np.ndarray | float) -> np.ndarray | float:
 class _Road:
     """A centreline parametrised by arc length u (metres), world frame (x fwd, y right, yaw towards +y)."""
 
-    u: np.ndarray          # (M,) arc-length grid
+    u: np.ndarray  # (M,) arc-length grid
     x: np.ndarray
     y: np.ndarray
-    heading: np.ndarray    # unwrapped yaw (rad)
+    heading: np.ndarray  # unwrapped yaw (rad)
 
     def pose(self, u: np.ndarray, offset: np.ndarray | float = 0.0) -> tuple[np.ndarray, ...]:
         """World (x, y, heading) at arc length u, `offset` metres to the right of the centreline."""
@@ -119,7 +131,7 @@ def _make_road(rng: np.random.Generator, u_min: float, u_max: float) -> _Road:
     du = 0.5
     u = np.arange(u_min, u_max + du, du)
     curvature = np.zeros_like(u)
-    for _ in range(2):   # two sinusoids; heading swing per half period <= ~0.6 rad so the road never loops
+    for _ in range(2):  # two sinusoids; heading swing per half period <= ~0.6 rad so the road never loops
         period = rng.uniform(90.0, 260.0)
         amplitude = rng.uniform(0.2, 0.6) * math.pi / period
         curvature += amplitude * np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi))
@@ -135,12 +147,12 @@ def _make_road(rng: np.random.Generator, u_min: float, u_max: float) -> _Road:
 @dataclass
 class _Actor:
     actor_id: int
-    box_class: str          # "car", "walker", "static_prop_car", "pole"
+    box_class: str  # "car", "walker", "static_prop_car", "pole"
     extent: tuple[float, float, float]
     type_id: str
-    sem_class: int           # TransFuser semantic id used for camera pixels
+    sem_class: int  # TransFuser semantic id used for camera pixels
     rgb: tuple[int, int, int]
-    x: np.ndarray            # (num_steps,) world positions, yaw and forward speed per 20 Hz step
+    x: np.ndarray  # (num_steps,) world positions, yaw and forward speed per 20 Hz step
     y: np.ndarray
     yaw: np.ndarray
     speed: np.ndarray
@@ -150,26 +162,26 @@ class _Actor:
 @dataclass
 class _World:
     road: _Road
-    ego_u: np.ndarray        # (num_steps,) arc length of the ego
+    ego_u: np.ndarray  # (num_steps,) arc length of the ego
     ego_x: np.ndarray
     ego_y: np.ndarray
-    ego_yaw: np.ndarray      # unwrapped
+    ego_yaw: np.ndarray  # unwrapped
     ego_speed: np.ndarray
     target_speed: np.ndarray
-    brake: np.ndarray        # bool
+    brake: np.ndarray  # bool
     throttle: np.ndarray
     steer: np.ndarray
-    red_light: np.ndarray    # bool: a red light holds the ego
-    light_u: float | None    # arc length of the stop line of the route's traffic light (None: no light)
+    red_light: np.ndarray  # bool: a red light holds the ego
+    light_u: float | None  # arc length of the stop line of the route's traffic light (None: no light)
     actors: list[_Actor]
-    keypoint_u: np.ndarray   # sparse route keypoints (arc length)
+    keypoint_u: np.ndarray  # sparse route keypoints (arc length)
     keypoint_commands: list[int]
     route_end_u: float
     perturbation_translation: float
     perturbation_rotation_deg: float
     jpeg_quality: int
     weather: str
-    stream_seed: tuple[int, int]   # (seed, route_idx): per-step random streams derive from it
+    stream_seed: tuple[int, int]  # (seed, route_idx): per-step random streams derive from it
     texture: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     radar_cache: dict[int, list[np.ndarray]] = field(repr=False, default_factory=dict)
 
@@ -177,7 +189,7 @@ class _World:
         def stack(attr: str) -> np.ndarray:
             return np.array([getattr(a, attr) for a in self.actors], np.float64).reshape(len(self.actors), -1)
 
-        self.actor_x, self.actor_y = stack("x"), stack("y")            # (num_actors, num_steps)
+        self.actor_x, self.actor_y = stack("x"), stack("y")  # (num_actors, num_steps)
         self.actor_yaw, self.actor_speed = stack("yaw"), stack("speed")
         self.actor_extent = np.array([a.extent for a in self.actors], np.float64).reshape(-1, 3)
 
@@ -188,9 +200,9 @@ def _make_world(spec: _RouteSpec) -> _World:
     cruise = rng.uniform(6.0, 12.0)
     target = np.full(num_steps, cruise)
     red_light = np.zeros(num_steps, bool)
-    if num_steps > 200 and rng.random() < 0.6:        # a red light: stop for ~5 s somewhere in the middle
+    if num_steps > 200 and rng.random() < 0.6:  # a red light: stop for ~5 s somewhere in the middle
         stop_at = int(rng.uniform(0.3, 0.6) * num_steps)
-        red_light[stop_at:stop_at + RED_LIGHT_STEPS] = True
+        red_light[stop_at : stop_at + RED_LIGHT_STEPS] = True
         target[red_light] = 0.0
     speed = np.zeros(num_steps)
     speed[0] = 0.0 if rng.random() < 0.5 else cruise * rng.uniform(0.5, 1.0)
@@ -203,7 +215,7 @@ def _make_world(spec: _RouteSpec) -> _World:
     route_end_u = float(ego_u[-1] + 20.0)
     road = _make_road(rng, -120.0, route_end_u + 160.0)
     ego_x, ego_y, ego_yaw = road.pose(ego_u)
-    curvature = np.gradient(ego_yaw, ego_u + 1e-6 * np.arange(num_steps))   # dθ/du
+    curvature = np.gradient(ego_yaw, ego_u + 1e-6 * np.arange(num_steps))  # dθ/du
     steer = np.clip(np.arctan(2.9 * curvature) / 1.22, -1.0, 1.0)
     brake = (target < speed - 0.5) | (target == 0.0)
     throttle = np.where(brake, 0.0, np.clip(0.3 + 0.4 * (target - speed), 0.0, 0.75))
@@ -228,31 +240,75 @@ def _make_world(spec: _RouteSpec) -> _World:
         rotation = float(rng.uniform(-12.5, 12.5))
     texture = rng.integers(0, 18, size=(CAMERA_HEIGHT_PX, CAMERA_WIDTH_PX * NUM_CAMERAS, 4), dtype=np.uint8)
     texture[..., 3] = 0
-    texture = texture.view(np.uint32)[..., 0]      # (H, W) packed RGBX noise, added to the packed image
-    return _World(road=road, ego_u=ego_u, ego_x=ego_x, ego_y=ego_y, ego_yaw=ego_yaw, ego_speed=speed,
-                  target_speed=target, brake=brake, throttle=throttle, steer=steer, red_light=red_light,
-                  light_u=light_u,
-                  actors=actors, keypoint_u=keypoint_u, keypoint_commands=commands, route_end_u=route_end_u,
-                  perturbation_translation=translation, perturbation_rotation_deg=rotation,
-                  jpeg_quality=int(rng.choice([30, 90])), weather=WEATHERS[int(rng.integers(len(WEATHERS)))],
-                  stream_seed=(spec.seed, spec.route_idx), texture=texture)
+    texture = texture.view(np.uint32)[..., 0]  # (H, W) packed RGBX noise, added to the packed image
+    return _World(
+        road=road,
+        ego_u=ego_u,
+        ego_x=ego_x,
+        ego_y=ego_y,
+        ego_yaw=ego_yaw,
+        ego_speed=speed,
+        target_speed=target,
+        brake=brake,
+        throttle=throttle,
+        steer=steer,
+        red_light=red_light,
+        light_u=light_u,
+        actors=actors,
+        keypoint_u=keypoint_u,
+        keypoint_commands=commands,
+        route_end_u=route_end_u,
+        perturbation_translation=translation,
+        perturbation_rotation_deg=rotation,
+        jpeg_quality=int(rng.choice([30, 90])),
+        weather=WEATHERS[int(rng.integers(len(WEATHERS)))],
+        stream_seed=(spec.seed, spec.route_idx),
+        texture=texture,
+    )
 
 
-def _make_actors(rng: np.random.Generator, road: _Road, ego_u: np.ndarray, num_steps: int, cruise: float,
-                 route_end_u: float) -> list[_Actor]:
+def _make_actors(
+    rng: np.random.Generator,
+    road: _Road,
+    ego_u: np.ndarray,
+    num_steps: int,
+    cruise: float,
+    route_end_u: float,
+) -> list[_Actor]:
     t = np.arange(num_steps) * DT_S
     actors: list[_Actor] = []
     next_id = int(rng.integers(200, 400))
 
-    def add(box_class: str, extent: tuple, type_id: str, sem: int, colour: tuple, u: np.ndarray,
-            offset: float, backwards: bool, speed: float) -> None:
+    def add(
+        box_class: str,
+        extent: tuple,
+        type_id: str,
+        sem: int,
+        colour: tuple,
+        u: np.ndarray,
+        offset: float,
+        backwards: bool,
+        speed: float,
+    ) -> None:
         nonlocal next_id
         x, y, h = road.pose(u, offset)
         yaw = h + math.pi if backwards else h
         actor_id = next_id if box_class != "static_prop_car" else 100_000_000 + next_id
-        actors.append(_Actor(actor_id=actor_id, box_class=box_class, extent=extent, type_id=type_id,
-                             sem_class=sem, rgb=colour, x=x, y=y, yaw=yaw, speed=np.full(num_steps, speed),
-                             lane_offset=offset))
+        actors.append(
+            _Actor(
+                actor_id=actor_id,
+                box_class=box_class,
+                extent=extent,
+                type_id=type_id,
+                sem_class=sem,
+                rgb=colour,
+                x=x,
+                y=y,
+                yaw=yaw,
+                speed=np.full(num_steps, speed),
+                lane_offset=offset,
+            )
+        )
         next_id += int(rng.integers(1, 40))
 
     def colour() -> tuple[int, int, int]:
@@ -286,11 +342,29 @@ def _make_actors(rng: np.random.Generator, road: _Road, ego_u: np.ndarray, num_s
         v = rng.uniform(0.8, 1.6)
         back = bool(rng.random() < 0.5)
         side = SIDEWALK_OFFSET_M * (1 if rng.random() < 0.6 else -1)
-        add("walker", WALKER_EXTENT_M, "walker.pedestrian.0001", SemanticClass.PEDESTRIAN, colour(),
-            u0 + (-v if back else v) * t, side, back, v)
+        add(
+            "walker",
+            WALKER_EXTENT_M,
+            "walker.pedestrian.0001",
+            SemanticClass.PEDESTRIAN,
+            colour(),
+            u0 + (-v if back else v) * t,
+            side,
+            back,
+            v,
+        )
     for u0 in np.arange(rng.uniform(10.0, 60.0), span, rng.uniform(60.0, 110.0)):
-        add("static_prop_car", PARKED_EXTENT_M, "static.prop.car", SemanticClass.VEHICLE, colour(),
-            np.full(num_steps, u0), LANE_WIDTH_M * 1.5 + 1.4, False, 0.0)
+        add(
+            "static_prop_car",
+            PARKED_EXTENT_M,
+            "static.prop.car",
+            SemanticClass.VEHICLE,
+            colour(),
+            np.full(num_steps, u0),
+            LANE_WIDTH_M * 1.5 + 1.4,
+            False,
+            0.0,
+        )
     return actors
 
 
@@ -335,8 +409,13 @@ def _ego_pose(world: _World, step: int) -> tuple[float, float, float]:
 
 def _actor_arrays(world: _World, step: int) -> tuple[np.ndarray, ...]:
     """World x, y, yaw, speed, extents (n, 3) of all actors at `step`."""
-    return (world.actor_x[:, step], world.actor_y[:, step], world.actor_yaw[:, step],
-            world.actor_speed[:, step], world.actor_extent)
+    return (
+        world.actor_x[:, step],
+        world.actor_y[:, step],
+        world.actor_yaw[:, step],
+        world.actor_speed[:, step],
+        world.actor_extent,
+    )
 
 
 def _poles(world: _World, u_lo: float, u_hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +424,7 @@ def _poles(world: _World, u_lo: float, u_hi: float) -> tuple[np.ndarray, np.ndar
     u = np.arange(first, u_hi, POLE_SPACING_M)
     u = np.concatenate([u, u + POLE_SPACING_M / 2])
     side = np.repeat([POLE_OFFSET_M, -POLE_OFFSET_M], len(u) // 2)
-    if world.light_u is not None and u_lo <= world.light_u <= u_hi:   # the traffic light's mast
+    if world.light_u is not None and u_lo <= world.light_u <= u_hi:  # the traffic light's mast
         u = np.append(u, world.light_u + 1.0)
         side = np.append(side, ROAD_HALF_WIDTH_M + 1.0)
     x, y, _ = world.road.pose(u, side)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lead_stream import layout
-from lead_stream.constants import DATA_SAVE_FREQ, HDMAP_PIXELS_PER_M
+from lead_stream.core import layout
+from lead_stream.core.constants import DATA_SAVE_FREQ, HDMAP_PIXELS_PER_M
 from lead_stream.synthetic.encode import _jpeg, _laz, _lzma_pickle, _npz, _png
 from lead_stream.synthetic.labels import _boxes, _meta, _results
 from lead_stream.synthetic.lidar import _lidar, _radar_hits, _radar_points
@@ -42,8 +42,8 @@ from lead_stream.synthetic.world import (
 )
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
-FRAMES_PER_TASK = 50              # at most this many frames per worker task (routes are split to balance
-MIN_FRAMES_PER_TASK = 8           # processes), at least this many (each task rebuilds the route's world)
+FRAMES_PER_TASK = 50  # at most this many frames per worker task (routes are split to balance
+MIN_FRAMES_PER_TASK = 8  # processes), at least this many (each task rebuilds the route's world)
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,18 @@ class SynthSummary:
     """What `write_synthetic_lead` wrote."""
 
     data_root: Path
-    route_ids: tuple[str, ...]              # every route written, sorted
-    usable_route_ids: tuple[str, ...]       # routes LEAD's route filter keeps
-    rejected_route_ids: tuple[str, ...]     # failed / collision / unfinished routes
-    num_frames: int                         # frames per route (saved sensor frames)
-    seconds: float                          # wall time of the call
+    route_ids: tuple[str, ...]  # every route written, sorted
+    usable_route_ids: tuple[str, ...]  # routes LEAD's route filter keeps
+    rejected_route_ids: tuple[str, ...]  # failed / collision / unfinished routes
+    num_frames: int  # frames per route (saved sensor frames)
+    seconds: float  # wall time of the call
 
     def one_line(self) -> str:
-        return (f"{len(self.route_ids)} routes ({len(self.usable_route_ids)} usable, "
-                f"{len(self.rejected_route_ids)} rejected) x {self.num_frames} frames in {self.seconds:.1f}s "
-                f"-> {self.data_root}")
+        return (
+            f"{len(self.route_ids)} routes ({len(self.usable_route_ids)} usable, "
+            f"{len(self.rejected_route_ids)} rejected) x {self.num_frames} frames in {self.seconds:.1f}s "
+            f"-> {self.data_root}"
+        )
 
 
 def write_synthetic_lead(
@@ -104,26 +106,34 @@ def write_synthetic_lead(
     workers = max(1, workers)
     layout.routes_root(data_root).mkdir(parents=True, exist_ok=True)
     # every frame depends only on (seed, route, frame): split routes into frame ranges to balance processes
-    chunk = math.ceil(len(specs) * num_frames / (4 * workers))          # ~4 tasks per process...
-    chunk = min(FRAMES_PER_TASK, max(MIN_FRAMES_PER_TASK, chunk))       # ...each worth its world setup
-    tasks = [(data_root, spec, start, min(start + chunk, num_frames))
-             for spec in specs for start in range(0, num_frames, chunk)]
+    chunk = math.ceil(len(specs) * num_frames / (4 * workers))  # ~4 tasks per process...
+    chunk = min(FRAMES_PER_TASK, max(MIN_FRAMES_PER_TASK, chunk))  # ...each worth its world setup
+    tasks = [
+        (data_root, spec, start, min(start + chunk, num_frames))
+        for spec in specs
+        for start in range(0, num_frames, chunk)
+    ]
     if workers == 1:
         route_lengths = [_write_frames(*task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             route_lengths = list(pool.map(_write_frames, *zip(*tasks)))
     length_of = {task[1].route_idx: length for task, length in zip(tasks, route_lengths)}
-    for spec in specs:           # results.json last, like LEAD's Expert.destroy
+    for spec in specs:  # results.json last, like LEAD's Expert.destroy
         if spec.kind != "unfinished":
             text = json.dumps(_results(spec, length_of[spec.route_idx]), indent=2)
             route_dir = layout.route_path(data_root, spec.route_id)
             layout.results_path(route_dir).write_text(text, encoding="utf-8")
     usable = tuple(sorted(s.route_id for s in specs if s.kind in USABLE_KINDS))
     rejected = tuple(sorted(s.route_id for s in specs if s.kind not in USABLE_KINDS))
-    return SynthSummary(data_root=data_root, route_ids=tuple(sorted(usable + rejected)),
-                        usable_route_ids=usable, rejected_route_ids=rejected, num_frames=num_frames,
-                        seconds=time.perf_counter() - started)
+    return SynthSummary(
+        data_root=data_root,
+        route_ids=tuple(sorted(usable + rejected)),
+        usable_route_ids=usable,
+        rejected_route_ids=rejected,
+        num_frames=num_frames,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _write_frames(data_root: Path, spec: _RouteSpec, start: int, stop: int) -> float:
@@ -136,7 +146,7 @@ def _write_frames(data_root: Path, spec: _RouteSpec, start: int, stop: int) -> f
         (route_dir / name).mkdir(parents=True, exist_ok=True)
     creation_date = dt.date(2024, 1, 1) + dt.timedelta(days=(spec.seed * 31 + spec.route_idx) % 365)
     keypoints = [[float(x), float(y), 0.0] for x, y in zip(*world.road.pose(world.keypoint_u)[:2])]
-    planner_cache: dict[int, tuple] = {}     # popped keypoints -> shared lists (pickled once per meta)
+    planner_cache: dict[int, tuple] = {}  # popped keypoints -> shared lists (pickled once per meta)
     normal = _Sensor(0.0, 0.0)
     perturbated = _Sensor(world.perturbation_translation, math.radians(world.perturbation_rotation_deg))
     for frame_idx in range(start, stop):
@@ -146,18 +156,31 @@ def _write_frames(data_root: Path, spec: _RouteSpec, start: int, stop: int) -> f
         for sensor, pert in ((normal, False), (perturbated, True)):
             sx, sy, syaw = _sensor_pose_world(world, step, sensor)
             u = world.ego_u[step]
-            hdmap = _render_map(world, sx, sy, syaw, (-64.0, 64.0), (-64.0, 64.0), HDMAP_PIXELS_PER_M,
-                                (u - 100.0, u + 100.0))
-            camera_map = _render_map(world, sx, sy, syaw, CAMERA_MAP_RANGE[:2], CAMERA_MAP_RANGE[2:],
-                                     CAMERA_MAP_PPM, (u - 20.0, u + 150.0))
+            hdmap = _render_map(
+                world, sx, sy, syaw, (-64.0, 64.0), (-64.0, 64.0), HDMAP_PIXELS_PER_M, (u - 100.0, u + 100.0)
+            )
+            camera_map = _render_map(
+                world,
+                sx,
+                sy,
+                syaw,
+                CAMERA_MAP_RANGE[:2],
+                CAMERA_MAP_RANGE[2:],
+                CAMERA_MAP_PPM,
+                (u - 20.0, u + 150.0),
+            )
             rgb, sem, depth, seen = _render_cameras(world, _solids(world, step, sensor), camera_map)
             if not pert:
                 visible = seen
-            (layout.modality_path(route_dir, "rgb", frame_idx, perturbated=pert)
-             .write_bytes(_jpeg(rgb, world.jpeg_quality)))
+            (
+                layout.modality_path(route_dir, "rgb", frame_idx, perturbated=pert).write_bytes(
+                    _jpeg(rgb, world.jpeg_quality)
+                )
+            )
             layout.modality_path(route_dir, "semantics", frame_idx, perturbated=pert).write_bytes(_png(sem))
             layout.modality_path(route_dir, "depth", frame_idx, perturbated=pert).write_bytes(
-                _png(_depth_png_array(depth)))
+                _png(_depth_png_array(depth))
+            )
             layout.modality_path(route_dir, "hdmap", frame_idx, perturbated=pert).write_bytes(_png(hdmap))
         radar = _radar_points(world, step)
         radar_hits = _radar_hits(world, step, radar)

@@ -1,0 +1,176 @@
+"""Index bucket tables → the per-route build plan, and one chunk of a route → tmp tar shards (in a worker).
+
+`build_plan` lists every route with its selected frames (the union of the collections' members);
+`build_chunk` preprocesses a chunk's frames (`features.build_sample`) into `*.tar.tmp` shards split at
+`max_shard_bytes`, recording a failure row for each frame that cannot be built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from lead_stream.cache import features
+from lead_stream.cache.frame import load_frame
+from lead_stream.cache.manifest import sample_sha256
+from lead_stream.cache.tar_writer import TarShardWriter, route_hash, sample_key
+from lead_stream.core import container
+from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.layout import relative_path
+from lead_stream.index.tables import read_bucket_members, table_path
+from lead_stream.sources.route import Route
+
+BUILD_TMP_PREFIX = "building-rank"  # "<prefix>-<rank>-<route hash>-<chunk>-<part>.tar.tmp"
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    route_id: str
+    fingerprint: str
+    frames: tuple[int, ...]
+
+
+def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]:
+    """Routes (sorted) with their selected frames: the union of the collections' bucket members.
+
+    Raises:
+        LeadFormatError: missing index tables, or a bucket route missing from routes.parquet.
+    """
+
+    members = (
+        pl.concat(
+            [read_bucket_members(data_root, name).select("route_id", "frame_idx") for name in collections]
+        )
+        .unique()
+        .sort("route_id", "frame_idx")
+    )
+    routes_file = table_path(data_root, "routes")
+    if not routes_file.is_file():
+        raise LeadFormatError(routes_file, "missing (build the index first: lead-stream index)")
+    routes = pl.from_arrow(pq.read_table(routes_file, columns=["route_id", "fingerprint"]))
+    fingerprints = dict(zip(routes["route_id"].to_list(), routes["fingerprint"].to_list(), strict=True))
+    plan, keys = [], {}
+    for (route_id,), group in members.group_by(["route_id"], maintain_order=True):
+        if route_id not in fingerprints:
+            raise LeadFormatError(
+                routes_file, f"bucket route {route_id!r} is not in routes.parquet (stale index)"
+            )
+        safe = sample_key(route_id, 0)
+        if safe in keys:
+            raise LeadFormatError(
+                routes_file, f"routes {keys[safe]!r} and {route_id!r} give the same sample keys"
+            )
+        keys[safe] = route_id
+        plan.append(RoutePlan(route_id, fingerprints[route_id], tuple(int(f) for f in group["frame_idx"])))
+    return plan
+
+
+def routes_of_rank(plan: list[RoutePlan], rank: int, world_size: int) -> list[RoutePlan]:
+    """Round-robin over the sorted route ids: route i belongs to rank i % world_size."""
+    return [route for i, route in enumerate(plan) if i % world_size == rank]
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    data_root: Path
+    cache_dir: Path
+    route_id: str
+    chunk_idx: int
+    frames: tuple[int, ...]
+    max_shard_bytes: int
+    rank: int
+    strict: bool
+
+
+@dataclass
+class TmpShard:
+    tmp_path: Path
+    samples: list[dict[str, Any]]  # manifest rows without "shard" and "route_fingerprint"
+    size_bytes: int
+    sha256: str
+
+
+@dataclass
+class ChunkResult:
+    route_id: str
+    chunk_idx: int
+    shards: list[TmpShard]
+    failures: list[dict[str, Any]]
+    num_samples: int
+    size_bytes: int
+
+
+def build_chunk(task: ChunkTask) -> ChunkResult:
+    """Build the samples of `task.frames` of one route into tmp tar files (split at max_shard_bytes)."""
+
+    route = Route(task.data_root, task.route_id)
+    shards: list[TmpShard] = []
+    failures: list[dict[str, Any]] = []
+    writer: TarShardWriter | None = None
+    rows: list[dict[str, Any]] = []
+    stem = f"{BUILD_TMP_PREFIX}-{task.rank}-{route_hash(task.route_id)}-{task.chunk_idx:06d}"
+
+    def finish() -> None:
+        nonlocal writer, rows
+        if writer is not None:
+            digest = writer.close()
+            shards.append(TmpShard(writer.path, rows, writer.size_bytes, digest))
+            writer, rows = None, []
+
+    try:
+        for frame_idx in task.frames:
+            try:
+                members = features.build_sample(load_frame(route, frame_idx))
+            except LeadFormatError as error:
+                failures.append(
+                    {
+                        "route_id": task.route_id,
+                        "frame_idx": frame_idx,
+                        "file": relative_path(error.path, task.data_root),
+                        "reason": error.problem,
+                    }
+                )
+                if task.strict:
+                    break
+                continue
+            if writer is None:
+                writer = TarShardWriter(task.cache_dir / f"{stem}-{len(shards):04d}.tar.tmp")
+            key = sample_key(task.route_id, frame_idx)
+            offset, size = writer.add_sample(key, members)
+            targets = container.decode_attrs(members["arrays.lz4"], features.TARGETS_GROUP)
+            rows.append(
+                {
+                    "key": key,
+                    "route_id": task.route_id,
+                    "frame_idx": frame_idx,
+                    "offset": offset,
+                    "size_bytes": size,
+                    "sha256": sample_sha256(members),
+                    "planning_valid": bool(targets["planning_valid"]),
+                }
+            )
+            if writer.size_bytes >= task.max_shard_bytes:
+                finish()
+        finish()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for shard in shards:
+            shard.tmp_path.unlink(missing_ok=True)
+        raise
+    return ChunkResult(
+        task.route_id,
+        task.chunk_idx,
+        shards,
+        failures,
+        sum(len(s.samples) for s in shards),
+        sum(s.size_bytes for s in shards),
+    )
+
+
+def route_chunks(route: RoutePlan, max_samples: int) -> list[tuple[int, ...]]:
+    return [route.frames[i : i + max_samples] for i in range(0, len(route.frames), max_samples)]

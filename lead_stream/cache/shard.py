@@ -1,0 +1,434 @@
+"""Index bucket tables → WebDataset tar shards + Parquet manifest (the persistent cache).
+
+Input: `<data_root>/index/` (routes.parquet fingerprints, buckets/<collection>.parquet members).
+Output: `<data_root>/cache/<pipeline_id>/shard-NNNNNN.tar`, `journal/`, `samples.parquet`,
+`shards.parquet`, `failures.parquet` and, LAST, `manifest.json` (its presence = a complete cache).
+
+Each selected frame (union of the configured bucket collections) becomes one sample keyed
+"<route_id>/<frame_idx:04d>" ('.' → '_') with the members of `features.MEMBERS`. Shards never mix routes,
+so an unchanged route keeps its shards on a rebuild. Write order per shard: `*.tar.tmp` → its journal entry
+`journal/shard-NNNNNN.json` (the shard's row + its samples' rows as columns) → rename to
+`shard-NNNNNN.tar`; after a route's last shard its record
+`journal/route-<hash>.json` is written. A kill therefore leaves only `*.tmp` files and shards that have a
+journal entry; the next run deletes the tmp files and the shards of unfinished routes, rebuilds those
+routes and reuses every finished route whose index fingerprint and frame set are unchanged.
+`pipeline_id` hashes the content-affecting config, `features.PREPROCESS_VERSION` and the source of the
+preprocessing modules, so a code or config change starts a new cache directory.
+The tar bytes and the journal files are written by `tar_writer`, the chunks by `chunks`; this module decides what goes where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from lead_stream.cache import features
+from lead_stream.cache.chunks import (
+    BUILD_TMP_PREFIX,
+    ChunkTask,
+    RoutePlan,
+    build_chunk,
+    build_plan,
+    route_chunks,
+    routes_of_rank,
+)
+from lead_stream.cache.identity import pipeline_id, pipeline_identity
+from lead_stream.cache.manifest import MANIFEST_FILENAME, TABLE_FILENAMES, cache_root
+from lead_stream.cache.tar_writer import (
+    delete_shard,
+    journal_dir,
+    journal_entry,
+    load_journal,
+    number_sequence,
+    read_shard_entry,
+    route_record_path,
+    shard_journal_path,
+    shard_name,
+)
+from lead_stream.core.atomic import atomic_path, atomic_write_text, remove_stale_tmp
+from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
+
+CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardConfig:
+    # --- selection ---
+    collections: tuple[str, ...] = ("pretrain", "posttrain")  # samples = union of these bucket tables' frames
+    # --- packing ---
+    max_samples_per_shard: int = 1000  # close a shard after this many samples...
+    max_shard_bytes: int = 384 << 20  # ...or once it reaches this size (a shard never mixes routes)
+    # --- execution (not part of the pipeline id) ---
+    workers: int | None = None  # build processes; None = os.cpu_count(); 1 = in this process
+    progress: bool = True  # tqdm bar on stderr (samples/s, MB/s)
+    strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
+    rank: int = 0  # this machine's part of a distributed build...
+    world_size: int = 1  # ...routes i (sorted) with i % world_size == rank; merge with --merge
+
+    def __post_init__(self) -> None:
+        if isinstance(self.collections, str) or not self.collections:
+            raise ConfigError(f"collections must be a non-empty tuple of names, got {self.collections!r}")
+        if self.max_samples_per_shard < 1 or self.max_shard_bytes < 1:
+            raise ConfigError("max_samples_per_shard and max_shard_bytes must be >= 1")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be >= 1 or None, got {self.workers}")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"need 0 <= rank < world_size, got {self.rank=} {self.world_size=}")
+
+    def content(self) -> dict[str, Any]:
+        """The fields that change what the cache holds (they enter the pipeline id)."""
+        return {
+            name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in CONTENT_FIELDS
+        }
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What one `write_shards` / `merge_manifests` call did."""
+
+    cache_dir: Path
+    pipeline_id: str
+    complete: bool  # manifest.json written (False for one rank of a distributed build)
+    num_samples: int  # in the manifest (complete) or in this rank's routes
+    num_shards: int
+    num_failures: int
+    num_routes_built: int
+    num_routes_reused: int
+    num_samples_built: int  # samples written by this call
+    bytes_written: int  # shard bytes written by this call
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.num_samples_built / self.seconds if self.seconds > 0 else 0.0
+
+    def one_line(self) -> str:
+        state = "complete" if self.complete else "partial"
+        return (
+            f"{state} cache {self.cache_dir}: {self.num_samples:,} samples in "
+            f"{self.num_shards:,} shards, "
+            f"{self.num_failures} failures; built {self.num_routes_built} routes "
+            f"({self.num_samples_built:,} samples, {self.bytes_written / 1e6:.1f} MB, "
+            f"{self.samples_per_s:.1f} samples/s), reused {self.num_routes_reused}"
+        )
+
+
+def _partial_manifest_path(cache_dir: Path, rank: int, world_size: int) -> Path:
+    return cache_dir / f"manifest-rank-{rank}-of-{world_size}.json"
+
+
+def _after_shard_renamed(path: Path) -> None:
+    """Hook called after each finished shard is renamed into place (tests inject a crash here)."""
+
+
+def _record_is_current(
+    record: dict | None, route: RoutePlan, shard_entries: dict[str, dict], cache_dir: Path
+) -> bool:
+    if record is None or record["route_fingerprint"] != route.fingerprint:
+        return False
+    if tuple(record["frames"]) != route.frames:
+        return False
+    for shard in record["shards"]:
+        entry = shard_entries.get(shard)
+        path = cache_dir / shard
+        if entry is None or not path.is_file() or path.stat().st_size != entry["shard"]["size_bytes"]:
+            return False
+    return True
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="sample",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        desc="shard",
+        smoothing=0.1,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# public entry points
+# ---------------------------------------------------------------------------------------------------
+def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> ShardSummary:
+    """Build (or incrementally update) this rank's part of the shard cache of `data_root`.
+
+    With world_size 1 the manifest is written at the end (complete cache). With world_size > 1 this rank
+    writes `manifest-rank-R-of-W.json` and `merge_manifests` (CLI: `lead-stream shard --merge`) writes the
+    final manifest once every rank is done.
+
+    Args:
+        data_root: LEAD data root with `index/` built.
+        config: what to build and how.
+
+    Returns:
+        Counts, paths and throughput of this call.
+
+    Raises:
+        LeadFormatError: missing/stale index; with `config.strict`, the first unreadable frame.
+    """
+    started = time.perf_counter()
+    data_root = Path(data_root)
+    plan = build_plan(data_root, config.collections)
+    pid = pipeline_id(config)
+    cache_dir = cache_root(data_root) / pid
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    journal_dir(cache_dir).mkdir(exist_ok=True)
+    if config.world_size == 1:
+        remove_stale_tmp(cache_dir)
+    else:
+        for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    records, shard_entries = load_journal(cache_dir)
+    mine = routes_of_rank(plan, config.rank, config.world_size)
+    mine_ids = {route.route_id for route in mine}
+    planned_ids = {route.route_id for route in plan}
+    to_build = [
+        r for r in mine if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
+    ]
+    reused = len(mine) - len(to_build)
+
+    # Shards that no current route record references: killed builds, changed or removed routes.
+    stale_ids = {r.route_id for r in to_build}
+    keep: set[str] = set()
+    for route_id, record in records.items():
+        if route_id in planned_ids and route_id not in stale_ids:
+            keep.update(record["shards"])
+    owned = {
+        name
+        for name, entry in shard_entries.items()
+        if config.world_size == 1 or entry["shard"]["route_id"] in mine_ids
+    }
+    if config.world_size == 1:
+        owned |= {p.name for p in cache_dir.glob("shard-*.tar")}
+    obsolete = sorted(owned - keep)
+    if to_build or obsolete:
+        (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)  # the cache is no longer complete
+    for shard in obsolete:
+        delete_shard(cache_dir, shard)
+    removed = {r for r in records if r not in planned_ids} if config.world_size == 1 else set()
+    for route_id in stale_ids | removed:
+        route_record_path(cache_dir, route_id).unlink(missing_ok=True)
+        records.pop(route_id, None)
+
+    tasks = [
+        ChunkTask(
+            data_root,
+            cache_dir,
+            route.route_id,
+            i,
+            frames,
+            config.max_shard_bytes,
+            config.rank,
+            config.strict,
+        )
+        for route in to_build
+        for i, frames in enumerate(route_chunks(route, config.max_samples_per_shard))
+    ]
+    by_id = {route.route_id: route for route in to_build}
+    num_chunks = {
+        route.route_id: len(route_chunks(route, config.max_samples_per_shard)) for route in to_build
+    }
+    numbers = number_sequence(cache_dir, config.rank, config.world_size)
+    pending: dict[str, dict[str, Any]] = {}
+    built_samples = built_bytes = 0
+    bar = _progress_bar(sum(len(t.frames) for t in tasks), config.progress)
+    workers = min(config.workers or os.cpu_count() or 1, max(len(tasks), 1))
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(build_chunk, tasks, chunksize=1) if pool else map(build_chunk, tasks)
+        for result in results:
+            route = by_id[result.route_id]
+            state = pending.setdefault(route.route_id, {"shards": [], "failures": [], "chunks": 0})
+            if config.strict and result.failures:
+                for shard in result.shards:
+                    shard.tmp_path.unlink(missing_ok=True)
+                failure = result.failures[0]
+                raise LeadFormatError(data_root / failure["file"], failure["reason"])
+            for tmp in result.shards:
+                name = shard_name(next(numbers))
+                fingerprint = route.fingerprint
+                shard_row = {
+                    "shard": name,
+                    "route_id": route.route_id,
+                    "route_fingerprint": fingerprint,
+                    "num_samples": len(tmp.samples),
+                    "size_bytes": tmp.size_bytes,
+                    "sha256": tmp.sha256,
+                }
+                atomic_write_text(
+                    shard_journal_path(cache_dir, name),
+                    json.dumps(journal_entry(shard_row, tmp.samples), sort_keys=True),
+                )
+                os.replace(tmp.tmp_path, cache_dir / name)
+                _after_shard_renamed(cache_dir / name)
+                state["shards"].append(name)
+            state["failures"].extend(result.failures)
+            state["chunks"] += 1
+            built_samples += result.num_samples
+            built_bytes += result.size_bytes
+            bar.update(result.num_samples + len(result.failures))
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{built_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
+            if state["chunks"] == num_chunks[route.route_id]:
+                record = {
+                    "route_id": route.route_id,
+                    "route_fingerprint": route.fingerprint,
+                    "frames": list(route.frames),
+                    "shards": state["shards"],
+                    "failures": state["failures"],
+                }
+                atomic_write_text(
+                    route_record_path(cache_dir, route.route_id), json.dumps(record, sort_keys=True)
+                )
+                records[route.route_id] = record
+                del pending[route.route_id]
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    if config.world_size == 1:
+        summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    else:
+        mine_records = [records[r.route_id] for r in mine]
+        partial = {
+            "pipeline_id": pid,
+            "rank": config.rank,
+            "world_size": config.world_size,
+            "routes": sorted(mine_ids),
+            "num_samples": sum(_record_samples(cache_dir, r) for r in mine_records),
+            "num_shards": sum(len(r["shards"]) for r in mine_records),
+            "num_failures": sum(len(r["failures"]) for r in mine_records),
+        }
+        atomic_write_text(
+            _partial_manifest_path(cache_dir, config.rank, config.world_size),
+            json.dumps(partial, sort_keys=True, indent=1),
+        )
+        summary = ShardSummary(
+            cache_dir,
+            pid,
+            False,
+            partial["num_samples"],
+            partial["num_shards"],
+            partial["num_failures"],
+            0,
+            0,
+            0,
+            0,
+            0.0,
+        )
+    return dataclasses.replace(
+        summary,
+        num_routes_built=len(to_build),
+        num_routes_reused=reused,
+        num_samples_built=built_samples,
+        bytes_written=built_bytes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _record_samples(cache_dir: Path, record: dict) -> int:
+    total = 0
+    for shard in record["shards"]:
+        entry = read_shard_entry(shard_journal_path(cache_dir, shard))
+        total += len(entry["samples"]) if entry else 0
+    return total
+
+
+def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> ShardSummary:
+    """Join the journal of a distributed build (all ranks done) into the final manifest.
+
+    Raises:
+        LeadStreamError: some planned route has no finished record (a rank has not finished).
+    """
+    started = time.perf_counter()
+    data_root = Path(data_root)
+    plan = build_plan(data_root, config.collections)
+    pid = pipeline_id(config)
+    cache_dir = cache_root(data_root) / pid
+    records, shard_entries = load_journal(cache_dir)
+    missing = [
+        r.route_id
+        for r in plan
+        if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
+    ]
+    if missing:
+        partials = sorted(p.name for p in cache_dir.glob("manifest-rank-*-of-*.json"))
+        raise LeadStreamError(
+            f"{cache_dir}: {len(missing)} routes not built yet (e.g. {missing[0]!r}); "
+            f"partial manifests present: {partials or 'none'}"
+        )
+    remove_stale_tmp(cache_dir)
+    keep = {shard for r in plan for shard in records[r.route_id]["shards"]}
+    for shard in sorted(set(shard_entries) | {p.name for p in cache_dir.glob("shard-*.tar")}):
+        if shard not in keep:
+            delete_shard(cache_dir, shard)
+    planned_ids = {r.route_id for r in plan}
+    for route_id in records:
+        if route_id not in planned_ids:
+            route_record_path(cache_dir, route_id).unlink(missing_ok=True)
+    summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
+        partial.unlink()
+    return dataclasses.replace(summary, seconds=time.perf_counter() - started)
+
+
+def _write_manifest(
+    data_root: Path, cache_dir: Path, pid: str, config: ShardConfig, plan: list[RoutePlan]
+) -> ShardSummary:
+    """samples/shards/failures.parquet from the journal of every planned route, then manifest.json LAST."""
+    records, shard_entries = load_journal(cache_dir)
+    samples, shards, failures = [], [], []
+    for route in plan:
+        record = records[route.route_id]
+        failures.extend(record["failures"])
+        for shard in record["shards"]:
+            shards.append(shard_entries[shard]["shard"])
+            samples.extend(shard_entries[shard]["samples"])
+    samples.sort(key=lambda row: row["key"])
+    shards.sort(key=lambda row: row["shard"])
+    failures.sort(key=lambda row: (row["route_id"], row["frame_idx"]))
+    for name, rows in (("samples", samples), ("shards", shards), ("failures", failures)):
+        with atomic_path(cache_dir / TABLE_FILENAMES[name]) as tmp:
+            pq.write_table(manifest_table(rows, name), tmp, compression="zstd")
+    identity = pipeline_identity(config)
+    info = {
+        "manifest_version": MANIFEST_VERSION,
+        "pipeline_id": pid,
+        "config": identity["config"],
+        "preprocess_version": identity["preprocess_version"],
+        "preprocessing_sha256": identity["preprocessing_sha256"],
+        "code_version": _code_version(),
+        "members": list(features.MEMBER_NAMES),
+        "num_samples": len(samples),
+        "num_shards": len(shards),
+        "num_failures": len(failures),
+        "num_routes": len(plan),
+        "size_bytes": sum(row["size_bytes"] for row in shards),
+        "route_fingerprints": {route.route_id: route.fingerprint for route in plan},
+        "tables": TABLE_FILENAMES,
+    }
+    atomic_write_text(cache_dir / MANIFEST_FILENAME, json.dumps(info, indent=1, sort_keys=True))
+    return ShardSummary(cache_dir, pid, True, len(samples), len(shards), len(failures), 0, 0, 0, 0, 0.0)
+
+
+def _code_version() -> str:
+    from lead_stream import __version__
+
+    return f"lead-stream {__version__}"

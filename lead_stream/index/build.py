@@ -1,0 +1,244 @@
+"""Raw LEAD routes → Parquet index: routes.parquet, frames.parquet and buckets/<collection>.parquet.
+
+`build_index` reads results.json and every meta pickle of each route (in worker processes, one Arrow
+table per route), keeps the scalar meta keys listed in `lead_stream.schemas.tables`, and writes under
+`<data_root>/index/`. Paths inside the tables are relative (route_id), so the folder is portable.
+
+Incremental: a route whose stat stamp (size + mtime of results.json and of every metas/ and bboxes/ file,
+mtime of each sensor folder) equals the one in the previous routes.parquet is not re-read; its rows,
+including its `Route.fingerprint()`, are copied from the previous tables. (A folder's mtime changes whenever
+an entry is added, removed or renamed, so the stamp sees every change the fingerprint sees, at ~1/4 of its
+cost.) routes.parquet is
+written LAST, so a killed build never pairs new fingerprints with old frames. A route that cannot be read
+is recorded (usable=false, read_error="<file>: <problem>") and the others complete; `strict=True` raises.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lead_stream.core import layout
+from lead_stream.core.atomic import remove_stale_tmp
+from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.layout import relative_path
+from lead_stream.index.collections import collection_sizes, write_collections
+from lead_stream.index.route_rows import read_route, stat_stamp
+from lead_stream.index.tables import index_dir, table_path, write_parquet
+from lead_stream.schemas.tables import (
+    BUILD_ID_KEY,
+    FRAMES_SCHEMA,
+    ROUTES_SCHEMA,
+    SchemaError,
+    check_version,
+    conform,
+)
+from lead_stream.sources.discovery import discover_routes
+from lead_stream.sources.route import Route
+
+STAMP_POOL_MIN_ROUTES = 256  # below this many routes, stat stamps are computed in-process (no pool start-up)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexConfig:
+    # --- parallelism ---
+    workers: int | None = None  # processes reading routes; None -> os.cpu_count(); 1 -> in-process
+    # --- rebuild policy ---
+    force: bool = False  # re-read every route, ignoring the previous index
+    strict: bool = False  # raise LeadFormatError on the first unreadable route instead of recording it
+    # --- output ---
+    progress: bool = True  # tqdm bar (frames/s) on stderr
+    compression: str = "zstd"  # Parquet codec of the tables
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 or None, got {self.workers}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexSummary:
+    """What one `build_index` run did."""
+
+    index_dir: Path
+    num_routes: int  # routes discovered
+    num_usable_routes: int  # LEAD §2.3 rule and readable
+    num_frames: int  # rows of frames.parquet
+    num_reread: int  # routes read this run (the rest reused from the previous index)
+    num_frames_read: int  # frames whose meta was read this run
+    failures: tuple[tuple[str, str], ...]  # (route_id, "<file>: <problem>") of unreadable routes
+    collections: Mapping[str, int] = field(default_factory=dict)  # collection -> member frames
+    seconds: float = 0.0
+
+    @property
+    def num_reused(self) -> int:
+        return self.num_routes - self.num_reread
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.num_frames_read / self.seconds if self.seconds > 0 else 0.0
+
+    def one_line(self) -> str:
+        buckets = ", ".join(f"{name} {n:,}" for name, n in self.collections.items())
+        line = (
+            f"{self.num_routes:,} routes ({self.num_usable_routes:,} usable, {self.num_reread:,} read, "
+            f"{self.num_reused:,} unchanged), {self.num_frames:,} frames; buckets: {buckets} "
+            f"-> {self.index_dir} in {self.seconds:.1f}s"
+        )
+        if self.failures:
+            line += f"; {len(self.failures)} unreadable: " + "; ".join(f"{m}" for _, m in self.failures[:3])
+            if len(self.failures) > 3:
+                line += " ..."
+        return line
+
+
+def _previous_routes(data_root: Path) -> dict[str, dict[str, Any]] | None:
+    """Route rows (by route_id) of the previous build, if it is complete and of this schema version."""
+    routes_path, frames_path = table_path(data_root, "routes"), table_path(data_root, "frames")
+    if not (routes_path.is_file() and frames_path.is_file()):
+        return None
+    try:
+        routes, frames_schema = pq.read_table(routes_path), pq.read_schema(frames_path)
+        check_version(routes.schema, "routes", routes_path)
+        check_version(frames_schema, "frames", frames_path)
+    except (SchemaError, pa.ArrowInvalid, OSError):
+        return None
+    if routes.schema.metadata.get(BUILD_ID_KEY) != frames_schema.metadata.get(BUILD_ID_KEY):
+        return None  # killed between writes: trust nothing
+    return {row["route_id"]: row for row in routes.to_pylist()}
+
+
+def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> IndexSummary:
+    """Scan every route and write routes.parquet, frames.parquet and the bucket tables under index/.
+
+    Nothing is written when no route changed (same stat stamps, same route set) and the default
+    collections are on disk with their current definitions.
+
+    Args:
+        data_root: LEAD data root (`<data_root>/data/<Scenario>/<route>/`).
+        config: workers, force, strict, progress.
+
+    Returns:
+        IndexSummary (counts, routes re-read, unreadable routes, collection sizes).
+
+    Raises:
+        LeadFormatError: no `data/` folder; with `strict`, the first unreadable route (by route_id).
+    """
+    started = time.perf_counter()
+    data_root = Path(data_root)
+    out_dir = index_dir(data_root)
+    route_ids = discover_routes(data_root)
+    remove_stale_tmp(out_dir)
+    old_rows = (None if config.force else _previous_routes(data_root)) or {}
+    workers = config.workers or os.cpu_count() or 1
+
+    route_dirs = [str(layout.route_path(data_root, rid)) for rid in route_ids]
+    if workers > 1 and len(route_ids) >= STAMP_POOL_MIN_ROUTES:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            stamps = dict(zip(route_ids, pool.map(stat_stamp, route_dirs, chunksize=64)))
+    else:
+        stamps = dict(zip(route_ids, map(stat_stamp, route_dirs)))
+    reused = [
+        rid
+        for rid in route_ids
+        if rid in old_rows
+        and old_rows[rid]["stat_stamp"] == stamps[rid]
+        and old_rows[rid]["read_error"] is None
+    ]  # unreadable routes are always read again
+    reused_set = set(reused)
+    to_read = [rid for rid in route_ids if rid not in reused_set]
+    if not to_read and len(old_rows) == len(route_ids):
+        sizes = collection_sizes(data_root)
+        if sizes is not None:  # nothing changed: the index on disk is current
+            return IndexSummary(
+                index_dir=out_dir,
+                num_routes=len(route_ids),
+                num_usable_routes=sum(bool(old_rows[rid]["usable"]) for rid in route_ids),
+                num_frames=pq.read_metadata(table_path(data_root, "frames")).num_rows,
+                num_reread=0,
+                num_frames_read=0,
+                failures=(),
+                collections=sizes,
+                seconds=time.perf_counter() - started,
+            )
+    executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
+    try:
+        results = _read_routes(data_root, to_read, stamps, executor, config.progress)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+    failures = [(rid, results[rid][2]) for rid in to_read if results[rid][2] is not None]
+    if config.strict and failures:
+        raise LeadFormatError(*failures[0][1])
+
+    route_rows = {rid: old_rows[rid] for rid in reused}
+    route_rows.update({rid: results[rid][0] for rid in to_read})
+    frame_parts = [results[rid][1] for rid in to_read if results[rid][1] is not None]
+    if reused:
+        old_frames = pq.read_table(table_path(data_root, "frames"), filters=[("route_id", "in", reused)])
+        frame_parts.append(conform(old_frames, "frames"))
+    frames = pa.concat_tables(frame_parts) if frame_parts else FRAMES_SCHEMA.empty_table()
+    frames = frames.sort_by([("route_id", "ascending"), ("frame_idx", "ascending")])
+    routes = pa.Table.from_pylist([route_rows[rid] for rid in route_ids], schema=ROUTES_SCHEMA)
+
+    build = {BUILD_ID_KEY: uuid.uuid4().hex}
+    frames = conform(frames, "frames", metadata=build)
+    write_parquet(frames, table_path(data_root, "frames"), config.compression)
+    collections = write_collections(data_root, pl.from_arrow(frames).lazy(), config.compression)
+    write_parquet(
+        conform(routes, "routes", metadata=build), table_path(data_root, "routes"), config.compression
+    )  # last: its build id vouches for frames.parquet
+
+    usable = pc.sum(routes.column("usable")).as_py() or 0
+    return IndexSummary(
+        index_dir=out_dir,
+        num_routes=len(route_ids),
+        num_usable_routes=usable,
+        num_frames=frames.num_rows,
+        num_reread=len(to_read),
+        num_frames_read=sum(results[rid][1].num_rows for rid in to_read if results[rid][1] is not None),
+        failures=tuple(
+            (rid, f"{relative_path(Path(path), data_root)}: {problem}") for rid, (path, problem) in failures
+        ),
+        collections=collections,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _read_routes(
+    data_root: Path,
+    route_ids: list[str],
+    stamps: Mapping[str, str],
+    executor: ProcessPoolExecutor | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """Read `route_ids` (in `executor` if given) with a frames/s progress bar; returns route_id -> result."""
+    from tqdm import tqdm
+
+    total = sum(Route(data_root, rid).num_frames() for rid in route_ids) if progress else None
+    bar = tqdm(total=total, unit="frame", desc="index", disable=not progress, dynamic_ncols=True)
+    results: dict[str, Any] = {}
+    try:
+        if executor is None:
+            for rid in route_ids:
+                results[rid] = read_route(data_root, rid, stamps[rid])
+                bar.update(results[rid][0]["num_frames"])
+        else:
+            futures = {executor.submit(read_route, data_root, rid, stamps[rid]): rid for rid in route_ids}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update(results[futures[future]][0]["num_frames"])
+    finally:
+        bar.close()
+    return results

@@ -1,0 +1,104 @@
+"""Index tables → answers: Polars SQL over frames, routes and every bucket collection, and bucket reports.
+
+Read side of the index (`lead_stream.index` writes it). Each table is a lazy `pl.scan_parquet`, checked
+against its schema version first; a bucket collection is queried by its name (`pretrain`, `posttrain`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.index.tables import BUCKETS_DIR, collection_names, index_dir, table_path
+from lead_stream.schemas.tables import SchemaError, check_version
+
+
+def load_tables(data_root: Path) -> dict[str, pl.LazyFrame]:
+    """Lazy scans of every index table: "frames", "routes" and each bucket collection by name.
+
+    Raises:
+        LeadFormatError: no index (or a table of another schema version).
+    """
+    tables = {"frames": "frames", "routes": "routes"}
+    tables.update(dict.fromkeys(collection_names(data_root), "bucket_members"))
+    out = {}
+    for name, kind in tables.items():
+        path = table_path(data_root, name)
+        if not path.is_file():
+            raise LeadFormatError(path, f"missing (build the index first: lead-stream index {data_root})")
+        try:
+            check_version(pq.read_schema(path), kind, path)
+        except SchemaError as error:
+            raise LeadFormatError(path, str(error).split(": ", 1)[-1]) from None
+        out[name] = pl.scan_parquet(path)
+    return out
+
+
+class QueryError(LeadStreamError, ValueError):
+    """An SQL query over the index tables failed (syntax, unknown table or column)."""
+
+
+def run_query(data_root: Path, sql: str) -> pl.DataFrame:
+    """Run Polars SQL over the index tables (`frames`, `routes`, `pretrain`, `posttrain`, user collections).
+
+    Raises:
+        LeadFormatError: no index.
+        QueryError: the query is invalid.
+    """
+    context = pl.SQLContext(load_tables(data_root))
+    try:
+        return context.execute(sql, eager=True)
+    except (pl.exceptions.PolarsError, ValueError) as error:
+        raise QueryError(
+            f"query: {str(error).strip().splitlines()[0]} (tables: {', '.join(context.tables())})"
+        ) from None
+
+
+def bucket_report(
+    data_root: Path, collections: Iterable[str] | None = None, by: tuple[str, ...] = ("town", "scenario")
+) -> dict[str, pl.DataFrame]:
+    """Frames per bucket, and per bucket x each column of `by`, for the given collections (default: all).
+
+    Returns:
+        {"buckets": (collection, bucket, rate, frames, epoch_frames), "<col>": per-column breakdown, ...}
+    """
+    tables = load_tables(data_root)
+    names = list(collections) if collections is not None else collection_names(data_root)
+    unknown = [n for n in names if n not in tables or n in ("frames", "routes")]
+    if unknown:
+        raise LeadFormatError(
+            index_dir(data_root) / BUCKETS_DIR, f"no collection {unknown}; have {collection_names(data_root)}"
+        )
+    columns = tables["frames"].collect_schema().names()
+    bad = [c for c in by if c not in columns]
+    if bad:
+        raise ConfigError(
+            f"--by {bad}: not frames columns; e.g. town, scenario, weather_setting, is_junction"
+        )
+    members = pl.concat([tables[n].with_columns(collection=pl.lit(n)) for n in names]) if names else None
+    if members is None:
+        return {}
+    members = members.collect()
+    report = {
+        "buckets": (
+            members.group_by("collection", "bucket", maintain_order=True)
+            .agg(pl.col("rate").first(), frames=pl.len())
+            .with_columns(epoch_frames=(pl.col("frames") * pl.col("rate")).floor().cast(pl.Int64))
+        )
+    }
+    joined = (
+        members.lazy()
+        .join(tables["frames"].select("route_id", "frame_idx", *by), on=["route_id", "frame_idx"], how="left")
+        .collect()
+    )
+    for column in by:
+        report[column] = (
+            joined.group_by("collection", "bucket", column)
+            .agg(frames=pl.len())
+            .sort("collection", "bucket", column)
+        )
+    return report

@@ -1,0 +1,265 @@
+"""Loader worker side: epoch plan → padded global batches → this (rank, worker)'s batches as `Batch`es.
+
+`build_epoch` pads the plan of `sampling.epoch_plan` to whole global batches and draws each slot's
+sensor variant; `PlanStream` is the torch IterableDataset a DataLoader worker iterates: it reads the
+current (epoch, start batch, mixture) from a shared control block at every iteration start, so
+persistent workers follow `set_epoch`/`set_mixture`, and yields `(Batch, info)` for the global batches
+g ≡ worker (mod num_workers) from the resume point on, reading each batch's samples grouped by shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lz4.block
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lead_stream.core.batch import Batch
+from lead_stream.core.errors import ConfigError, LeadFormatError
+from lead_stream.loader import sampling
+from lead_stream.loader.catalog import Catalog
+from lead_stream.loader.collate import BatchBuffers, BufferPool
+from lead_stream.loader.packed import pack_batch
+from lead_stream.loader.tar_reader import ShardFiles, split_members
+
+if TYPE_CHECKING:
+    from lead_stream.loader.config import LoaderConfig
+
+_LOG = logging.getLogger(__name__)
+_DECODE_ERRORS = (
+    KeyError,
+    ValueError,
+    TypeError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    lz4.block.LZ4BlockError,
+)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch's padded plan as the workers use it."""
+
+    plan: sampling.EpochPlan
+    slot_rows: np.ndarray  # (num_global_batches * G,) manifest row of each padded slot
+    slot_bucket: np.ndarray  # (same,) bucket index
+    perturbated: np.ndarray  # (same,) bool
+    num_batches: int  # global batches == batches per rank
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """A bad sample seen in a worker; the main process re-raises it as LeadFormatError (path kept)."""
+
+    path: str
+    problem: str
+
+
+@dataclass
+class _Spec:
+    epoch: int
+    start: int
+    mixture: dict[str, float] | None
+
+
+def build_epoch(
+    catalog: Catalog, config: LoaderConfig, *, epoch: int, mixture: Mapping[str, float] | None
+) -> Epoch:
+    """The padded plan of `epoch` (pure function of catalog, config, epoch and mixture).
+
+    Raises:
+        ConfigError: the mixture names an unknown bucket, has a negative rate, or selects no sample.
+    """
+    size = config.epoch_size if config.epoch_size is not None else catalog.collection_size
+    try:
+        rates = sampling.resolve_rates(catalog.bucket_names, catalog.bucket_rates, mixture)
+        plan = sampling.epoch_plan(
+            catalog.bucket_rows, rates, seed=config.seed, epoch=epoch, epoch_size=size or None
+        )
+    except ValueError as err:
+        raise ConfigError(f"collection {config.collection!r}: {err}") from None
+    if config.locality_window:
+        window = config.locality_window * config.batch_size
+        plan = sampling.localize(plan, catalog.sample_shard, window=window, seed=config.seed, epoch=epoch)
+    slots = sampling.padded_slots(len(plan), config.batch_size)
+    draws = sampling.perturbation_draws(
+        slots.shape[0], prob=config.perturbation_prob, seed=config.seed, epoch=epoch
+    )
+    return Epoch(plan, plan.rows[slots], plan.bucket_idx[slots], draws, slots.shape[0] // config.batch_size)
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set of this process in MB (ru_maxrss; a forked worker starts at its parent's RSS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def epoch_key(epoch: int, mixture: Mapping[str, float] | None) -> str:
+    return json.dumps([epoch, mixture], sort_keys=True)
+
+
+class PlanStream(IterableDataset):
+    """Yields (Batch, info) for this rank's batches that belong to the current worker."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: LoaderConfig,
+        locations: list[str],
+        rank: int,
+        world_size: int,
+        control: torch.Tensor,
+    ) -> None:
+        self.catalog, self.config, self.locations = catalog, config, locations
+        self.rank, self.world_size, self.control = rank, world_size, control
+        self._files: ShardFiles | None = None
+        self._pool = BufferPool()
+        self._files_pid = 0
+        self._rss_start_mb = 0.0
+        self._epochs: dict[str, Epoch] = {}
+
+    def seed_epoch_cache(self, epoch: int, mixture: Mapping[str, float] | None, built: Epoch) -> None:
+        """Hand the main process's plan to in-process iteration (num_workers=0, or workers forked later)."""
+        self._epochs = {epoch_key(epoch, mixture): built}
+
+    def _read_control(self) -> _Spec:
+        raw = self.control.numpy().tobytes().split(b"\0", 1)[0]
+        spec = json.loads(raw)
+        return _Spec(spec["epoch"], spec["start"], spec["mixture"])
+
+    def __iter__(self) -> Iterator[tuple[Any, dict]]:
+        spec = self._read_control()
+        key = epoch_key(spec.epoch, spec.mixture)
+        if key not in self._epochs:
+            self._epochs = {
+                key: build_epoch(self.catalog, self.config, epoch=spec.epoch, mixture=spec.mixture)
+            }
+        epoch = self._epochs[key]
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        if self._files is None or self._files_pid != os.getpid():  # never share handles across a fork
+            self._files_pid = os.getpid()
+            self._rss_start_mb = _peak_rss_mb()
+            self._pool = BufferPool()  # never refill arrays a parent process handed out
+            self._files = ShardFiles(
+                self.locations,
+                local_cache_dir=self.config.local_cache_dir,
+                max_open=self.config.max_open_shards,
+            )
+        for g in sampling.worker_batches(
+            epoch.num_batches, start=spec.start, worker=worker, num_workers=num_workers
+        ):
+            slots = sampling.rank_slots(
+                int(g), global_batch=self.config.batch_size, rank=self.rank, world_size=self.world_size
+            )
+            try:
+                batch, skipped = self._load(epoch, slots)
+            except LeadFormatError as err:  # re-raised by the main process with its path intact
+                yield WorkerError(str(err.path), err.problem), {}
+                return
+            pads = int((slots >= len(epoch.plan)).sum())
+            rss_mb = _peak_rss_mb()
+            yield (
+                pack_batch(batch) if info is not None else batch,  # a worker's batch crosses as one block
+                {
+                    "worker": worker,
+                    "skipped": skipped,
+                    "pads": pads,
+                    "peak_rss_mb": rss_mb,
+                    "rss_growth_mb": rss_mb - self._rss_start_mb,
+                    "shard_opens": self._files.num_opens,
+                },
+            )
+
+    def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
+        """Read the batch's samples, decode every image, then every array group (two phases: see
+        `BatchBuffers.fill_image`); a bad sample is raised or, by policy, replaced by a good one."""
+        cat = self.catalog
+        rows = epoch.slot_rows[slots]
+        buffers = self._pool.take(len(rows))
+        order = np.lexsort((cat.sample_offset[rows], cat.sample_shard[rows]))  # group reads by shard
+        shards, offsets = cat.sample_shard[rows].tolist(), cat.sample_offset[rows].tolist()
+        sizes, flags = cat.sample_size[rows].tolist(), epoch.perturbated[slots].tolist()
+        bad: set[int] = set()
+        members: dict[int, dict[str, memoryview]] = {}
+        order = order.tolist()
+        for i in order:
+            try:
+                members[i] = self._members(shards[i], offsets[i], sizes[i], int(rows[i]))
+            except LeadFormatError as err:
+                self._skip(bad, i, err)
+        for phase in (buffers.fill_image, buffers.fill_arrays):
+            for i in order:
+                if i in bad:
+                    continue
+                try:
+                    self._decode(phase, buffers, i, members[i], flags[i], shards[i], int(rows[i]))
+                except LeadFormatError as err:
+                    self._skip(bad, i, err)
+        for i, problem in buffers.check_rows().items():
+            if i not in bad:
+                self._skip(
+                    bad,
+                    i,
+                    LeadFormatError(
+                        self.locations[shards[i]],
+                        f"sample {cat.key(int(rows[i]))!r} member 'arrays.lz4': {problem}",
+                    ),
+                )
+        buffers.frame_idx[:] = cat.sample_frame[rows]
+        buffers.bucket_idx[:] = epoch.slot_bucket[slots]
+        buffers.route_id = [cat.routes[r] for r in cat.sample_route[rows].tolist()]
+        if bad:
+            good = sorted(set(range(len(rows))) - bad)
+            if not good:
+                raise LeadFormatError(
+                    self.locations[cat.sample_shard[rows[0]]],
+                    f"every sample of a batch is bad (first {cat.key(int(rows[0]))!r})",
+                )
+            for i in sorted(bad):
+                buffers.copy_row(i, next((j for j in good if j > i), good[0]))
+        batch = buffers.to_batch()
+        members.clear()  # the batch holds copies: the shard views may go now
+        return batch, len(bad)
+
+    def _skip(self, bad: set[int], i: int, err: LeadFormatError) -> None:
+        """A bad sample: raise (strict policy) or log it and mark row i for replacement (skip policy)."""
+        if self.config.on_bad_sample == "raise":
+            raise err
+        _LOG.warning("skipping bad sample (repeating a good one of its batch): %s", err)
+        bad.add(i)
+
+    def _members(self, shard: int, offset: int, size: int, row: int) -> dict[str, memoryview]:
+        # views into the shard's mapping (or a fresh copy where it cannot be mapped): valid for the batch
+        blob = self._files.read_stable(shard, offset, size)
+        return split_members(blob, shard=self.locations[shard], key=self.catalog.key(row), check_sums=False)
+
+    def _decode(
+        self,
+        phase: Callable[..., None],
+        buffers: BatchBuffers,
+        i: int,
+        members: dict[str, memoryview],
+        perturbated: bool,
+        shard: int,
+        row: int,
+    ) -> None:
+        try:
+            phase(i, members, perturbated=perturbated)
+        except _DECODE_ERRORS as err:
+            raise LeadFormatError(
+                self.locations[shard],
+                f"sample {self.catalog.key(row)!r} member {buffers.current_member!r}: "
+                f"{type(err).__name__}: {err}",
+            ) from err

@@ -1,0 +1,282 @@
+"""Shard cache + bucket table → `Batch`es for one rank: a seeded, resumable, DDP-exact streaming loader.
+
+Stages (each a plain function or generator, composed in `_PlanStream.__iter__`):
+  catalog (manifest ⋈ bucket table) → epoch plan (`sampling.epoch_plan`) → padded global batches →
+  this rank's slice → this worker's batches (g ≡ worker mod num_workers) → reads grouped by shard
+  (views of memory-mapped shards, an LRU of open ones) → decode the chosen variant (the batch's JPEGs,
+  then its array groups) → collate into a `Batch` (rasters run-length coded until `Batch.to(device)`) → in a
+  worker, packed into one shared-memory block (`packed`) that the trainer's process unpacks as views.
+  With `num_workers=0` the stream is iterated directly, without a DataLoader around it.
+
+The plan is a pure function of (seed, epoch, mixture, manifest), recomputed inside every worker from a
+small shared control block each time iteration starts, so persistent workers see every new epoch and
+mixture (LEAD's frozen-order defect is fixed). The plan already shuffles globally, so local shards need
+no shuffle buffer; `locality_window` trades batch diversity for few live shards when streaming cold or
+remote shards. Bad samples: `on_bad_sample="raise"` (default) raises `LeadFormatError` naming shard,
+key and member; `"skip"` replaces the bad sample by a copy of the next good sample of the same per-rank
+batch (cyclically), so every rank still yields the same number of full batches; skips are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader
+
+from lead_stream.core.batch import Batch
+from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.loader import sampling
+from lead_stream.loader.catalog import Catalog
+from lead_stream.loader.config import LoaderConfig
+from lead_stream.loader.packed import PackedBatch
+from lead_stream.loader.sample_layout import expected_members
+from lead_stream.loader.stream import PlanStream, WorkerError, build_epoch
+
+_LOG = logging.getLogger(__name__)
+STATE_VERSION = 1
+_CONTROL_BYTES = 1 << 16
+
+
+class StreamingLoader:
+    """Iterable of `Batch` for one rank; see `make_loader`."""
+
+    def __init__(
+        self, catalog: Catalog, config: LoaderConfig, locations: list[str], *, rank: int, world_size: int
+    ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not in 0..world_size-1 (world_size {world_size})")
+        if config.batch_size % world_size:
+            raise ConfigError(
+                f"global batch_size {config.batch_size} is not divisible by world_size {world_size}"
+            )
+        self.catalog, self.config, self.rank, self.world_size = catalog, config, rank, world_size
+        self.bucket_names = catalog.bucket_names
+        self._control = torch.zeros(_CONTROL_BYTES, dtype=torch.uint8).share_memory_()
+        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control)
+        self._dataloader: DataLoader | None = None
+        self._epoch_idx, self._mixture = 0, dict(config.mixture) if config.mixture else None
+        self._epoch = build_epoch(catalog, config, epoch=0, mixture=self._mixture)
+        self._done, self._start, self._resume_pending = 0, 0, False
+        self._telemetry = {
+            "samples": 0,
+            "batches": 0,
+            "pads": 0,
+            "skipped": 0,
+            "data_wait_s": 0.0,
+            "iter_s": 0.0,
+            "peak_rss_mb_per_worker": 0.0,
+            "rss_growth_mb_per_worker": 0.0,
+            "shard_opens": 0,
+        }
+
+    # --- epoch / mixture ---
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next `__iter__` serves, from its start.
+
+        Right after `load_state_dict`, setting the saved epoch keeps the resume position instead.
+        """
+        if self._resume_pending and int(epoch) == self._epoch_idx:
+            return
+        self._resume_pending = False
+        self._epoch_idx, self._start, self._done = int(epoch), 0, 0
+        self._epoch = build_epoch(self.catalog, self.config, epoch=self._epoch_idx, mixture=self._mixture)
+
+    def set_mixture(self, mixture: Mapping[str, float] | None) -> None:
+        """Bucket → rate (LEAD meaning) from now on; call between epochs, before `set_epoch`.
+
+        Raises:
+            ConfigError: a resume is pending and `mixture` differs from the checkpointed one.
+        """
+        new = dict(mixture) if mixture else None
+        if self._rates(new).tolist() == self._rates(self._mixture).tolist():
+            self._mixture = new
+            return
+        if self._resume_pending:
+            raise ConfigError(
+                f"mixture {new} differs from the checkpointed {self._mixture} of the resumed epoch"
+            )
+        self._mixture, self._start, self._done = new, 0, 0
+        self._epoch = build_epoch(self.catalog, self.config, epoch=self._epoch_idx, mixture=self._mixture)
+
+    def _rates(self, mixture: Mapping[str, float] | None) -> np.ndarray:
+        return sampling.resolve_rates(self.catalog.bucket_names, self.catalog.bucket_rates, mixture)
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank (the same on every rank)."""
+        return self._epoch.num_batches
+
+    @property
+    def plan(self) -> sampling.EpochPlan:
+        """The current epoch's plan (before padding)."""
+        return self._epoch.plan
+
+    # --- iteration ---
+    def __iter__(self) -> Iterator[Batch]:
+        if self._start >= self._epoch.num_batches and not self._resume_pending:
+            self._start = 0  # iterating again without set_epoch re-serves the same epoch
+        self._resume_pending = False
+        start = self._start
+        self._stream.seed_epoch_cache(self._epoch_idx, self._mixture, self._epoch)
+        spec = json.dumps({"epoch": self._epoch_idx, "start": start, "mixture": self._mixture}).encode()
+        if len(spec) >= _CONTROL_BYTES:
+            raise ConfigError(f"mixture too large to pass to workers ({len(spec)} bytes)")
+        self._control.zero_()
+        self._control[: len(spec)] = torch.frombuffer(bytearray(spec), dtype=torch.uint8)
+        # no workers: iterate the stream itself (a DataLoader would only add its per-batch conversion walk)
+        iterator = iter(self._loader()) if self.config.num_workers > 0 else iter(self._stream)
+        tele, t_prev = self._telemetry, time.perf_counter()
+        self._done = start
+        while True:
+            t0 = time.perf_counter()
+            try:
+                payload, info = next(iterator)
+            except StopIteration:
+                break
+            finally:
+                tele["data_wait_s"] += time.perf_counter() - t0
+            if isinstance(payload, WorkerError):
+                raise LeadFormatError(payload.path, payload.problem)
+            if isinstance(payload, PackedBatch):
+                payload = payload.unpack()
+            if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
+                payload = payload.pin_memory()
+            self._done += 1
+            self._start = self._done
+            tele["batches"] += 1
+            tele["samples"] += payload.size
+            tele["pads"] += info["pads"]
+            tele["skipped"] += info["skipped"]
+            tele["shard_opens"] = max(tele["shard_opens"], info["shard_opens"])
+            tele["peak_rss_mb_per_worker"] = max(tele["peak_rss_mb_per_worker"], info["peak_rss_mb"])
+            tele["rss_growth_mb_per_worker"] = max(tele["rss_growth_mb_per_worker"], info["rss_growth_mb"])
+            t_now = time.perf_counter()
+            tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
+            yield payload
+
+    def _loader(self) -> DataLoader:
+        cfg = self.config
+        if self._dataloader is None or not (cfg.persistent_workers and cfg.num_workers > 0):
+            extra = (
+                {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": cfg.persistent_workers}
+                if cfg.num_workers > 0
+                else {}
+            )
+            self._dataloader = DataLoader(
+                self._stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory, **extra
+            )
+        return self._dataloader
+
+    # --- state ---
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able position: resume with `load_state_dict` on any world size with the same global batch."""
+        return {
+            "version": STATE_VERSION,
+            "plan_fingerprint": self._epoch.plan.fingerprint,
+            "pipeline_id": self.catalog.pipeline_id,
+            "epoch": self._epoch_idx,
+            "seed": self.config.seed,
+            "global_batch_size": self.config.batch_size,
+            "global_batches_done": self._done,
+            "mixture": self._mixture,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the saved epoch after its `global_batches_done` global batches.
+
+        Raises:
+            ConfigError: the state comes from another version, seed or global batch size.
+            LeadStreamError: the recomputed plan differs (the cache or bucket table changed).
+        """
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"loader state version {state.get('version')!r}, expected {STATE_VERSION}")
+        if state["global_batch_size"] != self.config.batch_size:
+            raise ConfigError(
+                f"cannot resume: saved global batch {state['global_batch_size']} != "
+                f"batch_size {self.config.batch_size}; keep the global batch when changing world size"
+            )
+        if state["seed"] != self.config.seed:
+            raise ConfigError(f"cannot resume: saved seed {state['seed']} != config seed {self.config.seed}")
+        self._mixture = dict(state["mixture"]) if state["mixture"] else None
+        self._resume_pending = False
+        self.set_epoch(int(state["epoch"]))
+        if self._epoch.plan.fingerprint != state["plan_fingerprint"]:
+            raise LeadStreamError(
+                f"cannot resume: the plan of epoch {state['epoch']} changed (fingerprint "
+                f"{self._epoch.plan.fingerprint} != saved {state['plan_fingerprint']}); "
+                "the cache or bucket table differs from the checkpointed run"
+            )
+        self._start = self._done = int(state["global_batches_done"])
+        self._resume_pending = True
+
+    def telemetry(self) -> dict[str, float]:
+        """Counters since construction: samples, batches, samples_per_s, data_wait_s, pads, skipped, ..."""
+        tele = dict(self._telemetry)
+        tele["samples_per_s"] = tele["samples"] / tele["iter_s"] if tele["iter_s"] else 0.0
+        tele["data_wait_fraction"] = tele["data_wait_s"] / tele["iter_s"] if tele["iter_s"] else 0.0
+        tele["missing_from_manifest"] = self.catalog.num_missing
+        tele["epoch"] = self._epoch_idx
+        tele["global_batches_done"] = self._done
+        return tele
+
+
+def make_loader(
+    data_root: Path,
+    *,
+    config: LoaderConfig = LoaderConfig(),
+    rank: int = 0,
+    world_size: int = 1,
+    cache_dir: Path | None = None,
+) -> StreamingLoader:
+    """A streaming loader over the shard cache of `data_root` for one rank.
+
+    Args:
+        data_root: LEAD data root with index/buckets/<collection>.parquet and cache/.
+        config: loader settings (global batch, seed, collection, mixture, workers, ...).
+        rank: this process's rank.
+        world_size: number of ranks; must divide config.batch_size.
+        cache_dir: a specific cache directory; None → the newest complete cache under <data_root>/cache.
+
+    Returns:
+        The loader; call `set_epoch(e)` before each epoch.
+
+    Raises:
+        LeadFormatError: missing or inconsistent bucket table / manifest.
+        ConfigError: bad rank, world size or config.
+    """
+    from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
+
+    data_root = Path(data_root)
+    cache_dir = Path(cache_dir) if cache_dir is not None else resolve_cache_dir(data_root)
+    manifest = read_manifest(cache_dir)
+    lacking = expected_members() - set(manifest.members)
+    if lacking:
+        raise LeadFormatError(
+            cache_dir / "manifest.json",
+            f"samples lack members {sorted(lacking)} the loader "
+            f"decodes (has {list(manifest.members)}); rebuild the cache",
+        )
+    buckets_path = data_root / "index" / "buckets" / f"{config.collection}.parquet"
+    if not buckets_path.exists():
+        raise LeadFormatError(
+            buckets_path, f"no bucket table for collection {config.collection!r} (run `index`)"
+        )
+    catalog = Catalog.from_tables(
+        pipeline_id=manifest.pipeline_id,
+        samples=manifest.samples,
+        shards=manifest.shards,
+        buckets=pl.read_parquet(buckets_path),
+        buckets_path=buckets_path,
+    )
+    locations = [
+        config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name)
+        for name in catalog.shard_names
+    ]
+    return StreamingLoader(catalog, config, locations, rank=rank, world_size=world_size)

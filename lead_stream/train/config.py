@@ -1,0 +1,132 @@
+"""Every key of a training run (`TrainConfig`, LEAD's names and defaults), the two phase presets and the
+strict `key=value` override resolution (posttrain starts from the pretrain run's config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from lead_stream.core.config import apply_overrides, from_dict
+from lead_stream.core.errors import ConfigError
+from lead_stream.model import LossWeights, ModelConfig
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    # --- data (LEAD: carla_root holds data/; we also need index/ and cache/ there) ---
+    carla_root: Path = Path("data/carla_leaderboard2")  # data root with index/ and cache/<pipeline_id>/
+    cache_dir: Path | None = None  # a specific cache dir; None = newest complete cache under carla_root/cache
+    collection: str | None = None  # bucket collection; None = "pretrain" / "posttrain" by phase
+    mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None = the bucket table's rates
+    epoch_size: int | None = None  # samples per epoch; None = the collection's size, 0 = LEAD's Σ len·rate
+    perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
+    num_workers: int = 2  # loader worker processes per rank (0 = main process)
+    on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
+    # --- run ---
+    logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
+    description: str = "TFv6"  # free text stored in config.json
+    seed: int = 0  # model init, dropout and loader plan seed
+    # --- schedule ---
+    epochs: int = 31  # LEAD: 31 (cosine restarts after epochs 1, 3, 7, 15, 31)
+    batch_size: int = 64  # GLOBAL batch over all ranks (per rank = batch_size / world_size)
+    lr: float = 3e-4  # AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay (amsgrad=True, as LEAD)
+    use_cosine_annealing_with_restarts: bool = True  # False: CosineAnnealingLR over the whole run
+    grad_clip_norm: float = 0.0  # clip the global grad norm to this; 0 = off (LEAD has no clipping)
+    max_steps: int = 0  # stop after this many global steps (tests, demos); 0 = unlimited
+    # --- phase ---
+    use_planning_decoder: bool = False  # False = pre-training (perception only), True = post-training
+    load_file: Path | None = None  # model_EEEE.pth to start from (posttrain: the pretrain checkpoint)
+    continue_failed_training: bool = False  # resume from the newest complete checkpoint set in logdir
+    # --- model and losses ---
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=compact|full
+    loss_weights: LossWeights = field(default_factory=LossWeights)  # LEAD detailed_loss_weights (normalised)
+    # --- hardware ---
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
+    precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU
+    # --- checkpoints ---
+    checkpoint_every_steps: int = (
+        0  # also save mid-epoch every N global steps (step-exact resume); 0 = epoch ends
+    )
+    # --- logging ---
+    log_scalars_frequency: int = 10  # TensorBoard scalars every N steps (LEAD: 1 local, 50 on SLURM)
+    log_images_frequency: int = 500  # training images every N steps (and at step 0)
+    visualize_training: bool = True  # False: no training images
+    log_wandb: bool = False  # also log to WandB (only if installed; else a warning)
+    progress: bool = True  # tqdm progress bar on rank 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "grad_clip_norm": self.grad_clip_norm >= 0,
+            "max_steps": self.max_steps >= 0,
+            "checkpoint_every_steps": self.checkpoint_every_steps >= 0,
+            "log_scalars_frequency": self.log_scalars_frequency >= 1,
+            "log_images_frequency": self.log_images_frequency >= 1,
+            "num_workers": self.num_workers >= 0,
+            "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
+
+    @property
+    def phase(self) -> str:
+        return "posttrain" if self.use_planning_decoder else "pretrain"
+
+
+def pretrain_config() -> TrainConfig:
+    """LEAD's pre-training: perception heads only, 31 epochs, global batch 64."""
+    return TrainConfig(logdir=Path("outputs/local_training/pretrain"), use_planning_decoder=False)
+
+
+def posttrain_config(load_file: Path | None = None) -> TrainConfig:
+    """LEAD's post-training: + planning decoder, starting from the pretrain checkpoint `load_file`."""
+    return TrainConfig(
+        logdir=Path("outputs/local_training/posttrain"), use_planning_decoder=True, load_file=load_file
+    )
+
+
+def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainConfig:
+    """Preset + `key=value` overrides, with LEAD's config inheritance (§5.4).
+
+    With `load_file` set, the `config.json` next to it is the base (posttrain inherits batch size, epochs,
+    model, ...); with `continue_failed_training`, `<logdir>/config.json` is. The preset's phase and the
+    command-line overrides always win.
+
+    Raises:
+        ConfigError: unknown key, bad value, or an unreadable base config.json.
+    """
+    cfg = apply_overrides(preset, overrides)
+    base_file = None
+    if (
+        cfg.continue_failed_training
+        and cfg.logdir is not None
+        and (Path(cfg.logdir) / "config.json").exists()
+    ):
+        base_file = Path(cfg.logdir) / "config.json"
+    elif cfg.load_file is not None and (Path(cfg.load_file).parent / "config.json").exists():
+        base_file = Path(cfg.load_file).parent / "config.json"
+    if base_file is None:
+        return cfg
+    try:
+        base = from_dict(TrainConfig, json.loads(base_file.read_text()))
+    except (json.JSONDecodeError, TypeError) as error:
+        raise ConfigError(f"{base_file}: not a TrainConfig JSON ({error})") from None
+    base = dataclasses.replace(
+        base,
+        logdir=preset.logdir,
+        use_planning_decoder=preset.use_planning_decoder,
+        load_file=preset.load_file,
+        continue_failed_training=False,
+        max_steps=preset.max_steps,
+    )
+    return apply_overrides(base, overrides)

@@ -1,0 +1,387 @@
+"""Shard cache (via `make_loader`) → trained TFv6 checkpoints, TensorBoard logs and config.json in `logdir`.
+
+One loop for both phases (LEAD §5): pretrain trains perception only; posttrain (`use_planning_decoder`) loads
+the pretrain weights non-strictly, restarts the epoch count and builds a fresh optimizer and scheduler.
+AdamW(amsgrad) + CosineAnnealingWarmRestarts(T_0 = steps per epoch, T_mult = 2) stepped every iteration.
+Checkpoint sets use LEAD's names and are written at the end of every epoch, every `checkpoint_every_steps`
+and when `max_steps` stops the run; `continue_failed_training=true` resumes step-exactly from the newest
+complete set (model, optimizer, scheduler, scaler, loader position, RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
+from lead_stream.core.config import format_config, to_dict
+from lead_stream.core.errors import ConfigError
+from lead_stream.model import TFv6, centernet_targets, compute_losses, model_inputs
+from lead_stream.model.losses import active_losses, planning_metrics
+from lead_stream.model.tfv6 import count_parameters
+from lead_stream.train import checkpoint as ckpt
+from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
+from lead_stream.train.config import TrainConfig
+from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
+from lead_stream.train.distributed import (
+    all_reduce_sum,
+    barrier,
+    destroy_distributed,
+    dist_info,
+    init_distributed,
+    is_rank_zero,
+    log0,
+)
+from lead_stream.train.metrics import MetricsLogger
+from lead_stream.train.summary import TrainSummary
+
+
+class Trainer:
+    """Holds the model, optimizer and loader of one run; `fit()` runs the loop."""
+
+    def __init__(self, config: TrainConfig, *, loader: Any = None) -> None:
+        if config.logdir is None:
+            raise ConfigError("logdir must be set (checkpoints, config.json and TensorBoard go there)")
+        self.config = config
+        self.info = dist_info()
+        self.device = resolve_device(config.device, self.info.local_rank)
+        init_distributed(self.info, self.device)
+        self.rank0 = is_rank_zero()
+        self.precision = resolve_precision(config.precision, self.device)
+        self.logdir = Path(config.logdir)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        if self.rank0:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(self.logdir)
+            atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
+            log0(format_config(config))
+        barrier()
+        torch.manual_seed(config.seed)
+        self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
+        self.num_parameters = count_parameters(self.model)
+        self.loader = (
+            loader
+            if loader is not None
+            else build_loader(config, self.device, self.info.rank, self.info.world_size)
+        )
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(
+                f"the loader yields no batch per epoch (batch_size {config.batch_size} too large?)"
+            )
+        self.optimizer = make_optimizer(config, self.model)
+        self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
+        self.scaler = make_scaler(self.precision, self.device)
+        self.step, self.start_epoch, self.batches_done, self.skipped = 0, 0, 0, 0
+        self.resume_state = self._restore()
+        self.ddp_model: nn.Module = self.model
+        if self.info.is_distributed:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        names = active_losses(
+            use_radar_detection=self.model.radar_detector is not None,
+            use_planning_decoder=config.use_planning_decoder,
+        )
+        self.loss_weights = config.loss_weights.normalized(names)
+        self.metrics = MetricsLogger(
+            self.logdir,
+            enabled=self.rank0,
+            use_wandb=config.log_wandb,
+            wandb_project=f"lead_{config.phase}",
+            run_config=to_dict(config),
+            purge_step=self.step if self.resume_state is not None else None,
+        )
+
+    # --- start / resume ---
+    def _restore(self) -> ckpt.ResumeState | None:
+        config = self.config
+        if config.continue_failed_training:
+            state = ckpt.find_latest_checkpoint(self.logdir)
+            if state is not None:
+                ckpt.load_checkpoint(
+                    self.logdir,
+                    state,
+                    model=self.model,
+                    optimizer=self.optimizer,
+                    scheduler=self.scheduler,
+                    scaler=self.scaler,
+                    map_location=self.device,
+                )
+                ckpt.set_rng_state(state.rng)
+                self.step, self.skipped = state.step, state.gradient_steps_skipped
+                if state.epoch_complete:
+                    self.start_epoch, self.batches_done = state.epoch + 1, 0
+                else:
+                    self.start_epoch, self.batches_done = state.epoch, state.batches_done
+                    if state.loader is not None:
+                        self.loader.load_state_dict(state.loader)
+                log0(
+                    f"resuming from {self.logdir} at step {self.step} (epoch {self.start_epoch}, "
+                    f"batch {self.batches_done})"
+                )
+                return state
+            log0(f"continue_failed_training: no complete checkpoint in {self.logdir}; starting fresh")
+        if config.load_file is not None:
+            if not Path(config.load_file).exists():
+                raise ConfigError(f"load_file {config.load_file} does not exist")
+            missing, unexpected = ckpt.load_weights(
+                self.model, Path(config.load_file), strict=False, map_location=self.device
+            )
+            new = sorted({key.split(".")[0] for key in missing})
+            log0(
+                f"loaded {config.load_file}: {len(missing)} missing keys (new modules: {new}), "
+                f"{len(unexpected)} unexpected keys"
+            )
+        return None
+
+    # --- one step ---
+    def train_step(
+        self, batch: Any, *, want_grad_norm: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict, float | None, bool]:
+        """Forward, loss, backward and optimizer step on this rank's `batch`.
+
+        Returns:
+            (losses, global total loss, outputs, grad norm or None, whether the step was applied).
+        """
+        batch = batch.to(self.device, non_blocking=True)
+        amp = self.precision in AMP_DTYPES
+        with torch.autocast(
+            self.device.type, dtype=AMP_DTYPES.get(self.precision, torch.float32), enabled=amp
+        ):
+            outputs = self.ddp_model(**model_inputs(batch))
+        with torch.no_grad():
+            targets = centernet_targets(batch.boxes, batch.num_boxes)
+        losses = compute_losses(
+            outputs,
+            batch,
+            targets,
+            reduce_sum=all_reduce_sum if self.info.is_distributed else None,
+            world_size=self.info.world_size,
+        )
+        total = sum(self.loss_weights[name] * value for name, value in losses.items())
+        stats = torch.stack([total.detach().float(), (~torch.isfinite(total.detach())).float()])
+        stats = all_reduce_sum(stats)
+        global_total = stats[0] / self.info.world_size
+        grad_norm = None
+        applied = bool(stats[1] == 0)
+        if applied:
+            self.scaler.scale(total).backward()
+            if self.config.grad_clip_norm > 0 or want_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else math.inf
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+            scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.is_enabled() and self.scaler.get_scale() < scale_before:
+                applied = False  # inf/nan gradients: GradScaler skipped the update
+            else:
+                self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not applied:
+            self.skipped += 1
+        self._last_targets = targets
+        return losses, global_total, outputs, grad_norm, applied
+
+    # --- checkpoints ---
+    def save(self, epoch: int) -> Path | None:
+        """Write the set of `epoch` (rank 0), then wait for every rank."""
+        path = None
+        if self.rank0:
+            state = ckpt.ResumeState(
+                step=self.step,
+                epoch=epoch,
+                batches_done=self.batches_done,
+                steps_per_epoch=self.steps_per_epoch,
+                gradient_steps_skipped=self.skipped,
+                loader=self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
+                rng=ckpt.rng_state(),
+            )
+            path = ckpt.save_checkpoint(
+                self.logdir,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                state=state,
+            )["model"]
+            if state.epoch_complete and epoch > 0:
+                ckpt.remove_checkpoint(self.logdir, epoch - 1)
+        barrier()
+        return path
+
+    # --- logging ---
+    def _log_scalars(
+        self,
+        losses: dict[str, torch.Tensor],
+        total: float,
+        grad_norm: float | None,
+        window: dict[str, float],
+        outputs: dict,
+        batch: Any,
+        epoch: int,
+        step_idx: int,
+    ) -> None:
+        names = list(losses)
+        values = (
+            all_reduce_sum(torch.stack([losses[n].detach().float() for n in names])) / self.info.world_size
+        )
+        scalars = {f"unscaled_loss/{n}": float(v) for n, v in zip(names, values)}
+        scalars.update({f"scaled_loss/{n}": float(v) * self.loss_weights[n] for n, v in zip(names, values)})
+        scalars["loss/total"] = total
+        elapsed = max(window["time_s"], 1e-9)
+        scalars.update(
+            {
+                "debug/lr": self.optimizer.param_groups[0]["lr"],
+                "debug/epoch": epoch,
+                "debug/gradient_steps_skipped": self.skipped,
+                "debug/grad_scale": self.scaler.get_scale() if self.scaler.is_enabled() else 1.0,
+                "perf/samples_per_s": window["samples"] / elapsed,
+                "perf/data_wait_share": window["wait_s"] / elapsed,
+            }
+        )
+        if grad_norm is not None:
+            scalars["debug/grad_norm"] = grad_norm
+        if hasattr(self.loader, "telemetry"):
+            telemetry = self.loader.telemetry()
+            scalars["loader/pads"] = float(telemetry.get("pads", 0))
+            scalars["loader/skipped"] = float(telemetry.get("skipped", 0))
+        if self.device.type == "cuda":
+            scalars["debug/max_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        scalars.update({f"metric/{k}": v for k, v in planning_metrics(outputs, batch).items()})
+        self.metrics.log(scalars, step_idx)
+
+    def _log_images(self, batch: Any, outputs: dict, step_idx: int) -> None:
+        if not (self.rank0 and self.config.visualize_training):
+            return
+        from lead_stream.train.visualize import bev_image, camera_image
+
+        self.metrics.log_image("viz/bev", bev_image(batch, outputs, self._last_targets.heatmap), step_idx)
+        self.metrics.log_image("viz/camera", camera_image(batch, outputs), step_idx)
+
+    # --- the loop ---
+    def fit(self) -> TrainSummary:
+        from tqdm import tqdm
+
+        config = self.config
+        total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps:
+            total_steps = min(total_steps, config.max_steps)
+        start_step = self.step
+        losses_seen: list[tuple[int, float]] = []
+        window = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
+        run = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
+        epochs_completed = self.start_epoch
+        last_checkpoint = None
+        bar = tqdm(
+            total=total_steps,
+            initial=self.step,
+            disable=not (self.rank0 and config.progress),
+            desc=config.phase,
+            dynamic_ncols=True,
+        )
+        epoch = self.start_epoch
+        stop = self.step >= total_steps
+        while epoch < config.epochs and not stop:
+            if self.batches_done == 0:
+                self.loader.set_epoch(epoch)
+            self.ddp_model.train()
+            iterator = iter(self.loader)
+            while True:
+                t0 = time.perf_counter()
+                with torch.random.fork_rng(devices=[]):  # data loading never moves the training RNG
+                    batch = next(iterator, None)
+                if batch is None:
+                    break
+                batch = batch.to(self.device, non_blocking=True)
+                t_data = time.perf_counter()
+                step_idx = self.step
+                log_now = step_idx % config.log_scalars_frequency == 0
+                losses, total, outputs, grad_norm, _ = self.train_step(batch, want_grad_norm=log_now)
+                total_value = float(total)
+                self.step += 1
+                self.batches_done += 1
+                t_end = time.perf_counter()
+                samples = batch.size * self.info.world_size
+                for acc in (window, run):
+                    acc["time_s"] += t_end - t0
+                    acc["wait_s"] += t_data - t0
+                    acc["samples"] += samples
+                losses_seen.append((step_idx, total_value))
+                if log_now:
+                    self._log_scalars(losses, total_value, grad_norm, window, outputs, batch, epoch, step_idx)
+                    bar.set_postfix(
+                        loss=f"{total_value:.3f}",
+                        sps=f"{window['samples'] / max(window['time_s'], 1e-9):.1f}",
+                    )
+                    window = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
+                if step_idx % config.log_images_frequency == 0 or step_idx == 1:
+                    self._log_images(batch, outputs, step_idx)
+                bar.update(1)
+                stop = self.step >= total_steps
+                epoch_end = self.batches_done >= self.steps_per_epoch
+                if not epoch_end and (
+                    stop or (config.checkpoint_every_steps and self.step % config.checkpoint_every_steps == 0)
+                ):
+                    last_checkpoint = self.save(epoch) or last_checkpoint
+                if stop or epoch_end:
+                    break
+            del iterator
+            if self.batches_done >= self.steps_per_epoch:
+                last_checkpoint = self.save(epoch) or last_checkpoint
+                epochs_completed = epoch + 1
+                epoch += 1
+                self.batches_done = 0
+        bar.close()
+        self.metrics.flush()
+        self.metrics.close()
+        return TrainSummary(
+            logdir=self.logdir,
+            phase=config.phase,
+            steps=self.step,
+            epochs_completed=epochs_completed,
+            start_step=start_step,
+            losses=losses_seen,
+            gradient_steps_skipped=self.skipped,
+            samples_per_s=run["samples"] / max(run["time_s"], 1e-9),
+            data_wait_share=run["wait_s"] / max(run["time_s"], 1e-9),
+            num_parameters=self.num_parameters,
+            precision=self.precision,
+            device=str(self.device),
+            checkpoint=last_checkpoint,
+        )
+
+
+def train(config: TrainConfig, *, loader: Any = None) -> TrainSummary:
+    """Train one phase as configured; see the module docstring.
+
+    Args:
+        config: the resolved run config (`resolve_config(pretrain_config(), overrides)`).
+        loader: optional stand-in for `make_loader(...)` (an object with set_epoch, __iter__, __len__, and
+            optionally state_dict/load_state_dict/telemetry); None builds the streaming loader.
+
+    Returns:
+        TrainSummary (losses of the steps run here, throughput, newest checkpoint).
+
+    Raises:
+        ConfigError: missing logdir/load_file, bad precision/device, empty loader.
+        LeadFormatError: missing or inconsistent index/cache (from the loader).
+    """
+    trainer = Trainer(config, loader=loader)
+    try:
+        return trainer.fit()
+    finally:
+        destroy_distributed()
