@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: routes gain source/lead_schema/depth ratio; frames gain dataset_information scalars
 SCHEMA_VERSION_KEY = b"lead_stream.schema_version"  # Parquet key-value metadata key of every index table
 TABLE_KEY = b"lead_stream.table"  # "routes" | "frames" | "bucket_members"
 BUILD_ID_KEY = b"lead_stream.build_id"  # same value in routes/frames of one build
@@ -93,7 +93,18 @@ META_COLUMNS: tuple[MetaColumn, ...] = tuple(
         MetaColumn("perturbation_translation", "perturbation_translation_m", _F),
         MetaColumn("perturbation_rotation", "perturbation_rotation_deg", _F),
     ]
+    # --- current LEAD schema only (kesai-labs/lead 4489176): dataset_information / sensor_information ---
+    + [
+        MetaColumn("dataset_information.save_depth_resolution_ratio", "depth_resolution_ratio", _I),
+        MetaColumn("dataset_information.save_depth_bits", "depth_bits", _I),
+        MetaColumn("dataset_information.data_save_freq", "data_save_freq", _I),
+        MetaColumn("sensor_information.num_cameras", "num_cameras", _I),
+        MetaColumn("sensor_information.num_radar_sensors", "num_radar_sensors", _I),
+    ]
 )
+# meta keys holding dicts whose scalars become columns ("<dict>.<key>" in META_COLUMNS); legacy metas lack
+# them (null). `target_dataset` is read from the top level (legacy) or from dataset_information (current).
+NESTED_META_DICTS = ("dataset_information", "sensor_information")
 
 # Per-frame files whose existence is recorded as has_<modality> (folder names of LEAD_FORMAT §1.4).
 MODALITIES: tuple[str, ...] = (
@@ -134,6 +145,11 @@ ROUTES_SCHEMA = pa.schema(
     [
         pa.field("route_id", pa.string(), nullable=False),  # "<Scenario>/<route_dir>"
         pa.field("scenario", pa.string(), nullable=False),  # parent folder name
+        pa.field("source", pa.string(), nullable=False),  # copy read: folder, or "<zip>!<member prefix>"
+        pa.field("source_kind", pa.string(), nullable=False),  # "folder" | "zip"
+        pa.field("num_sources", pa.int32(), nullable=False),  # copies found (extracted and/or zipped)
+        pa.field("lead_schema", pa.string()),  # "legacy" (8bb1118) | "current" (4489176); null: no metas
+        pa.field("depth_resolution_ratio", pa.int32()),  # depth PNG = 1/ratio of 384 x 1152 (legacy: 4)
         pa.field("town", pa.string()),  # the metas' town, else from the route dir
         pa.field("status", pa.string()),  # results.json status; null if no results.json
         pa.field("score_composed", pa.float64()),
@@ -149,6 +165,7 @@ ROUTES_SCHEMA = pa.schema(
         pa.field("has_meta0", pa.bool_(), nullable=False),
         pa.field("usable", pa.bool_(), nullable=False),  # LEAD §2.3 rule and readable
         pa.field("reason", pa.string()),  # why not usable; null when usable
+        pa.field("completed_but_failed", pa.bool_(), nullable=False),  # LEAD route_completed_but_fail
         pa.field("read_error", pa.string()),  # "<file relative to data root>: <problem>"
         pa.field("fingerprint", pa.string(), nullable=False),  # Route.fingerprint() (names, sizes, mtimes)
         pa.field("stat_stamp", pa.string(), nullable=False),  # cheaper stat hash checked first on re-index
@@ -165,6 +182,7 @@ FRAMES_SCHEMA = pa.schema(
         pa.field("frames_from_start", pa.int32(), nullable=False),  # = frame_idx
         pa.field("frames_to_end", pa.int32(), nullable=False),  # = num_frames - 1 - frame_idx
         pa.field("usable", pa.bool_(), nullable=False),  # the route's
+        pa.field("completed_but_failed", pa.bool_(), nullable=False),  # the route's: LEAD's Failed collection
         *[pa.field(c.column, c.type) for c in META_COLUMNS],
         *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],  # this frame's file exists
     ],

@@ -179,7 +179,7 @@ def test_route_reads_every_modality_of_a_frame(lead_root: Path) -> None:
         assert sorted(radar) == ["radar1", "radar2", "radar3", "radar4"]
         assert all(r.dtype == np.float16 and r.ndim == 2 and r.shape[1] == 4 for r in radar.values())
     lidar = route.lidar(5)
-    assert lidar.dtype == np.float32 and lidar.ndim == 2 and lidar.shape[1] == 4 and len(lidar) > 1000
+    assert lidar.dtype == np.float64 and lidar.ndim == 2 and lidar.shape[1] == 4 and len(lidar) > 1000
     assert set(np.unique(lidar[:, 3]).astype(int)) <= set(range(10))
 
 

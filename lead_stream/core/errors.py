@@ -13,12 +13,12 @@ class LeadFormatError(LeadStreamError, ValueError):
     """A file does not match LEAD's format (or ours): names the file and what is wrong.
 
     Args:
-        path: the offending file or directory.
+        path: the offending file or directory (a URL stays a string).
         problem: what was expected and what was found.
     """
 
     def __init__(self, path: Path | str, problem: str) -> None:
-        self.path = Path(path)
+        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 

@@ -81,7 +81,10 @@ def all_modality_dirnames() -> tuple[str, ...]:
 
 
 def relative_path(path: Path | str, data_root: Path | str) -> str:
-    """`path` relative to `data_root` as a POSIX string (how tables and messages name raw files), else as given."""
+    """`path` relative to `data_root` as a POSIX string (how tables and messages name raw files), else as given
+    (URLs always)."""
+    if isinstance(path, str) and "://" in path:
+        return path
     try:
         return Path(path).resolve().relative_to(Path(data_root).resolve()).as_posix()
     except ValueError:

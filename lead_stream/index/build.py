@@ -1,16 +1,21 @@
 """Raw LEAD routes → Parquet index: routes.parquet, frames.parquet and buckets/<collection>.parquet.
 
-`build_index` reads results.json and every meta pickle of each route (in worker processes, one Arrow
-table per route), keeps the scalar meta keys listed in `lead_stream.schemas.tables`, and writes under
-`<data_root>/index/`. Paths inside the tables are relative (route_id), so the folder is portable.
+`build_index` finds every route (`sources.discover_sources`: extracted folders below `data/`, zips anywhere
+below the data root or below `IndexConfig.sources`, local or remote), reads results.json and every meta
+pickle of each route (in worker processes, one Arrow table per route; zips in place), keeps the scalar meta
+keys listed in `lead_stream.schemas.tables`, and writes under `<data_root>/index/`. Paths inside the tables
+are relative (route_id; `source` relative to the data root unless remote), so the folder is portable. A
+route found both extracted and zipped is one route, read from the folder once both copies are checked to
+hold the same files.
 
-Incremental: a route whose stat stamp (size + mtime of results.json and of every metas/ and bboxes/ file,
-mtime of each sensor folder) equals the one in the previous routes.parquet is not re-read; its rows,
-including its `Route.fingerprint()`, are copied from the previous tables. (A folder's mtime changes whenever
-an entry is added, removed or renamed, so the stamp sees every change the fingerprint sees, at ~1/4 of its
-cost.) routes.parquet is
-written LAST, so a killed build never pairs new fingerprints with old frames. A route that cannot be read
-is recorded (usable=false, read_error="<file>: <problem>") and the others complete; `strict=True` raises.
+Incremental: a route whose stat stamp (folder: size + mtime of results.json and of every metas/ and
+bboxes/ file, mtime of each sensor folder; zip: its size + mtime or ETag) equals the one in the previous
+routes.parquet is not re-read; its rows, including its `Route.fingerprint()`, are copied from the previous
+tables. (A folder's mtime changes whenever an entry is added, removed or renamed, so the stamp sees every
+change the fingerprint sees, at ~1/4 of its cost.) routes.parquet is written LAST, so a killed build never
+pairs new fingerprints with old frames. A route that cannot be read (a truncated zip, a bad CRC, copies that
+differ, ...) is recorded (usable=false, read_error="<file>: <problem>") and the others complete;
+`strict=True` raises.
 """
 
 from __future__ import annotations
@@ -29,12 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lead_stream.core import layout
 from lead_stream.core.atomic import remove_stale_tmp
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
 from lead_stream.index.collections import collection_sizes, write_collections
-from lead_stream.index.route_rows import read_route, stat_stamp
+from lead_stream.index.route_rows import read_route, route_stamp
 from lead_stream.index.tables import index_dir, table_path, write_parquet
 from lead_stream.schemas.tables import (
     BUILD_ID_KEY,
@@ -44,8 +48,7 @@ from lead_stream.schemas.tables import (
     check_version,
     conform,
 )
-from lead_stream.sources.discovery import discover_routes
-from lead_stream.sources.route import Route
+from lead_stream.sources.discovery import discover_sources
 
 STAMP_POOL_MIN_ROUTES = 256  # below this many routes, stat stamps are computed in-process (no pool start-up)
 
@@ -54,11 +57,13 @@ STAMP_POOL_MIN_ROUTES = 256  # below this many routes, stat stamps are computed 
 class IndexConfig:
     # --- parallelism ---
     workers: int | None = None  # processes reading routes; None -> os.cpu_count(); 1 -> in-process
+    # --- routes ---
+    sources: tuple[str, ...] = ()  # more roots searched for zips: local folders or URLs (http(s), fsspec)
     # --- rebuild policy ---
     force: bool = False  # re-read every route, ignoring the previous index
     strict: bool = False  # raise LeadFormatError on the first unreadable route instead of recording it
     # --- output ---
-    progress: bool = True  # tqdm bar (frames/s) on stderr
+    progress: bool = True  # tqdm bar (routes/s) on stderr
     compression: str = "zstd"  # Parquet codec of the tables
 
     def __post_init__(self) -> None:
@@ -137,17 +142,18 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     started = time.perf_counter()
     data_root = Path(data_root)
     out_dir = index_dir(data_root)
-    route_ids = discover_routes(data_root)
+    sources = discover_sources(data_root, extra_roots=config.sources)
+    route_ids = list(sources)
     remove_stale_tmp(out_dir)
     old_rows = (None if config.force else _previous_routes(data_root)) or {}
     workers = config.workers or os.cpu_count() or 1
 
-    route_dirs = [str(layout.route_path(data_root, rid)) for rid in route_ids]
+    copies = [tuple(sources[rid]) for rid in route_ids]
     if workers > 1 and len(route_ids) >= STAMP_POOL_MIN_ROUTES:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            stamps = dict(zip(route_ids, pool.map(stat_stamp, route_dirs, chunksize=64)))
+            stamps = dict(zip(route_ids, pool.map(route_stamp, [data_root] * len(copies), copies, chunksize=64)))
     else:
-        stamps = dict(zip(route_ids, map(stat_stamp, route_dirs)))
+        stamps = {rid: route_stamp(data_root, c) for rid, c in zip(route_ids, copies)}
     reused = [
         rid
         for rid in route_ids
@@ -173,7 +179,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
             )
     executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
     try:
-        results = _read_routes(data_root, to_read, stamps, executor, config.progress)
+        results = _read_routes(data_root, to_read, sources, stamps, executor, config.progress)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
@@ -209,7 +215,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         num_reread=len(to_read),
         num_frames_read=sum(results[rid][1].num_rows for rid in to_read if results[rid][1] is not None),
         failures=tuple(
-            (rid, f"{relative_path(Path(path), data_root)}: {problem}") for rid, (path, problem) in failures
+            (rid, f"{relative_path(path, data_root)}: {problem}") for rid, (path, problem) in failures
         ),
         collections=collections,
         seconds=time.perf_counter() - started,
@@ -219,26 +225,29 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
 def _read_routes(
     data_root: Path,
     route_ids: list[str],
+    sources: Mapping[str, list[str]],
     stamps: Mapping[str, str],
     executor: ProcessPoolExecutor | None,
     progress: bool,
 ) -> dict[str, Any]:
-    """Read `route_ids` (in `executor` if given) with a frames/s progress bar; returns route_id -> result."""
+    """Read `route_ids` (in `executor` if given) with a progress bar (routes/s); returns route_id -> result."""
     from tqdm import tqdm
 
-    total = sum(Route(data_root, rid).num_frames() for rid in route_ids) if progress else None
-    bar = tqdm(total=total, unit="frame", desc="index", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(route_ids), unit="route", desc="index", disable=not progress, dynamic_ncols=True)
     results: dict[str, Any] = {}
     try:
         if executor is None:
             for rid in route_ids:
-                results[rid] = read_route(data_root, rid, stamps[rid])
-                bar.update(results[rid][0]["num_frames"])
+                results[rid] = read_route(data_root, rid, tuple(sources[rid]), stamps[rid])
+                bar.update(1)
         else:
-            futures = {executor.submit(read_route, data_root, rid, stamps[rid]): rid for rid in route_ids}
+            futures = {
+                executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid]): rid
+                for rid in route_ids
+            }
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
-                bar.update(results[futures[future]][0]["num_frames"])
+                bar.update(1)
     finally:
         bar.close()
     return results

@@ -1,7 +1,10 @@
-"""A LEAD data root → its route ids, and LEAD's route filter (`route_failed`, negated) on a route's results.
+"""A LEAD data root → its routes (extracted folders and zips, by route id), and LEAD's route filter
+(`route_failed`, negated) on a route's results.
 
-Route ids are `"<Scenario>/<route_dir>"` below `<data_root>/data`; `route_usability` is LEAD_FORMAT §2.3
-exactly. Nothing is written.
+Route ids are `"<Scenario>/<route_dir>"`: extracted routes live below `<data_root>/data`, zipped ones
+anywhere below the data root (released layout `zip/<Scenario>/<route>.zip`) or below a remote root (URL);
+a zip's routes are found from its member names. `route_usability` is LEAD_FORMAT §2.3 exactly. Nothing is
+written.
 """
 
 from __future__ import annotations
@@ -12,26 +15,127 @@ from typing import Any
 
 from lead_stream.core import layout
 from lead_stream.core.constants import FAILED_STATUSES
+
+# statuses LEAD's Failed collection skips (route_completed_but_fail): the route never really ran
+CRASH_STATUSES = ("Failed - Agent couldn't be set up", "Failed - Simulation crashed", "Failed - Agent crashed")
 from lead_stream.core.errors import LeadFormatError
+from lead_stream.sources.byte_sources import find_remote_zips, is_url
+from lead_stream.sources.stores import (
+    ZIP_PREFIX_SEP,
+    open_archive,
+    record_location,
+    route_prefixes,
+    zip_route_id,
+)
+
+_NOT_DATA_DIRS = frozenset({"index", "cache", "buckets"})  # what lead-stream and LEAD write into a data root
+_ROUTE_DIRS = frozenset(layout.all_modality_dirnames())
 
 
-def discover_routes(data_root: Path | str) -> list[str]:
-    """Sorted route_ids (`"<Scenario>/<route_dir>"`) below `<data_root>/data`, skipping non-directories.
-
-    Raises:
-        LeadFormatError: `<data_root>/data` does not exist or is not a directory.
-    """
+def find_route_folders(data_root: Path | str) -> dict[str, Path]:
+    """Extracted routes `<data_root>/data/<Scenario>/<route_dir>/` by route id (non-directories skipped)."""
     root = layout.routes_root(data_root)
-    if not root.is_dir():
-        raise LeadFormatError(root, "missing folder: expected <data_root>/data/<Scenario>/<route>/")
-    route_ids = []
-    for scenario in sorted(os.scandir(root), key=lambda e: e.name):
+    folders = {}
+    try:
+        scenarios = sorted(os.scandir(root), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    for scenario in scenarios:
         if not scenario.is_dir():
             continue
         for route in os.scandir(scenario.path):
             if route.is_dir():
-                route_ids.append((scenario.name, route.name))
-    return [f"{scenario}/{route}" for scenario, route in sorted(route_ids)]
+                folders[f"{scenario.name}/{route.name}"] = Path(route.path)
+    return dict(sorted(folders.items()))
+
+
+def find_zips(root: Path | str) -> list[str]:
+    """Every `*.zip` below a data root (local path: sorted absolute paths; URL: sorted URLs).
+
+    Locally the walk skips `index/`, `cache/`, `buckets/` and hidden folders at the top, never enters an
+    extracted route (a folder holding LEAD modality folders) and follows symlinked folders once.
+    """
+    if is_url(str(root)):
+        return find_remote_zips(str(root))
+    root = Path(root)
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d not in _NOT_DATA_DIRS]
+        if here.parent == layout.routes_root(root) or _ROUTE_DIRS.intersection(dirnames):
+            dirnames[:] = []  # <data>/<Scenario>/ holds routes (zips are files there); a route holds no zips
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [str(here / f) for f in filenames if f.lower().endswith(".zip") and not f.startswith(".")]
+    return sorted(found)
+
+
+def zip_route_prefixes(location: str) -> list[tuple[str, str]]:
+    """(route_id, member prefix) of every route inside the zip at `location` (reads its central directory).
+
+    Raises:
+        LeadFormatError: unreadable or truncated zip, or a zip holding no LEAD route.
+    """
+    archive = open_archive(location)
+    prefixes = route_prefixes(archive.members)
+    if not prefixes:
+        raise LeadFormatError(location, "zip holds no LEAD route (no results.json or modality folders)")
+    return [(zip_route_id(prefix, location), prefix) for prefix in prefixes]
+
+
+def zip_route_guess(location: str) -> str:
+    """The route id a zip's path suggests (released layout `<Scenario>/<route_dir>.zip`): named for a zip
+    too damaged to read its central directory."""
+    return zip_route_id("", location)
+
+
+def discover_sources(data_root: Path | str, *, extra_roots: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Route id → locators of every copy found (extracted folder first, then zips by location).
+
+    Copies are not compared here (`Route` / the index do). A zip whose central directory cannot be read is
+    listed under the route id its path suggests, so the index records it as an unreadable route.
+
+    Args:
+        data_root: the local data root (folders under `data/`, zips anywhere below it).
+        extra_roots: more roots (paths or URLs) searched for zips.
+
+    Raises:
+        LeadFormatError: no routes at all (neither `data/<Scenario>/<route>/` nor a zip).
+    """
+    sources: dict[str, list[str]] = {}
+    for route_id, folder in find_route_folders(data_root).items():
+        sources[route_id] = [record_location(data_root, folder)]
+    roots = ([] if is_url(str(data_root)) else [str(data_root)]) + list(extra_roots)
+    zips = sorted({z for root in roots for z in find_zips(root)})
+    for location in zips:
+        try:
+            found = zip_route_prefixes(location)
+        except LeadFormatError:
+            found = [(zip_route_guess(location), "")]
+        for route_id, prefix in found:
+            locator = f"{record_location(data_root, location)}{ZIP_PREFIX_SEP}{prefix}"
+            sources.setdefault(route_id, []).append(locator)
+    if not sources and not layout.routes_root(data_root).is_dir() and not zips:
+        raise LeadFormatError(
+            layout.routes_root(data_root),
+            "missing folder: expected <data_root>/data/<Scenario>/<route>/ or zip/<Scenario>/<route>.zip",
+        )
+    return dict(sorted(sources.items()))
+
+
+def discover_routes(data_root: Path | str) -> list[str]:
+    """Sorted route_ids (`"<Scenario>/<route_dir>"`): extracted routes below `<data_root>/data` (skipping
+    non-directories) and routes inside zips anywhere below the data root.
+
+    Raises:
+        LeadFormatError: neither `<data_root>/data` nor any zip exists.
+    """
+    return list(discover_sources(data_root))
 
 
 def results_problem(results: Any) -> str | None:
@@ -107,3 +211,31 @@ def route_usability(results: dict | None, has_meta0: bool) -> tuple[bool, str | 
             f"beyond min-speed/outside-lanes ({detail})"
         )
     return True, None
+
+
+def route_completed_but_failed(results: dict | None, has_meta0: bool) -> bool:
+    """LEAD's `route_completed_but_fail` (route_filtering.py), the rule of its Failed collection: results.json
+    and metas/0000.pkl exist, the status is not a set-up / simulation / agent crash, and the route is not
+    kept for a perfect score, min-speed-only infractions (Completed), or min-speed + outside-lanes ones
+    (Completed). Plain "Failed" routes count (LEAD does not exclude them here).
+
+    Raises:
+        LeadFormatError: `results` lacks the keys the rule reads.
+    """
+    if results is None or not has_meta0:
+        return False
+    problem = results_problem(results)
+    if problem is not None:
+        raise LeadFormatError(layout.RESULTS_FILENAME, problem)
+    status = results["status"]
+    if status in CRASH_STATUSES:
+        return False
+    score = results["scores"]["score_composed"]
+    num_infractions = results["num_infractions"]
+    num_min_speed = len(results["infractions"]["min_speed_infractions"])
+    num_outside_lanes = len(results["infractions"]["outside_route_lanes"])
+    if score == 100.0:
+        return False
+    if status == "Completed" and score < 100.0 and num_infractions == num_min_speed:
+        return False
+    return not (status == "Completed" and num_infractions == num_min_speed + num_outside_lanes)

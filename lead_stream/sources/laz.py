@@ -1,4 +1,5 @@
-"""LEAD's LiDAR files (`lidar/NNNN.laz`) → (N, 4) float32 [x, y, z, time], bit for bit as laspy reads them.
+"""LEAD's LiDAR files (`lidar/NNNN.laz`) → (N, 4) float64 [x, y, z, time], bit for bit as laspy reads them
+(LEAD rasterises laspy's float64 coordinates, so a float32 copy would move points across bin edges).
 
 `decode_laz` decodes LEAD's own layout (LAS <= 1.3, LAZ with a chunk table, an unscaled extra dimension
 `time`) with one lazrs call; anything else returns None and `read_laz_with_laspy` reads the file (and
@@ -24,12 +25,12 @@ def read_laz_with_laspy(path: Path, payload: bytes) -> np.ndarray:
 
     try:
         las = laspy.read(io.BytesIO(payload))
-        xyz = np.asarray(las.xyz, dtype=np.float32)
+        xyz = np.asarray(las.xyz, dtype=np.float64)
         names = set(las.point_format.dimension_names)
         if "time" not in names:
             problem = f"LAZ has no extra dimension 'time' (dimensions: {sorted(names)})"
             raise LeadFormatError(path, problem)
-        time = np.asarray(las["time"], dtype=np.float32)
+        time = np.asarray(las["time"], dtype=np.float64)
     except LeadFormatError:
         raise
     except Exception as exc:
@@ -136,13 +137,12 @@ def _chunk_table_matches(
 
 
 def decode_laz(payload: bytes) -> np.ndarray | None:
-    """LEAD's LiDAR file → (N, 4) float32 [x, y, z, time] without laspy's reader; None = not handled here.
+    """LEAD's LiDAR file → (N, 4) float64 [x, y, z, time] without laspy's reader; None = not handled here.
 
     Handles LAZ (LAS 1.0-1.3, point formats 0-5) with a chunk table and an unscaled extra dimension `time`
     described by an extra-bytes VLR, whose record size is exactly the standard size plus the described extra
     dimensions: LEAD's layout. It decompresses with lazrs in one call (single thread) and applies laspy's own
-    arithmetic (x = X * scale + offset in float64, then float32), so the result equals `laspy.read`'s bit for
-    bit. Anything else, or any decoding problem, returns None and the caller uses laspy (which also produces
+    arithmetic (x = X * scale + offset in float64), so the result equals `laspy.read`'s `xyz` bit for bit. Anything else, or any decoding problem, returns None and the caller uses laspy (which also produces
     the error message for a broken file).
     """
     import lazrs
@@ -200,7 +200,7 @@ def decode_laz(payload: bytes) -> np.ndarray | None:
             }
         ),
     )
-    points = np.empty((num_points, 4), dtype=np.float32)
+    points = np.empty((num_points, 4), dtype=np.float64)
     for column, name in enumerate(("X", "Y", "Z")):
         points[:, column] = records[name] * scales[column] + offsets[column]  # laspy's ScaledArrayView
     points[:, 3] = records["time"]

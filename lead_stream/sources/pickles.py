@@ -3,6 +3,7 @@ resolves only builtin containers and numpy reconstructors (a pickle naming any o
 
 from __future__ import annotations
 
+import io
 import lzma
 import pickle
 from pathlib import Path
@@ -62,17 +63,28 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_lzma_pickle(path: Path) -> Any:
-    """Load one LEAD pickle (xz/lzma container around a standard pickle).
+def read_lzma_pickle(path: Path | str) -> Any:
+    """Load one LEAD pickle file (xz/lzma container around a standard pickle).
 
     Raises:
         LeadFormatError: the file is missing, truncated, not xz, or not a pickle of builtins + numpy.
     """
     try:
-        with lzma.open(path, "rb") as handle:
-            return _NumpyOnlyUnpickler(handle).load()
+        with open(path, "rb") as handle:
+            payload = handle.read()
     except FileNotFoundError:
         raise LeadFormatError(path, "file is missing") from None
+    return loads_lzma_pickle(payload, path)
+
+
+def loads_lzma_pickle(payload: bytes, path: Path | str) -> Any:
+    """`read_lzma_pickle` of bytes already read (`path` names the file in errors).
+
+    Raises:
+        LeadFormatError: truncated, not xz, or not a pickle of builtins + numpy.
+    """
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(lzma.decompress(payload, format=lzma.FORMAT_AUTO))).load()
     except (lzma.LZMAError, EOFError) as exc:
         problem = f"truncated or corrupt lzma pickle ({type(exc).__name__}: {exc})"
         raise LeadFormatError(path, problem) from None

@@ -1,18 +1,17 @@
-"""One raw LEAD route directory → its files as Python objects (dicts, numpy arrays, JPEG bytes), unchanged.
+"""One raw LEAD route (an extracted folder or a zip read in place) → its files as Python objects (dicts,
+numpy arrays, JPEG bytes), unchanged.
 
-Reads LEAD's own files (LEAD_FORMAT §1): `results.json`, lzma pickles in `metas/` and `bboxes/`, JPEG,
-PNG, LAZ and NPZ sensor files, normal and `*_perturbated`. Nothing is written. Every file that cannot be
-read raises `LeadFormatError(path, problem)`; the frame count is the number of files in `bboxes/` (LEAD's
-definition). LEAD's own layouts of the sensor files go through the small readers of `laz`, `npz` and
+Reads LEAD's own files (LEAD_FORMAT §1) through the route's `stores.RouteStore`: `results.json`, lzma
+pickles in `metas/` and `bboxes/`, JPEG, PNG, LAZ and NPZ sensor files, normal and `*_perturbated`. Nothing
+is written. Every file that cannot be read raises `LeadFormatError(path, problem)` (a zip member is named
+`<zip>/<member>`); the frame count is the number of files in `bboxes/` (LEAD's definition). LEAD's own layouts of the sensor files go through the small readers of `laz`, `npz` and
 `png`, which fall back to laspy / np.load / Pillow for anything they do not fully check.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,49 +20,58 @@ import numpy as np
 from lead_stream.core import layout
 from lead_stream.core.constants import (
     DEPTH16_MAX_M,
-    DEPTH_HEIGHT_PX,
     DEPTH_MAX_M,
-    DEPTH_WIDTH_PX,
     HDMAP_SIZE_PX,
     NUM_SEMANTIC_CLASSES,
     RGB_HEIGHT_PX,
     RGB_WIDTH_PX,
 )
 from lead_stream.core.errors import LeadFormatError
-from lead_stream.sources.discovery import results_problem, route_usability
+from lead_stream.sources.discovery import discover_sources, results_problem, route_usability
 from lead_stream.sources.laz import decode_laz, read_laz_with_laspy
 from lead_stream.sources.npz import RADAR_KEYS, read_npz_arrays, read_radar_with_numpy
-from lead_stream.sources.pickles import read_lzma_pickle
+from lead_stream.sources.pickles import loads_lzma_pickle
 from lead_stream.sources.png import decode_grey_png, pixels
+from lead_stream.sources.stores import FolderStore, RouteStore, open_store, record_location
 
 NUM_HDMAP_CLASSES = 9  # ChauffeurNet ids 0..8
 JPEG_SOI = b"\xff\xd8"
 _TMP_SUFFIX = ".tmp"  # unfinished files of an atomic writer; never counted as frames
-_SENSOR_DIRS = tuple(d for d in layout.all_modality_dirnames() if d not in ("metas", "bboxes"))
 
 
 class Route:
-    """Read access to one LEAD route directory `<data_root>/data/<Scenario>/<route_dir>/`.
+    """Read access to one LEAD route `"<Scenario>/<route_dir>"`, through its `RouteStore`.
 
     Args:
-        data_root: LEAD's `carla_root` (holds `data/`).
+        data_root: LEAD's `carla_root` (holds `data/`, and/or zips anywhere below it).
         route_id: `"<Scenario>/<route_dir>"`.
+        source: the recorded locator of the copy to read (routes.parquet `source`); None: the extracted
+            folder `<data_root>/data/<route_id>/` if it exists, else the route's zip below the data root.
+        store: an already opened store (wins over `source`).
 
     Raises:
-        LeadFormatError: the route directory does not exist.
+        LeadFormatError: the route exists nowhere, or its zip is unreadable.
     """
 
-    def __init__(self, data_root: Path | str, route_id: str) -> None:
+    def __init__(
+        self,
+        data_root: Path | str,
+        route_id: str,
+        *,
+        source: str | None = None,
+        store: RouteStore | None = None,
+    ) -> None:
         self.data_root = Path(data_root)
         self.route_id = route_id
         self.scenario = route_id.split("/")[0]
-        self.path = layout.route_path(data_root, route_id)
-        self._folders: dict[tuple[str, bool], Path] = {}
-        if not self.path.is_dir():
-            raise LeadFormatError(self.path, "missing folder: route directory does not exist")
+        if store is None:
+            store = open_store(data_root, source) if source is not None else _default_store(data_root, route_id)
+        self.store = store
+        self.path = store.root
+        self._files: dict[tuple[str, bool], str] = {}
 
     def __repr__(self) -> str:
-        return f"Route({str(self.data_root)!r}, {self.route_id!r})"
+        return f"Route({str(self.data_root)!r}, {self.route_id!r}, source={self.store.locator!r})"
 
     # --- per-route files ------------------------------------------------------------------------
     def results(self) -> dict | None:
@@ -72,11 +80,10 @@ class Route:
         Raises:
             LeadFormatError: invalid JSON, or a structure without the keys LEAD's route filter reads.
         """
-        path = layout.results_path(self.path)
-        try:
-            text = path.read_bytes()
-        except FileNotFoundError:
+        if not self.store.is_file(layout.RESULTS_FILENAME):
             return None
+        path = self.store.path_of(layout.RESULTS_FILENAME)
+        text = self.store.read(layout.RESULTS_FILENAME)
         try:
             results = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -86,79 +93,60 @@ class Route:
             raise LeadFormatError(path, problem)
         return results
 
+    def frames_present(self, modality: str) -> list[str]:
+        """File names in the route's `modality` folder (e.g. "metas", "rgb_perturbated"), unfinished ones
+        left out; empty if the folder does not exist."""
+        return [n for n in self.store.names(modality) if not n.endswith(_TMP_SUFFIX)]
+
     def num_frames(self) -> int:
         """Number of files in bboxes/ (LEAD's frame count); 0 if there is no bboxes/ folder."""
-        try:
-            entries = os.scandir(self.path / "bboxes")
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        with entries:
-            return sum(1 for e in entries if not e.name.endswith(_TMP_SUFFIX))
+        return len(self.frames_present("bboxes"))
 
     def has_meta0(self) -> bool:
         """Whether metas/0000.pkl exists (LEAD requires it)."""
-        return layout.modality_path(self.path, "metas", 0).is_file()
+        return self.store.is_file(self._rel("metas", 0))
 
     def modalities(self) -> dict[str, bool]:
         """Which modality folders exist, e.g. {"rgb": True, "rgb_perturbated": True, "lidar": True, ...}."""
-        return {name: (self.path / name).is_dir() for name in layout.all_modality_dirnames()}
+        return {name: self.store.is_dir(name) for name in layout.all_modality_dirnames()}
 
     def usability(self) -> tuple[bool, str | None]:
         """`route_usability(self.results(), self.has_meta0())`."""
         return route_usability(self.results(), self.has_meta0())
 
     def fingerprint(self) -> str:
-        """Cheap stat-based hash of the route: changes when any meta/box/results file or listing changes.
+        """The store's content stamp: for a folder a cheap stat-based hash (name, size and mtime_ns of
+        results.json and of every file in metas/ and bboxes/, the mtime_ns of each sensor folder, ~1 ms for
+        100 frames); for a zip the hash of its central-directory entries (name, size, CRC-32)."""
+        return self.store.fingerprint(self.route_id)
 
-        Hashes name, size and mtime_ns of results.json and of every file in metas/ and bboxes/, plus the
-        mtime_ns of each sensor folder, which changes with its listing. No file is opened and no sensor file
-        is stat'ed: ~1 ms for a 100-frame route, about the cost of reading one meta pickle.
-        """
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(self.route_id.encode())
-        try:
-            st = os.stat(layout.results_path(self.path))
-            digest.update(f"results.json:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        except FileNotFoundError:
-            digest.update(b"results.json:-\n")
-        for name in ("metas", "bboxes"):
-            digest.update(f"[{name}]".encode())
-            try:
-                with os.scandir(os.path.join(self.path, name)) as entries:
-                    rows = sorted(f"{e.name}:{(st := e.stat()).st_size}:{st.st_mtime_ns}\n" for e in entries)
-            except (FileNotFoundError, NotADirectoryError):
-                digest.update(b"-\n")
-                continue
-            digest.update("".join(rows).encode())
-        for name in _SENSOR_DIRS:  # a folder's mtime_ns changes whenever a file is added, removed or renamed
-            try:
-                mtime_ns = os.stat(os.path.join(self.path, name)).st_mtime_ns
-            except (FileNotFoundError, NotADirectoryError):
-                mtime_ns = -1
-            digest.update(f"[{name}]{mtime_ns}\n".encode())
-        return digest.hexdigest()
+    def stat_stamp(self) -> str:
+        """The store's cheaper change stamp (what the index compares before re-reading a route)."""
+        return self.store.stat_stamp()
 
     # --- per-frame files ------------------------------------------------------------------------
-    def _file(self, modality: str, frame_idx: int, perturbated: bool = False) -> Path:
-        """`layout.modality_path` of this route, with the folder Path built once per modality."""
+    def _rel(self, modality: str, frame_idx: int, perturbated: bool = False) -> str:
+        """`<modality>[_perturbated]/NNNN.<ext>` of this route (the folder part built once per modality)."""
         key = (modality, perturbated)
-        folder = self._folders.get(key)
+        folder = self._files.get(key)
         if folder is None:
-            folder = self._folders[key] = layout.modality_dir(self.path, modality, perturbated=perturbated)
-        return folder / layout.frame_filename(modality, frame_idx)
+            name = modality + layout.PERTURBATED_SUFFIX if perturbated else modality
+            layout.modality_dir("", modality, perturbated=perturbated)  # KeyError for unknown modalities
+            folder = self._files[key] = f"{name}/"
+        return folder + layout.frame_filename(modality, frame_idx)
 
-    def _read_bytes(self, path: Path) -> bytes:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise LeadFormatError(path, "file is missing") from None
-        except IsADirectoryError:
-            raise LeadFormatError(path, "expected a file, found a directory") from None
+    def _file(self, modality: str, frame_idx: int, perturbated: bool = False) -> Path | str:
+        """How messages name one frame file of this route."""
+        return self.store.path_of(self._rel(modality, frame_idx, perturbated))
+
+    def file_bytes(self, modality: str, frame_idx: int, *, perturbated: bool = False) -> bytes:
+        """The raw bytes of one frame file (e.g. `file_bytes("metas", 3)`)."""
+        return self.store.read(self._rel(modality, frame_idx, perturbated))
 
     def meta(self, frame_idx: int) -> dict:
         """metas/NNNN.pkl: LEAD's measurement dict (~350 keys; float-suffixed keys are strings)."""
         path = self._file("metas", frame_idx)
-        meta = read_lzma_pickle(path)
+        meta = loads_lzma_pickle(self.file_bytes("metas", frame_idx), path)
         if not isinstance(meta, dict):
             raise LeadFormatError(path, f"expected a dict of measurements, found {type(meta).__name__}")
         return meta
@@ -166,7 +154,7 @@ class Route:
     def boxes(self, frame_idx: int) -> list[dict]:
         """bboxes/NNNN.pkl: list of box dicts sorted by distance, first = ego_car (LEAD_FORMAT §1.8)."""
         path = self._file("bboxes", frame_idx)
-        boxes = read_lzma_pickle(path)
+        boxes = loads_lzma_pickle(self.file_bytes("bboxes", frame_idx), path)
         if not isinstance(boxes, list) or not all(isinstance(b, dict) for b in boxes):
             raise LeadFormatError(path, f"expected a list of box dicts, found {type(boxes).__name__}")
         return boxes
@@ -174,7 +162,7 @@ class Route:
     def rgb_jpeg(self, frame_idx: int, *, perturbated: bool = False) -> bytes:
         """Original JPEG bytes of rgb[_perturbated]/NNNN.jpg (only the SOI marker is checked)."""
         path = self._file("rgb", frame_idx, perturbated)
-        payload = self._read_bytes(path)
+        payload = self.file_bytes("rgb", frame_idx, perturbated=perturbated)
         if not payload.startswith(JPEG_SOI):
             found = payload[:2].hex(" ")
             raise LeadFormatError(path, f"corrupt JPEG: expected SOI marker ff d8, found {found!r}")
@@ -193,10 +181,11 @@ class Route:
         check_shape(path, image, (RGB_HEIGHT_PX, RGB_WIDTH_PX, 3))
         return image
 
-    def _png(self, path: Path) -> np.ndarray:
+    def _png(self, modality: str, frame_idx: int, perturbated: bool) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        payload = self._read_bytes(path)
+        path = self._file(modality, frame_idx, perturbated)
+        payload = self.file_bytes(modality, frame_idx, perturbated=perturbated)
         array = decode_grey_png(payload)
         if array is not None:
             return array
@@ -236,21 +225,25 @@ class Route:
     ) -> np.ndarray:
         """A uint8 label PNG of `shape` whose values are below `num_classes` (else LeadFormatError)."""
         path = self._file(modality, frame_idx, perturbated)
-        array = self._png(path)
+        array = self._png(modality, frame_idx, perturbated)
         check_shape(path, array, shape, np.uint8)
         if array.max(initial=0) >= num_classes:
             raise LeadFormatError(path, f"{what} {int(array.max())} out of range 0..{num_classes - 1}")
         return array
 
-    def depth_m(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
-        """(96, 288) float32 depth in metres (uint8 PNG: v/255*50; uint16 PNG: v/65535*96)."""
+    def depth_m(self, frame_idx: int, *, perturbated: bool = False, resolution_ratio: int = 4) -> np.ndarray:
+        """(384 / r, 1152 / r) float32 depth in metres, r = `resolution_ratio` (LEAD's
+        `save_depth_resolution_ratio`; 4 → 96 x 288). LEAD's `decode_depth` in float32, in its order:
+        uint8 PNG (v / 255) * 50, uint16 PNG (v / 65535) * 96."""
         path = self._file("depth", frame_idx, perturbated)
-        array = self._png(path)
-        check_shape(path, array, (DEPTH_HEIGHT_PX, DEPTH_WIDTH_PX))
-        if array.dtype == np.uint8:  # float32(v) * float32 scale, computed in float32
-            return np.multiply(array, np.float32(DEPTH_MAX_M / 255.0), dtype=np.float32)
+        array = self._png("depth", frame_idx, perturbated)
+        if resolution_ratio < 1 or RGB_HEIGHT_PX % resolution_ratio or RGB_WIDTH_PX % resolution_ratio:
+            raise LeadFormatError(path, f"depth resolution ratio {resolution_ratio} does not divide 384 x 1152")
+        check_shape(path, array, (RGB_HEIGHT_PX // resolution_ratio, RGB_WIDTH_PX // resolution_ratio))
+        if array.dtype == np.uint8:
+            return (array.astype(np.float32) / np.float32(255)) * np.float32(DEPTH_MAX_M)
         if array.dtype == np.uint16:
-            return np.multiply(array, np.float32(DEPTH16_MAX_M / 65535.0), dtype=np.float32)
+            return (array.astype(np.float32) / np.float32(65535)) * np.float32(DEPTH16_MAX_M)
         raise LeadFormatError(path, f"expected a uint8 or uint16 depth PNG, found {array.dtype}")
 
     def hdmap(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
@@ -260,20 +253,20 @@ class Route:
         )
 
     def lidar(self, frame_idx: int) -> np.ndarray:
-        """(N, 4) float32 `[x, y, z, time]` accumulated point cloud in the ego frame (lazrs, laspy semantics).
+        """(N, 4) float64 `[x, y, z, time]` accumulated point cloud in the ego frame (laspy's `xyz` values).
 
         LEAD's plain layout (LAS <= 1.3, LAZ, unscaled extra dimension `time`) is decoded by `decode_laz`;
         anything else, and any file that fast path cannot decode, goes through `laspy.read`.
         """
         path = self._file("lidar", frame_idx)
-        payload = self._read_bytes(path)
+        payload = self.file_bytes("lidar", frame_idx)
         points = decode_laz(payload)
         return points if points is not None else read_laz_with_laspy(path, payload)
 
     def radar(self, frame_idx: int, *, perturbated: bool = False) -> dict[str, np.ndarray]:
         """radar[_perturbated]/NNNN.npz: {"radar1".."radar4": (n, 4) float16 [x, y, z, v]}."""
         path = self._file("radar", frame_idx, perturbated)
-        payload = self._read_bytes(path)
+        payload = self.file_bytes("radar", frame_idx, perturbated=perturbated)
         radar = read_npz_arrays(payload, RADAR_KEYS)
         if radar is None:
             radar = read_radar_with_numpy(path, payload)
@@ -283,7 +276,48 @@ class Route:
         return radar
 
 
-def check_shape(path: Path, array: np.ndarray, shape: tuple[int, ...], dtype: Any = None) -> None:
+def open_route(data_root: Path | str, route_id: str, sources: tuple[str, ...] | list[str]) -> Route:
+    """The route read from the first of its copies `sources` (locators), after checking that every other
+    copy holds the same files with the same sizes (an extracted folder and its zip are one route).
+
+    Raises:
+        LeadFormatError: a copy is unreadable (e.g. a truncated zip), or two copies differ (names both).
+    """
+    stores = [open_store(data_root, locator) for locator in sources]
+    first = stores[0]
+    if len(stores) > 1:
+        expected = first.sizes()
+        for other in stores[1:]:
+            found = other.sizes()
+            if found != expected:
+                raise LeadFormatError(other.root, f"differs from the copy at {first.root}: {_difference(expected, found)}")
+    return Route(data_root, route_id, store=first)
+
+
+def _difference(expected: dict[str, int], found: dict[str, int]) -> str:
+    """The first difference between two {file: size} listings, in words."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        return f"{len(missing)} file(s) missing here, e.g. {missing[0]}"
+    if extra:
+        return f"{len(extra)} file(s) only here, e.g. {extra[0]}"
+    rel = next(r for r in sorted(expected) if expected[r] != found[r])
+    return f"{rel} has {found[rel]:,} bytes here, {expected[rel]:,} there"
+
+
+def _default_store(data_root: Path | str, route_id: str) -> RouteStore:
+    """The extracted folder of `route_id`, else its first zip below the data root."""
+    folder = layout.route_path(data_root, route_id)
+    if folder.is_dir():
+        return FolderStore(folder, record_location(data_root, folder))
+    locators = discover_sources(data_root).get(route_id) if Path(data_root).is_dir() else None
+    if not locators:
+        raise LeadFormatError(folder, "missing folder: route directory does not exist (and no zip holds it)")
+    return open_store(data_root, locators[0])
+
+
+def check_shape(path: Path | str, array: np.ndarray, shape: tuple[int, ...], dtype: Any = None) -> None:
     if array.shape != shape:
         raise LeadFormatError(path, f"expected shape {shape}, found {array.shape}")
     if dtype is not None and array.dtype != dtype:
