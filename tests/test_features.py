@@ -12,7 +12,7 @@ from lead_stream.cache import features as F
 from lead_stream.cache import frame as FR
 from lead_stream.cache import labels as L
 from lead_stream.cache import targets as T
-from lead_stream.cache.labels import occupancy, rules
+from lead_stream.cache.labels import raster, rules
 from lead_stream.core import codecs
 from lead_stream.core import geometry as G
 from lead_stream.core.constants import BoxClass, BoxField
@@ -389,11 +389,12 @@ def test_bev_semantic_merges_occupancy_over_hdmap():
     assert merged[10, 10] == L.OccupancyClass.WALKER + 3 and merged[0, 0] == 1
 
 
-def test_bev_occupancy_draws_a_vehicle_rectangle():
+def test_bev_occupancy_draws_a_vehicle_rectangle_with_leads_integer_corners_12():
     occupancy = L.bev_occupancy([_car(10.0, 3.0, yaw=0.0)], _meta(), translation_m=0.0, rotation_deg=0.0)
     rows, cols = np.nonzero(occupancy == L.OccupancyClass.VEHICLE)
-    assert rows.min() == (3 - 1 + 40) * 4 and rows.max() == (3 + 1 + 40) * 4 - 1
-    assert cols.min() == 158 and cols.max() == 177  # pixel centres inside x in [7.6, 12.4] m
+    # LEAD: corners (552 ± 9.6, 524 ± 4) on its 1024 grid, truncated to int, boundary rows/columns filled
+    assert rows.min() == (3 - 1 + 40) * 4 and rows.max() == (3 + 1 + 40) * 4
+    assert cols.min() == 542 - 384 and cols.max() == 561 - 384
 
 
 def test_radar_points_are_cropped_capped_and_tagged():
@@ -511,6 +512,6 @@ def test_red_traffic_lights_affecting_the_ego_are_joined_by_a_hull():
 
 
 def test_convex_hull_keeps_only_the_outer_points():
-    points = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]], dtype=np.float64)
-    hull = occupancy._convex_hull(points)
+    points = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]], dtype=np.int64)
+    hull = raster.convex_hull(points)
     assert sorted(map(tuple, hull.tolist())) == [(0, 0), (0, 2), (2, 0), (2, 2)]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
     return plan
 
 
+def recorded_source(data_root: Path, route_id: str) -> str | None:
+    """The copy of `route_id` the index read (routes.parquet `source`: a folder or `<zip>!<prefix>`)."""
+    path = table_path(data_root, "routes")
+    return _recorded_sources(str(path), path.stat().st_mtime_ns).get(route_id)
+
+
+@functools.lru_cache(maxsize=4)
+def _recorded_sources(routes_file: str, mtime_ns: int) -> dict[str, str]:
+    table = pq.read_table(routes_file, columns=["route_id", "source"])
+    return dict(zip(table.column("route_id").to_pylist(), table.column("source").to_pylist()))
+
+
 def routes_of_rank(plan: list[RoutePlan], rank: int, world_size: int) -> list[RoutePlan]:
     """Round-robin over the sorted route ids: route i belongs to rank i % world_size."""
     return [route for i, route in enumerate(plan) if i % world_size == rank]
@@ -107,7 +120,7 @@ class ChunkResult:
 def build_chunk(task: ChunkTask) -> ChunkResult:
     """Build the samples of `task.frames` of one route into tmp tar files (split at max_shard_bytes)."""
 
-    route = Route(task.data_root, task.route_id)
+    route = Route(task.data_root, task.route_id, source=recorded_source(task.data_root, task.route_id))
     shards: list[TmpShard] = []
     failures: list[dict[str, Any]] = []
     writer: TarShardWriter | None = None

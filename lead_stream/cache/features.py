@@ -64,6 +64,8 @@ from lead_stream.core.constants import (
 )
 from lead_stream.core.errors import LeadFormatError
 
+LIDAR_USED_STEPS = 10  # LEAD's training_used_lidar_steps: points whose `time` (tick age) is below this count
+
 # Bump when preprocessing output changes in a way the source hash of this file would not show
 # (e.g. a change in constants.py or geometry.py); part of every pipeline id.
 # 2: one `arrays.lz4` container (was one member per array), radar float16, per-variant targets in it.
@@ -86,13 +88,16 @@ def _rgb(frame: Frame, perturbated: bool) -> bytes:
 
 
 def _lidar_bev(frame: Frame, perturbated: bool) -> np.ndarray:
+    """LEAD's LiDAR BEV: points with time < 10 (training_used_lidar_steps), moved by `align_lidar`, binned."""
     lidar = np.asarray(frame.inputs.lidar)
     if lidar.ndim != 2 or lidar.shape[1] < 3:
         raise LeadFormatError(
             source_file(frame.inputs, "lidar"), f"expected (N, >=3) points, found {lidar.shape}"
         )
+    if lidar.shape[1] >= 4:
+        lidar = lidar[lidar[:, 3] < LIDAR_USED_STEPS]
     t, r = frame.perturbation(perturbated)
-    return geometry.rasterize_lidar(geometry.perturb_points(lidar[:, :3], t, r))
+    return geometry.rasterize_lidar(geometry.align_lidar(lidar[:, :3], t, r))
 
 
 def _semantic(frame: Frame, perturbated: bool) -> np.ndarray:

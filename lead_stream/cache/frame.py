@@ -18,7 +18,8 @@ import numpy as np
 from lead_stream.cache.labels import box_labels_and_sources, box_waypoints
 from lead_stream.core.constants import DEPTH_MAX_M
 from lead_stream.core.errors import LeadFormatError
-from lead_stream.core.layout import modality_path
+from lead_stream.core.layout import frame_filename, modality_path
+from lead_stream.sources.lead_schema import depth_resolution_ratio
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,21 +44,30 @@ class FrameInputs:
     lidar: np.ndarray  # (N, 4) float32 [x, y, z, time], true ego frame
     normal: SensorInputs
     perturbated: SensorInputs
-    route_dir: Path = field(default=Path("."))  # only used to name files in error messages
+    route_dir: Path | str = field(default=Path("."))  # names files in error messages (a URL stays a str)
 
 
 def load_frame(route: Any, frame_idx: int) -> FrameInputs:
-    """Read every raw file of one frame through a `sources.Route`.
+    """Read every raw file of one frame through a `sources.Route` (a folder or a zip, alike).
+
+    Depth is read at the meta's `save_depth_resolution_ratio` (current LEAD schema; legacy: 4) and, when that
+    is not 4, area-resampled to the 96 x 288 the cache stores (LEAD would upsample it by its own ratio).
 
     Raises:
         LeadFormatError: a file is missing or unreadable (raised by `sources`).
     """
+    meta = route.meta(frame_idx)
+    try:
+        ratio = depth_resolution_ratio(meta)
+    except ValueError as error:
+        raise LeadFormatError(route.store.path_of(f"metas/{frame_idx:04d}.pkl"), str(error)) from None
 
     def sensors(perturbated: bool) -> SensorInputs:
+        depth = route.depth_m(frame_idx, perturbated=perturbated, resolution_ratio=ratio)
         return SensorInputs(
             rgb_jpeg=route.rgb_jpeg(frame_idx, perturbated=perturbated),
             semantics=route.semantics(frame_idx, perturbated=perturbated),
-            depth_m=route.depth_m(frame_idx, perturbated=perturbated),
+            depth_m=depth if ratio == STORED_DEPTH_RATIO else _area_resample(depth, ratio),
             hdmap=route.hdmap(frame_idx, perturbated=perturbated),
             radar=route.radar(frame_idx, perturbated=perturbated),
         )
@@ -65,17 +75,33 @@ def load_frame(route: Any, frame_idx: int) -> FrameInputs:
     return FrameInputs(
         route_id=route.route_id,
         frame_idx=frame_idx,
-        meta=route.meta(frame_idx),
+        meta=meta,
         boxes=route.boxes(frame_idx),
         lidar=route.lidar(frame_idx),
         normal=sensors(False),
         perturbated=sensors(True),
-        route_dir=Path(route.path),
+        route_dir=route.path,
     )
 
 
-def source_file(inputs: FrameInputs, modality: str, perturbated: bool = False) -> Path:
+STORED_DEPTH_RATIO = 4  # the cache stores depth at 1/4 of the camera resolution (96 x 288)
+
+
+def _area_resample(depth_m: np.ndarray, ratio: int) -> np.ndarray:
+    """(384/ratio, 1152/ratio) float32 depth → (96, 288) by block means (ratio 1 or 2) or pixel repeats (8)."""
+    if STORED_DEPTH_RATIO % ratio == 0:
+        k = STORED_DEPTH_RATIO // ratio
+        h, w = depth_m.shape
+        return depth_m.reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+    k = ratio // STORED_DEPTH_RATIO
+    return np.repeat(np.repeat(depth_m, k, axis=0), k, axis=1)
+
+
+def source_file(inputs: FrameInputs, modality: str, perturbated: bool = False) -> Path | str:
     """The raw file of `modality` this frame was read from (named in error messages)."""
+    if isinstance(inputs.route_dir, str) and "://" in inputs.route_dir:
+        folder = modality + ("_perturbated" if perturbated else "")
+        return f"{inputs.route_dir.rstrip('/')}/{folder}/{frame_filename(modality, inputs.frame_idx)}"
     return modality_path(inputs.route_dir, modality, inputs.frame_idx, perturbated=perturbated)
 
 
@@ -90,10 +116,13 @@ def check_array(
 
 
 def depth_to_u8(depth_m: np.ndarray) -> np.ndarray:
-    """Metres → uint8 with metres = v / 255 * 50 (clipped at 50 m, rounded)."""
-    return np.round(np.clip(depth_m.astype(np.float64), 0.0, DEPTH_MAX_M) / DEPTH_MAX_M * 255.0).astype(
-        np.uint8
-    )
+    """Metres → uint8, LEAD's `encode_depth_8bit` exactly: float32 (clip(d, 0, 50) / 50) * 255, truncated.
+
+    As in LEAD's cache, a depth PNG decoded and encoded again loses one level on 19 of the 256 values
+    (v / 255 * 50 / 50 * 255 lands just below v in float32).
+    """
+    depth = np.clip(np.asarray(depth_m, dtype=np.float32), np.float32(0.0), np.float32(DEPTH_MAX_M))
+    return ((depth / np.float32(DEPTH_MAX_M)) * np.float32(255.0)).astype(np.uint8)
 
 
 class Frame:

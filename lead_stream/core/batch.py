@@ -21,7 +21,7 @@ import torch
 from lead_stream.core.constants import DEPTH_MAX_M, LIDAR_HIST_MAX_COUNT
 from lead_stream.core.runs import expand_runs_torch
 
-DEPTH_M_PER_UNIT = DEPTH_MAX_M / 255.0  # depth_u8 value v is v * DEPTH_M_PER_UNIT metres
+DEPTH_M_PER_UNIT = DEPTH_MAX_M / 255.0  # depth_u8 value v is v / 255 * 50 metres (see depth_to_m)
 
 
 @dataclass
@@ -58,11 +58,11 @@ class Batch:
     # --- sensors ---
     rgb: torch.Tensor  # (B, 3, 384, 1152) uint8, RGB, cameras stitched left→front→right
     lidar_bev: torch.Tensor | RunCoded  # (B, 1, 320, 384) uint8 point histogram counts 0..5 (clipped at 5)
-    radar: torch.Tensor  # (B, 300, 5) float32 [x, y, z, v, sensor_id], zero padded per sensor
+    radar: torch.Tensor  # (B, 300, 5) float32 [x, y, z, v, sensor_id]; 75 rows per sensor, LEAD padding [0,0,0,0,id]
     speed_mps: torch.Tensor  # (B,) float32 ego speed
     # --- perception labels ---
     semantic: torch.Tensor | RunCoded  # (B, 384, 1152) uint8, SemanticClass 0..9 (RunCoded from the loader)
-    depth_u8: torch.Tensor  # (B, 96, 288) uint8, metres = v * DEPTH_M_PER_UNIT (0..50); see depth_m
+    depth_u8: torch.Tensor  # (B, 96, 288) uint8, metres = v / 255 * 50 (0..50); see depth_m
     bev_semantic: torch.Tensor | RunCoded  # (B, 320, 384) uint8, BevSemanticClass 0..12 (hdmap + occupancy)
     boxes: torch.Tensor  # (B, 90, 9) float32, BoxField columns in BEV pixels, rows >= num_boxes are 0
     num_boxes: torch.Tensor  # (B,) int64 valid rows of `boxes` (padding never makes a target)
@@ -124,8 +124,8 @@ class Batch:
 
 
 def depth_to_m(depth_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 depth → float32 metres: float32(v) * float32(50 / 255), as numpy computes it."""
-    return depth_u8.float() * DEPTH_M_PER_UNIT
+    """uint8 depth → float32 metres as LEAD's `decode_depth_8bit`: (float32(v) / 255) * 50, in float32."""
+    return depth_u8.float() / 255.0 * DEPTH_MAX_M
 
 
 def lidar_unit(lidar_bev: torch.Tensor) -> torch.Tensor:

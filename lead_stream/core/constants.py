@@ -190,15 +190,15 @@ EMERGENCY_MESHES = (
     "vehicle.ford.ambulance",
     "vehicle.carlamotors.firetruck",
 )
-BIKER_MESHES = (
-    "vehicle.diamondback.century",
-    "vehicle.gazelle.omafiets",
-    "vehicle.bh.crossbike",
+BICYCLE_MESHES = ("vehicle.diamondback.century", "vehicle.gazelle.omafiets", "vehicle.bh.crossbike")
+MOTORCYCLE_MESHES = (
     "vehicle.harley-davidson.low_rider",
     "vehicle.kawasaki.ninja",
     "vehicle.vespa.zx125",
     "vehicle.yamaha.yzf",
 )
+# two-wheelers: LEAD 8bb1118 labels all of them BIKER, 4489176 only the bicycles (cache.labels.rules)
+BIKER_MESHES = BICYCLE_MESHES + MOTORCYCLE_MESHES
 
 # results.json statuses that always fail a route (LEAD §2.3), besides any infraction
 FAILED_STATUSES = (
@@ -220,4 +220,14 @@ RESULT_INFRACTION_KEYS = (
     "route_dev",
     "vehicle_blocked",
     "route_timeout",
+)
+
+# meta keys kesai-labs/lead 4489176 no longer writes (autonomousvision/lead 8bb1118 did; sources.lead_schema)
+META_KEYS_REMOVED_IN_CURRENT = (
+    "average_traffic_speed",
+    "max_traffic_speed",
+    "max_adversarial_speed",
+    "dist_to_road_discontinuity",
+    "reduce_speed_discontinuous_road",
+    "reduce_speed_high_route_curvature",
 )

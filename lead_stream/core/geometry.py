@@ -36,6 +36,14 @@ def wrap_angle(angle_rad):
     return (angle_rad + np.pi) % (2 * np.pi) - np.pi
 
 
+def normalize_angle(angle_rad: float) -> float:
+    """LEAD's `normalize_angle` in its own arithmetic: x % 2π, minus 2π when above π (scalars)."""
+    x = angle_rad % (2 * np.pi)
+    if x > np.pi:
+        x -= 2 * np.pi
+    return x
+
+
 def rotation_2d(yaw_rad: float) -> np.ndarray:
     """(2, 2) float64 rotation R(yaw) = [[cos, -sin], [sin, cos]]."""
     c, s = math.cos(yaw_rad), math.sin(yaw_rad)
@@ -93,11 +101,50 @@ def world_to_ego(points_xy: np.ndarray, ego_xy: np.ndarray, ego_yaw_rad: float) 
     return delta @ rotation_2d(ego_yaw_rad)
 
 
-def rasterize_lidar(points: np.ndarray) -> np.ndarray:
-    """LiDAR points → LEAD's BEV histogram as uint8 counts clipped at 5 (LEAD stores counts / 5 as float).
+def align_lidar(points_xyz: np.ndarray, translation_m: float, rotation_deg: float) -> np.ndarray:
+    """LEAD's `align_lidar` for the perturbated rig, in its own arithmetic: `(R^T @ (p - [0, t, 0])^T)^T` with
+    R the 3 x 3 yaw rotation of `np.deg2rad(rotation_deg)` (float64); the identity when t = r = 0.
 
-    Bins: x in [-32, 64] → 384 columns, y in [-40, 40] → 320 rows (0.25 m, left-closed, the last bin also
-    holds the upper edge, as `np.histogramdd`); only points with z in [-4, 10] count.
+    Args:
+        points_xyz: (N, 3) ego-frame points.
+
+    Returns:
+        (N, 3) float64 points in the perturbated frame.
+    """
+    points = np.asarray(points_xyz, dtype=np.float64)
+    if translation_m == 0.0 and rotation_deg == 0.0:
+        return points.copy()
+    yaw = np.deg2rad(rotation_deg)
+    rotation = np.array(
+        [[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]]
+    )
+    return (rotation.T @ (points - np.array([0.0, translation_m, 0.0])).T).T
+
+
+# LEAD's histogram bin edges (np.linspace(-32, 64, 385), np.linspace(-40, 40, 321)): exact multiples of 0.25
+_X_EDGES = np.linspace(MIN_X_M, MAX_X_M, BEV_WIDTH_PX + 1)
+_Y_EDGES = np.linspace(MIN_Y_M, MAX_Y_M, BEV_HEIGHT_PX + 1)
+
+
+def _bins(values: np.ndarray, low: float, edges: np.ndarray) -> np.ndarray:
+    """`np.histogramdd`'s bin of each in-range value: edges[b] <= v < edges[b + 1], the last bin closed.
+
+    Truncating (v - low) * 4 is off by one where the subtraction rounds across an edge; one comparison with
+    the exact edges on each side puts those values back.
+    """
+    last = len(edges) - 2
+    b = np.minimum(((values - low) * PIXELS_PER_M).astype(np.int64), last)
+    b -= values < edges[b]
+    b += (b < last) & (values >= edges[np.minimum(b + 1, last + 1)])
+    return b
+
+
+def rasterize_lidar(points: np.ndarray) -> np.ndarray:
+    """LiDAR points → LEAD's `rasterize_lidar` histogram as uint8 counts clipped at 5 (LEAD stores counts / 5).
+
+    Exactly `np.histogramdd` over LEAD's edges (x in [-32, 64] → 384 columns, y in [-40, 40] → 320 rows,
+    0.25 m, left-closed, the last bin also holding the upper edge) of the points with z in [-4, 10], on the
+    float64 coordinates given (LEAD bins laspy's float64 values: pass those for identical counts).
 
     Args:
         points: (N, >=3) ego-frame points (x, y, z, ...).
@@ -110,9 +157,8 @@ def rasterize_lidar(points: np.ndarray) -> np.ndarray:
     y = points[:, 1].astype(np.float64, copy=False)
     z = points[:, 2].astype(np.float64, copy=False)
     keep = (z >= MIN_Z_M) & (z <= MAX_Z_M) & (x >= MIN_X_M) & (x <= MAX_X_M) & (y >= MIN_Y_M) & (y <= MAX_Y_M)
-    # kept offsets are >= 0, so the int cast truncates exactly like floor
-    cols = np.minimum(((x[keep] - MIN_X_M) * PIXELS_PER_M).astype(np.int64), BEV_WIDTH_PX - 1)
-    rows = np.minimum(((y[keep] - MIN_Y_M) * PIXELS_PER_M).astype(np.int64), BEV_HEIGHT_PX - 1)
+    cols = _bins(x[keep], MIN_X_M, _X_EDGES)
+    rows = _bins(y[keep], MIN_Y_M, _Y_EDGES)
     rows *= BEV_WIDTH_PX
     rows += cols
     counts = np.bincount(rows, minlength=BEV_HEIGHT_PX * BEV_WIDTH_PX)

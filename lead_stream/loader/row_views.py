@@ -165,10 +165,12 @@ class RadarRows(RowViews):
         return self.joined()[2]
 
     def place(self, out: np.ndarray) -> None:
-        """`out` (B, 300, 5) := every good row's points in its sensor's block of 75 rows, zeros elsewhere."""
+        """`out` (B, 300, 5) := every good row's points in its sensor's block of 75 rows; padding rows are
+        [0, 0, 0, 0, sensor id] as LEAD pads them (`preprocess_radar_input` keeps the block's sensor id)."""
         points, slot, problems = self.joined()
         flat = out.reshape(-1, 5)
-        flat[...] = 0.0
+        flat[:, :4] = 0.0
+        flat[:, 4] = (np.arange(len(flat)) // MAX_RADAR_POINTS_PER_SENSOR) % NUM_RADAR_SENSORS
         if problems:
             keep = ~np.isin(slot // (NUM_RADAR_SENSORS * MAX_RADAR_POINTS_PER_SENSOR), list(problems))
             points, slot = points[keep], slot[keep]

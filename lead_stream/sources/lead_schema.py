@@ -11,18 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from lead_stream.core.constants import META_KEYS_REMOVED_IN_CURRENT
+
 LEGACY = "legacy"  # autonomousvision/lead 8bb1118
 CURRENT = "current"  # kesai-labs/lead 4489176
 LEAD_SCHEMAS = (LEGACY, CURRENT)
 LEGACY_DEPTH_RESOLUTION_RATIO = 4  # 8bb1118 always saved depth at 1/4 resolution (96 x 288)
-REMOVED_IN_CURRENT = (
-    "average_traffic_speed",
-    "max_traffic_speed",
-    "max_adversarial_speed",
-    "dist_to_road_discontinuity",
-    "reduce_speed_discontinuous_road",
-    "reduce_speed_high_route_curvature",
-)
+REMOVED_IN_CURRENT = META_KEYS_REMOVED_IN_CURRENT
 
 
 def lead_schema_of(meta: dict[str, Any]) -> str:

@@ -11,9 +11,12 @@ the same seed gives byte-identical files (no wall clock anywhere). results.json 
 
 Modules: world (route specs, road, ego motion, actors) → render (cameras, semantics, depth, HD map),
 lidar (LiDAR, radar) and labels (boxes, metas, results.json) → writer (frame ranges, process pool,
-`write_synthetic_lead`), which turns arrays and dicts into files through encode (JPEG/PNG/LAZ/NPZ/xz).
+`write_synthetic_lead`), which turns arrays and dicts into files through encode (JPEG/PNG/LAZ/NPZ/xz);
+release zips routes into LEAD's released layout (`zip/<Scenario>/<route>.zip`). Metas follow either LEAD
+schema (`lead_version`: "current" = kesai-labs/lead 4489176, the default, or "legacy" = 8bb1118).
 """
 
-from lead_stream.synthetic.writer import SynthSummary, write_synthetic_lead
+from lead_stream.synthetic.release import zip_route, zip_routes
+from lead_stream.synthetic.writer import LEAD_VERSIONS, SynthSummary, write_synthetic_lead
 
-__all__ = ["SynthSummary", "write_synthetic_lead"]
+__all__ = ["LEAD_VERSIONS", "SynthSummary", "write_synthetic_lead", "zip_route", "zip_routes"]

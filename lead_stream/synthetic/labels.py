@@ -14,8 +14,17 @@ from typing import Any
 import numpy as np
 
 from lead_stream.core.constants import (
-    BIKER_MESHES,
+    BICYCLE_MESHES,
+    CAMERA_FOV_DEG,
+    CAMERA_HEIGHT_PX,
+    CAMERA_POSITIONS_M,
+    CAMERA_WIDTH_PX,
+    CAMERA_YAWS_DEG,
     DATA_SAVE_FREQ,
+    META_KEYS_REMOVED_IN_CURRENT,
+    MOTORCYCLE_MESHES,
+    NUM_CAMERAS,
+    NUM_RADAR_SENSORS,
     RESULT_INFRACTION_KEYS,
     TP_DISTANCES_M,
     SemanticClass,
@@ -35,13 +44,16 @@ from lead_stream.synthetic.world import (
 )
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
-MAX_FUTURE_STEPS = 200  # future_*/past_* arrays hold at most 201 entries (index 0 = now)
+MAX_FUTURE_STEPS = {"legacy": 200, "current": 60}  # future_*/past_* hold <= 201 / <= 61 entries (0 = now)
 BOX_FUTURE_STEPS = 40  # box future_positions hold at most 41 entries
 BB_SAVE_RADIUS_M = 96.0  # LEAD's bb_save_radius
 ROUTE_POINT_SPACING_M = 1.0
 NUM_META_ROUTE_POINTS = 50
 TRAFFIC_LIGHT_ID = 90_000  # id of the route's traffic light box
 TRAFFIC_LIGHT_EXTENT_M = (0.5, 1.6, 0.5)  # LEAD's traffic light box: the stop-line trigger area of the lane
+GNSS_NOISE_M = 0.5  # raw GNSS noise (current schema's noisy_pos_global)
+# LEAD's radar mounts (config_base.radar_calibration): position (x, y, z) m, yaw deg
+RADAR_MOUNTS = (((2.6, 0.0, 0.6), -45.0), ((2.6, 0.0, 0.6), 45.0), ((-2.6, 0.0, 0.6), 135.0), ((-2.6, 0.0, 0.6), 225.0))
 UNSUFFIXED_PLANNER_M = 7.5  # min distance of the planner behind the unsuffixed next_target_points keys
 
 
@@ -123,7 +135,7 @@ def _boxes(
                         "throttle": 0.5,
                         "transfuser_semantics_id": int(actor.sem_class),
                         "type_id": actor.type_id,
-                        "base_type": "bicycle" if actor.type_id in BIKER_MESHES else "car",
+                        "base_type": _base_type(actor.type_id),
                         "lane_type_str": "Driving",
                         "road_id": 7,
                         "lane_id": -1 if actor.lane_offset >= 0 else 1,
@@ -196,11 +208,10 @@ def _meta(
 ) -> dict[str, Any]:
     ex, ey, eyaw = _ego_pose(world, step)
     speed = float(world.ego_speed[step])
-    future_xy, future_yaw = _future_track(
-        world.ego_x, world.ego_y, world.ego_yaw, step, MAX_FUTURE_STEPS, ex, ey, eyaw
-    )
+    horizon = MAX_FUTURE_STEPS[spec.lead_version]
+    future_xy, future_yaw = _future_track(world.ego_x, world.ego_y, world.ego_yaw, step, horizon, ex, ey, eyaw)
     future_positions = np.concatenate([future_xy, np.zeros((len(future_xy), 1))], axis=1).astype(np.float32)
-    past_idx = np.arange(step, max(step - MAX_FUTURE_STEPS, 0) - 1, -1)
+    past_idx = np.arange(step, max(step - horizon, 0) - 1, -1)
     px, py = _to_frame(world.ego_x[past_idx], world.ego_y[past_idx], ex, ey, eyaw)
     past_positions = np.stack([px, py], axis=1).astype(np.float32)
     route_u = np.arange(world.ego_u[step] + 2.5, world.route_end_u, ROUTE_POINT_SPACING_M)
@@ -367,7 +378,61 @@ def _meta(
             meta[f"next_{gps}commands{suffix}"] = nxt_cmd
             meta[f"previous_{gps}target_points{suffix}"] = prev
             meta[f"previous_{gps}commands{suffix}"] = prev_cmd
+    if spec.lead_version == "current":
+        _to_current_schema(meta, world, step)
     return meta
+
+
+def _base_type(type_id: str) -> str:
+    """CARLA's `base_type` attribute of a vehicle blueprint."""
+    if type_id in BICYCLE_MESHES:
+        return "bicycle"
+    return "motorcycle" if type_id in MOTORCYCLE_MESHES else "car"
+
+
+def _to_current_schema(meta: dict[str, Any], world: _World, step: int) -> None:
+    """Turn a legacy meta (autonomousvision/lead 8bb1118) into the current one (kesai-labs/lead 4489176):
+    dataset_information and sensor_information, raw GNSS in noisy_pos_global (Kalman-filtered in
+    filtered_pos_global), target_dataset moved, six keys dropped."""
+    gnss_rng = np.random.default_rng([world.stream_seed[0], world.stream_seed[1], 4, step])
+    filtered = list(meta["noisy_pos_global"])
+    meta["filtered_pos_global"] = filtered
+    meta["noisy_pos_global"] = [float(v + gnss_rng.normal(0.0, GNSS_NOISE_M)) for v in filtered]
+    meta["dataset_information"] = {
+        "save_depth_lower_resolution": True,
+        "save_depth_resolution_ratio": 4,
+        "save_depth_bits": 8,
+        "save_only_non_ground_lidar": True,
+        "target_dataset": int(meta.pop("target_dataset")),
+        "data_save_freq": DATA_SAVE_FREQ,
+        "save_grouped_semantic": True,
+    }
+    meta["sensor_information"] = {
+        "lidar_pos_1": [0.0, 0.0, 2.5],
+        "lidar_rot_1": [0.0, 0.0, -90.0],
+        "lidar_pos_2": [0.0, 0.0, 2.5],
+        "lidar_rot_2": [0.0, 0.0, -270.0],
+        "lidar_accumulation": True,
+        "num_cameras": NUM_CAMERAS,
+        "camera_calibration": {
+            i + 1: {
+                "pos": list(CAMERA_POSITIONS_M[i]),
+                "rot": [0.0, 0.0, float(CAMERA_YAWS_DEG[i])],
+                "width": CAMERA_WIDTH_PX,
+                "height": CAMERA_HEIGHT_PX,
+                "cropped_height": CAMERA_HEIGHT_PX,
+                "fov": CAMERA_FOV_DEG,
+            }
+            for i in range(NUM_CAMERAS)
+        },
+        "num_radar_sensors": NUM_RADAR_SENSORS,
+        "radar_calibration": {
+            str(i + 1): {"pos": list(pos), "rot": [0.0, 0.0, float(yaw)], "horz_fov": 90, "vert_fov": 0.1}
+            for i, (pos, yaw) in enumerate(RADAR_MOUNTS)
+        },
+    }
+    for key in META_KEYS_REMOVED_IN_CURRENT:
+        meta.pop(key, None)
 
 
 def _results(spec: _RouteSpec, route_length_m: float) -> dict[str, Any]:

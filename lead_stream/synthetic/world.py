@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lead_stream.core.constants import (
+    BICYCLE_MESHES,
     BIKER_MESHES,
     CAMERA_HEIGHT_PX,
     CAMERA_WIDTH_PX,
@@ -66,13 +67,16 @@ class _RouteSpec:
     route_dir: str
     route_date_string: str
     num_frames: int
+    lead_version: str = "current"  # meta schema written: "current" (kesai-labs/lead 4489176) or "legacy"
 
     @property
     def route_id(self) -> str:
         return f"{self.scenario}/{self.route_dir}"
 
 
-def _route_specs(num_routes: int, num_frames: int, seed: int, num_rejected: int) -> list[_RouteSpec]:
+def _route_specs(
+    num_routes: int, num_frames: int, seed: int, num_rejected: int, lead_version: str = "current"
+) -> list[_RouteSpec]:
     rng = np.random.default_rng([seed, 0x5EED])
     kinds = [USABLE_KINDS[i] if i < len(USABLE_KINDS) else "perfect" for i in range(num_routes)]
     kinds += [REJECTED_KINDS[i % len(REJECTED_KINDS)] for i in range(num_rejected)]
@@ -98,6 +102,7 @@ def _route_specs(num_routes: int, num_frames: int, seed: int, num_rejected: int)
                 route_dir=f"{town}_Rep0_{route_date_string}",
                 route_date_string=route_date_string,
                 num_frames=num_frames,
+                lead_version=lead_version,
             )
         )
     return specs
@@ -233,7 +238,7 @@ def _make_world(spec: _RouteSpec) -> _World:
         turn = kp_heading[i] - kp_heading[i - 1]
         commands.append(2 if turn > 0.35 else 1 if turn < -0.35 else 4)
 
-    actors = _make_actors(rng, road, ego_u, num_steps, cruise, route_end_u)
+    actors = _make_actors(rng, road, ego_u, num_steps, cruise, route_end_u, spec.lead_version)
     translation = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 1.0))
     rotation = 0.0
     while abs(rotation) < 0.5:
@@ -274,6 +279,7 @@ def _make_actors(
     num_steps: int,
     cruise: float,
     route_end_u: float,
+    lead_version: str,
 ) -> list[_Actor]:
     t = np.arange(num_steps) * DT_S
     actors: list[_Actor] = []
@@ -317,7 +323,9 @@ def _make_actors(
     def vehicle() -> tuple[str, tuple, int]:
         roll = rng.random()
         if roll < 0.1:
-            return BIKER_MESHES[int(rng.integers(len(BIKER_MESHES)))], BIKE_EXTENT_M, SemanticClass.BIKER
+            type_id = BIKER_MESHES[int(rng.integers(len(BIKER_MESHES)))]
+            motorcycle_as_vehicle = lead_version == "current" and type_id not in BICYCLE_MESHES
+            return type_id, BIKE_EXTENT_M, SemanticClass.VEHICLE if motorcycle_as_vehicle else SemanticClass.BIKER
         if roll < 0.15:
             return "vehicle.ford.ambulance", EMERGENCY_EXTENT_M, SemanticClass.SPECIAL_VEHICLE
         type_id, extent = CAR_BLUEPRINTS[int(rng.integers(len(CAR_BLUEPRINTS)))]

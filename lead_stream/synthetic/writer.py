@@ -24,6 +24,7 @@ from lead_stream.core.constants import DATA_SAVE_FREQ, HDMAP_PIXELS_PER_M
 from lead_stream.synthetic.encode import _jpeg, _laz, _lzma_pickle, _npz, _png
 from lead_stream.synthetic.labels import _boxes, _meta, _results
 from lead_stream.synthetic.lidar import _lidar, _radar_hits, _radar_points
+from lead_stream.synthetic.release import zip_routes
 from lead_stream.synthetic.render import (
     CAMERA_MAP_PPM,
     CAMERA_MAP_RANGE,
@@ -42,6 +43,7 @@ from lead_stream.synthetic.world import (
 )
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
+LEAD_VERSIONS = ("current", "legacy")  # meta schemas: kesai-labs/lead 4489176, autonomousvision/lead 8bb1118
 FRAMES_PER_TASK = 50  # at most this many frames per worker task (routes are split to balance
 MIN_FRAMES_PER_TASK = 8  # processes), at least this many (each task rebuilds the route's world)
 
@@ -56,12 +58,14 @@ class SynthSummary:
     rejected_route_ids: tuple[str, ...]  # failed / collision / unfinished routes
     num_frames: int  # frames per route (saved sensor frames)
     seconds: float  # wall time of the call
+    lead_version: str = "current"  # meta schema written
+    zipped: bool = False  # released layout (zip/<Scenario>/<route>.zip) instead of extracted folders
 
     def one_line(self) -> str:
         return (
             f"{len(self.route_ids)} routes ({len(self.usable_route_ids)} usable, "
-            f"{len(self.rejected_route_ids)} rejected) x {self.num_frames} frames in {self.seconds:.1f}s "
-            f"-> {self.data_root}"
+            f"{len(self.rejected_route_ids)} rejected) x {self.num_frames} frames, {self.lead_version} LEAD "
+            f"schema{', zipped' if self.zipped else ''}, in {self.seconds:.1f}s -> {self.data_root}"
         )
 
 
@@ -73,6 +77,8 @@ def write_synthetic_lead(
     seed: int = 0,
     num_rejected: int = 3,
     workers: int | None = None,
+    lead_version: str = "current",
+    zipped: bool = False,
 ) -> SynthSummary:
     """Write `num_routes` usable and `num_rejected` rejected synthetic routes under `<data_root>/data/`.
 
@@ -88,6 +94,10 @@ def write_synthetic_lead(
         seed: all content and names derive from it; same seed → byte-identical files.
         num_rejected: rejected routes.
         workers: processes (None → os.cpu_count()); 1 writes in this process.
+        lead_version: meta schema: "current" (kesai-labs/lead 4489176: dataset_information, <= 61 future
+            entries, motorcycles as vehicles) or "legacy" (autonomousvision/lead 8bb1118).
+        zipped: write LEAD's released layout instead: one zip per route at `zip/<Scenario>/<route>.zip`
+            (members under `data/carla_leaderboard2/data/`), no extracted folders.
 
     Returns:
         SynthSummary with the route ids written.
@@ -99,9 +109,11 @@ def write_synthetic_lead(
         raise ValueError(f"need at least one route, got num_routes={num_routes} num_rejected={num_rejected}")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if lead_version not in LEAD_VERSIONS:
+        raise ValueError(f"lead_version must be one of {LEAD_VERSIONS}, got {lead_version!r}")
     started = time.perf_counter()
     data_root = Path(data_root)
-    specs = _route_specs(num_routes, num_frames, seed, num_rejected)
+    specs = _route_specs(num_routes, num_frames, seed, num_rejected, lead_version)
     workers = (os.cpu_count() or 1) if workers is None else workers
     workers = max(1, workers)
     layout.routes_root(data_root).mkdir(parents=True, exist_ok=True)
@@ -126,6 +138,8 @@ def write_synthetic_lead(
             layout.results_path(route_dir).write_text(text, encoding="utf-8")
     usable = tuple(sorted(s.route_id for s in specs if s.kind in USABLE_KINDS))
     rejected = tuple(sorted(s.route_id for s in specs if s.kind not in USABLE_KINDS))
+    if zipped:
+        zip_routes(data_root, sorted(s.route_id for s in specs))
     return SynthSummary(
         data_root=data_root,
         route_ids=tuple(sorted(usable + rejected)),
@@ -133,6 +147,8 @@ def write_synthetic_lead(
         rejected_route_ids=rejected,
         num_frames=num_frames,
         seconds=time.perf_counter() - started,
+        lead_version=lead_version,
+        zipped=zipped,
     )
 
 

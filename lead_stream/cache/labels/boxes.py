@@ -29,14 +29,14 @@ from lead_stream.cache.labels.rules import (
     TRAFFIC_WARNING_HALF_EXTENT_M,
     VEHICLE_MIN_LIDAR_POINTS,
     VEHICLE_MIN_VISIBLE_PIXELS,
-    door_side,
+    biker_meshes,
+    door_opens_left,
     scenario_type_of,
 )
 from lead_stream.core import geometry
 from lead_stream.core.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
-    BIKER_MESHES,
     EMERGENCY_MESHES,
     MAX_NUM_BBOXES,
     MAX_X_M,
@@ -114,6 +114,7 @@ def box_labels_and_sources(
         n source indices into `boxes`.
     """
     scenario_type = scenario_type_of(meta)
+    bikers = biker_meshes(meta)  # motorcycles are bikers in legacy metas only
     sources: list[int] = []
     obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
     centers = _perturbed_centers(boxes, translation_m, rotation_deg)
@@ -190,7 +191,7 @@ def box_labels_and_sources(
                 if opened:
                     row[BoxField.H] += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
                     shift = CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
-                    row[BoxField.Y] += shift if door_side(meta) == "left" else -shift
+                    row[BoxField.Y] += shift if door_opens_left(meta) else -shift
                 if row[BoxField.CLASS] != BoxClass.SPECIAL:
                     row[BoxField.CLASS] = BoxClass.OBSTACLE if opened else BoxClass.PARKING
             elif row[BoxField.CLASS] != BoxClass.SPECIAL:
@@ -198,7 +199,7 @@ def box_labels_and_sources(
                     row[BoxField.CLASS] = BoxClass.OBSTACLE
                 elif scenario_type in PARKING_SCENARIOS and box.get("lane_type_str") == "Parking":
                     row[BoxField.CLASS] = BoxClass.PARKING
-        if type_id in BIKER_MESHES:
+        if type_id in bikers:
             row[BoxField.CLASS] = BoxClass.BIKER
         # vehicle → BEV pixel system (LEAD's bb_vehicle_to_image_system)
         row[BoxField.X] = (row[BoxField.X] - MIN_X_M) * PIXELS_PER_M

@@ -1,15 +1,14 @@
-"""Raw LEAD boxes and hdmap of one frame → (320, 384) BEV occupancy and BEV semantics.
+"""Raw LEAD boxes and hdmap of one frame → (320, 384) BEV occupancy and BEV semantics, as LEAD's cache has them.
 
 LEAD's `build_bev_occupancy` with its per-class labels, walker/biker scaling (x2.5, >= 0.4 m), occlusion
-filters and convex hulls (construction sites, scenario obstacles, red/green light groups), and the
-hdmap → BEV merge (LEAD_FORMAT §4.1 step 10). Difference from LEAD, on purpose: drawn directly on the
-320 x 384 BEV grid with sub-pixel polygon rasterisation instead of cv2's integer corners on a 1024 x 1024
-grid.
+filters and convex hulls (construction sites, scenario obstacles, red/green light groups), drawn as LEAD
+draws them: integer corners on its 1024 x 1024 grid (4 px/m), filled with OpenCV's rules (`raster`, boundary
+pixels included), then cropped to the BEV (rows 352:672, columns 384:768); and the hdmap → BEV merge
+(LEAD_FORMAT §4.1 step 10).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ from lead_stream.cache.labels.rules import (
     CAR_OPEN_DOOR_EXTRA_WIDTH_M,
     CONSTRUCTION_CONE_HALF_EXTENT_M,
     CONSTRUCTION_SITE_RADIUS_M,
-    HULL_GRID_HALF_SIZE_M,
     MESH_HALF_EXTENTS_M,
     OBSTACLE_SCENARIOS,
     OBSTACLE_SITE_RADIUS_M,
@@ -33,16 +31,19 @@ from lead_stream.cache.labels.rules import (
     VEHICLE_MIN_VISIBLE_PIXELS,
     WALKER_BEV_MIN_HALF_EXTENT_M,
     WALKER_BEV_SCALE,
-    door_side,
+    biker_meshes,
+    door_opens_left,
     scenario_type_of,
 )
+from lead_stream.cache.labels import raster
 from lead_stream.core import geometry
 from lead_stream.core.constants import (
     BEV_HEIGHT_PX,
     BEV_WIDTH_PX,
-    BIKER_MESHES,
     EMERGENCY_MESHES,
     HDMAP_TO_BEV_SEMANTIC,
+    MIN_X_M,
+    MIN_Y_M,
 )
 
 
@@ -58,7 +59,7 @@ _HDMAP_LUT = np.array(HDMAP_TO_BEV_SEMANTIC, dtype=np.uint8)
 
 
 def _occupancy_label(
-    box: dict[str, Any], meta: dict[str, Any], scenario_type: str, obstacle_ids: set
+    box: dict[str, Any], meta: dict[str, Any], scenario_type: str, obstacle_ids: set, bikers: frozenset[str]
 ) -> int | None:
     """LEAD's build_bev_occupancy class rules for one box; None = not drawn."""
     cls = box["class"]
@@ -70,7 +71,7 @@ def _occupancy_label(
             if scenario_type in OBSTACLE_SCENARIOS and is_obstacle_actor:
                 return OccupancyClass.OBSTACLE
             return OccupancyClass.SPECIAL_VEHICLE
-        if type_id in BIKER_MESHES:
+        if type_id in bikers:
             return OccupancyClass.BIKER
         if scenario_stopped:
             if scenario_type in OBSTACLE_SCENARIOS and is_obstacle_actor:
@@ -129,53 +130,29 @@ def _hull_group(
     return None
 
 
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """(K, 2) vertices of the convex hull of (N, 2) points, counter-clockwise (Andrew's monotone chain)."""
-    pts = np.unique(points, axis=0)
-    if len(pts) < 3:
-        return pts
-
-    def turn(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    def half(ordered: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        chain: list[tuple[float, float]] = []
-        for point in ordered:
-            while len(chain) >= 2 and turn(chain[-2], chain[-1], point) <= 0:
-                chain.pop()
-            chain.append(point)
-        return chain
-
-    ordered = [tuple(p) for p in pts.tolist()]
-    lower, upper = half(ordered), half(ordered[::-1])
-    return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
-
-
-def _fill_hulls(image: np.ndarray, corners: dict[str, list[np.ndarray]]) -> None:
-    """LEAD's convex hulls over groups of boxes, drawn after the boxes (`build_bev_occupancy`): a construction
-    site (>= 3 warning corners and >= 24 cone corners, all within 24 m of their mean), scenario obstacles
-    (>= 3 corners within 48 m), and the red (else green) traffic lights that affect the ego."""
+def _fill_hulls(window: np.ndarray, corners: dict[str, list[np.ndarray]]) -> None:
+    """LEAD's convex hulls over groups of box corners (integer grid pixels), drawn after the boxes
+    (`build_bev_occupancy`): a construction site (>= 3 warning corners and >= 24 cone corners, all within
+    24 m of their mean), scenario obstacles (>= 3 corners within 48 m), and the red (else green) traffic
+    lights that affect the ego."""
 
     def stacked(*groups: str) -> np.ndarray:
         parts = [c for group in groups for c in corners[group]]
-        return np.concatenate(parts) if parts else np.zeros((0, 2))
+        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int64)
 
     def fill(points: np.ndarray, label: int) -> None:
-        hull = _convex_hull(points)
-        if len(hull) >= 3:
-            mask = geometry.fill_convex(image.shape, geometry.metres_to_bev_px(hull)[None], [label])
-            image[mask > 0] = label
+        raster.fill_poly(window, CROP_ORIGIN_PX, raster.convex_hull(points), label)
 
-    warnings_, cones = stacked("warning"), stacked("cone")
+    def compact(points: np.ndarray, radius_m: float) -> bool:
+        return bool((np.linalg.norm(points - points.mean(axis=0), axis=1) <= radius_m * GRID_PX_PER_M).all())
+
+    cones, warnings_ = stacked("cone"), stacked("warning")
     if len(warnings_) >= 3 and len(cones) >= 24:
         site = np.concatenate([cones, warnings_])
-        if (np.linalg.norm(site - site.mean(axis=0), axis=1) <= CONSTRUCTION_SITE_RADIUS_M).all():
+        if compact(site, CONSTRUCTION_SITE_RADIUS_M):
             fill(site, OccupancyClass.OBSTACLE)
     obstacles = stacked("obstacle")
-    if (
-        len(obstacles) >= 3
-        and (np.linalg.norm(obstacles - obstacles.mean(axis=0), axis=1) <= OBSTACLE_SITE_RADIUS_M).all()
-    ):
+    if len(obstacles) >= 3 and compact(obstacles, OBSTACLE_SITE_RADIUS_M):
         fill(obstacles, OccupancyClass.OBSTACLE)
     for group, label in (
         ("red_other", OccupancyClass.TRAFFIC_RED_NOT_NORMAL),
@@ -193,57 +170,65 @@ _OCCUPANCY_THRESHOLDS = {
     "static": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
     "static_prop_car": (PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS),
 }
+_DRAWN_CLASSES = ("car", "walker", "static", "static_prop_car", "traffic_light")
+# LEAD draws on a 1024 x 1024 grid at 4 px/m around the ego (pixel 512) and crops the BEV from it
+GRID_PX_PER_M = 4
+GRID_SIZE_PX = 1024
+GRID_HALF_SIZE_M = GRID_SIZE_PX / GRID_PX_PER_M / 2  # 128 m
+CROP_ORIGIN_PX = (
+    int(GRID_SIZE_PX / 2 + MIN_Y_M * GRID_PX_PER_M),  # row 352 (y = -40 m)
+    int(GRID_SIZE_PX / 2 + MIN_X_M * GRID_PX_PER_M),  # column 384 (x = -32 m)
+)
+
+
+def _occluded(box: dict[str, Any]) -> bool:
+    """LEAD's occupancy occlusion rule: known LiDAR points and visible pixels both below the class's minimum."""
+    thresholds = _OCCUPANCY_THRESHOLDS.get(box["class"])
+    if thresholds is None:
+        return False
+    num_points, visible = box.get("num_points", -1), box.get("visible_pixels", -1)
+    if num_points is None or visible is None:
+        return False
+    return 0 <= num_points < thresholds[0] and 0 <= visible < thresholds[1]
 
 
 def bev_occupancy(
     boxes: list[dict[str, Any]], meta: dict[str, Any], *, translation_m: float, rotation_deg: float
 ) -> np.ndarray:
-    """LEAD's `build_bev_occupancy` on the 320 x 384 BEV grid, convex hulls included (see module doc).
+    """LEAD's `build_bev_occupancy` + crop, pixel for pixel (see module doc).
 
-    The class rules and filters run per box; the geometry (perturbation, corners, BEV test, pixel
-    coordinates, fill) runs on all drawn boxes at once, bit-identical to doing it box by box.
+    Per box in order: move its centre into the variant's frame (LEAD's 2 x 2 matmul), skip it if the centre
+    leaves the 1024-px grid, take integer corners from `cv2.boxPoints` of the (scaled) extents and yaw, pick
+    its class, add its corners to a hull group, skip it if occluded, fill it; then the hulls. Motorcycles
+    are bikers only for legacy metas (`biker_meshes`).
 
     Returns:
         (320, 384) uint8 occupancy classes 0..9 (0 = free), later boxes drawn over earlier ones.
     """
     scenario_type = scenario_type_of(meta)
     obstacle_ids = set(meta.get("scenario_obstacles_ids") or [])
-    positions: list[np.ndarray] = []  # (1, 2) float64 true-ego centre per drawn box
-    yaws: list[float] = []  # perturbated yaw, radians
-    half_extents: list[tuple[float, float]] = []
-    door_shifts: list[tuple[int, float]] = []  # (box index, lateral shift added after the perturbation)
-    box_labels_: list[int] = []
-    drawn_boxes: list[bool] = []  # False: only its corners count (a hull member LEAD does not draw)
-    groups: list[str | None] = []  # the corner list (`_hull_group`) of each box
+    bikers = biker_meshes(meta)
+    window = np.zeros((BEV_HEIGHT_PX, BEV_WIDTH_PX), dtype=np.uint8)
+    yaw_rad = np.deg2rad(rotation_deg)
+    rotation = np.array([[np.cos(yaw_rad), -np.sin(yaw_rad)], [np.sin(yaw_rad), np.cos(yaw_rad)]])
+    translation = np.array([[0.0], [translation_m]])
+    corners: dict[str, list[np.ndarray]] = {g: [] for g in ("obstacle", "cone", "warning", "red", "red_other", "green")}
     for box in boxes:
         cls = box["class"]
-        if cls not in ("car", "walker", "static", "static_prop_car", "traffic_light"):
-            continue
-        label = _occupancy_label(box, meta, scenario_type, obstacle_ids)
-        if label is None:
-            continue
-        group = _hull_group(box, meta, scenario_type, obstacle_ids, label)
-        num_points = box.get("num_points", -1)
-        visible = box.get("visible_pixels", -1)
-        thresholds = _OCCUPANCY_THRESHOLDS.get(cls)
-        occluded = (
-            thresholds is not None
-            and num_points is not None
-            and visible is not None
-            and 0 <= num_points < thresholds[0]
-            and 0 <= visible < thresholds[1]
-        )
-        if occluded and group is None:
+        if cls not in _DRAWN_CLASSES:
             continue
         type_id = box.get("type_id") or ""
-        walker_like = cls == "walker" or type_id in BIKER_MESHES
+        walker_like = cls == "walker" or type_id in bikers
         scale, min_extent = (WALKER_BEV_SCALE, WALKER_BEV_MIN_HALF_EXTENT_M) if walker_like else (1.0, 0.0)
-        position = np.array([box["position"][:2]], dtype=np.float64)
-        if position.shape != (1, 2):
-            raise ValueError(f"box position needs x and y, found {box['position']!r}")
-        yaw = geometry.wrap_angle(float(box["yaw"]) - math.radians(rotation_deg))
-        extent_x = max(float(box["extent"][0]), min_extent)
-        extent_y = max(float(box["extent"][1]), min_extent)
+        position = rotation.T @ (np.array([[box["position"][0]], [box["position"][1]]]) - translation)
+        x, y = position[:, 0]
+        cx = (x + GRID_HALF_SIZE_M) * GRID_PX_PER_M
+        cy = (GRID_HALF_SIZE_M + y) * GRID_PX_PER_M
+        if not (0 <= cx < GRID_SIZE_PX and 0 <= cy < GRID_SIZE_PX):
+            continue
+        yaw = geometry.normalize_angle(box["yaw"] - yaw_rad)
+        extent_x = max(box["extent"][0], min_extent)
+        extent_y = max(box["extent"][1], min_extent)
         if (
             cls == "car"
             and "scenario" in (box.get("role_name") or "")
@@ -253,44 +238,33 @@ def bev_occupancy(
             and meta.get("vehicle_opened_door", False)
         ):
             extent_y += CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2
-            door_shifts.append(
-                (len(positions), CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2 * (1 if door_side(meta) == "left" else -1))
-            )
-        mesh_path = box.get("mesh_path")
+            shift = CAR_OPEN_DOOR_EXTRA_WIDTH_M / 2 * GRID_PX_PER_M
+            cy = cy + shift if door_opens_left(meta) else cy - shift
         if "mesh_path" in box:
-            if mesh_path in MESH_HALF_EXTENTS_M:
-                extent_x, extent_y = MESH_HALF_EXTENTS_M[mesh_path]
+            if box["mesh_path"] in MESH_HALF_EXTENTS_M:
+                extent_x, extent_y = MESH_HALF_EXTENTS_M[box["mesh_path"]]
         elif type_id == "static.prop.trafficwarning":
             extent_x, extent_y = TRAFFIC_WARNING_HALF_EXTENT_M
         elif type_id == "static.prop.constructioncone":
             extent_x, extent_y = CONSTRUCTION_CONE_HALF_EXTENT_M
-        positions.append(position)
-        yaws.append(yaw)
-        half_extents.append((extent_x * scale, extent_y * scale))
-        box_labels_.append(label)
-        drawn_boxes.append(not occluded)
-        groups.append(group)
-    if not positions:
-        return np.zeros((BEV_HEIGHT_PX, BEV_WIDTH_PX), dtype=np.uint8)
-    centers = geometry.perturb_point_rows(np.concatenate(positions), translation_m, rotation_deg)
-    for idx, shift in door_shifts:
-        centers[idx, 1] += shift
-    corners = geometry.box_corners_many(centers, np.array(half_extents, dtype=np.float64), yaws)  # (n, 4, 2)
-    drawn = (
-        geometry.in_bev(corners.reshape(-1, 2)).reshape(-1, 4).any(axis=1) | geometry.in_bev(centers)
-    ) & np.array(drawn_boxes)
-    vertices = geometry.metres_to_bev_px(corners[drawn].reshape(-1, 2)).reshape(-1, 4, 2)
-    drawn_labels = [label for label, keep in zip(box_labels_, drawn.tolist(), strict=True) if keep]
-    image = geometry.fill_convex((BEV_HEIGHT_PX, BEV_WIDTH_PX), vertices, drawn_labels)
-    on_grid = (np.abs(centers) < HULL_GRID_HALF_SIZE_M).all(axis=1)  # LEAD's 1024 px (256 m) grid
-    hull_corners: dict[str, list[np.ndarray]] = {
-        g: [] for g in ("obstacle", "cone", "warning", "red", "red_other", "green")
-    }
-    for k, group in enumerate(groups):
-        if group is not None and on_grid[k]:
-            hull_corners[group].append(corners[k])
-    _fill_hulls(image, hull_corners)
-    return image
+        points = raster.box_points(
+            cx,
+            cy,
+            extent_x * 2 * GRID_PX_PER_M * scale,
+            extent_y * 2 * GRID_PX_PER_M * scale,
+            np.rad2deg(yaw),
+        )
+        label = _occupancy_label(box, meta, scenario_type, obstacle_ids, bikers)
+        if label is None:
+            continue
+        group = _hull_group(box, meta, scenario_type, obstacle_ids, label)
+        if group is not None:
+            corners[group].append(points)
+        if _occluded(box):
+            continue
+        raster.fill_poly(window, CROP_ORIGIN_PX, points, label)
+    _fill_hulls(window, corners)
+    return window
 
 
 def hdmap_to_bev(hdmap: np.ndarray) -> np.ndarray:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lead_stream.core.constants import BICYCLE_MESHES, MOTORCYCLE_MESHES
+from lead_stream.sources.lead_schema import CURRENT, lead_schema_of
+
 # --- LEAD label constants (lead/common/constants.py, config_training.py) ---------------------------
 BOX_MAX_Z_M = 4.0  # boxes with z outside (-4, 4) are dropped (§4.4)
 CONSTRUCTION_CONE_HALF_EXTENT_M = (0.1720348298549652, 0.1720348298549652)
@@ -14,7 +17,6 @@ CAR_OPEN_DOOR_EXTRA_WIDTH_M = 1.2
 BOX_WAYPOINT_MAX_JUMP_M = 10.0  # max_distance_future_waypoint
 CONSTRUCTION_SITE_RADIUS_M = 24.0  # construction-site hull: every corner within 24 m of the mean
 OBSTACLE_SITE_RADIUS_M = 48.0  # scenario-obstacle hull: within 48 m
-HULL_GRID_HALF_SIZE_M = 128.0  # LEAD draws occupancy on a 1024 px grid at 4 px/m
 PEDESTRIAN_MIN_LIDAR_POINTS, PEDESTRIAN_MIN_VISIBLE_PIXELS = 5, 15
 PARKING_MIN_LIDAR_POINTS, PARKING_MIN_VISIBLE_PIXELS = 3, 5
 VEHICLE_MIN_LIDAR_POINTS, VEHICLE_MIN_VISIBLE_PIXELS = 1, 1
@@ -88,8 +90,16 @@ def scenario_type_of(meta: dict[str, Any]) -> str:
     return "NA"
 
 
-def door_side(meta: dict[str, Any]) -> str | None:
-    side = meta.get("vehicledoor_side")
-    if isinstance(side, (list, tuple)):
-        side = side[0] if side else None
-    return side
+def door_opens_left(meta: dict[str, Any]) -> bool:
+    """LEAD's test `meta["vehicle_door_side"] == "left"` (any other value, a list included, is the right)."""
+    return meta.get("vehicle_door_side") == "left"
+
+
+def biker_meshes(meta: dict[str, Any]) -> frozenset[str]:
+    """Blueprints labelled BIKER for this meta's LEAD schema: bicycles and motorcycles in legacy metas
+    (8bb1118), only the three bicycles in current ones (4489176 labels motorcycles VEHICLE)."""
+    return _CURRENT_BIKERS if lead_schema_of(meta) == CURRENT else _LEGACY_BIKERS
+
+
+_LEGACY_BIKERS = frozenset(BICYCLE_MESHES + MOTORCYCLE_MESHES)
+_CURRENT_BIKERS = frozenset(BICYCLE_MESHES)
