@@ -49,3 +49,15 @@ def copy_lead_root(lead_root: Path, tmp_path: Path) -> Path:
     target = tmp_path / "carla_leaderboard2"
     shutil.copytree(lead_root, target, ignore=shutil.ignore_patterns("index", "cache"))
     return target
+
+
+@pytest.fixture(scope="session")
+def legacy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic routes in LEAD's legacy meta schema (autonomousvision/lead 8bb1118), extracted (issue 12)."""
+    from lead_stream.synthetic import write_synthetic_lead
+
+    root = tmp_path_factory.mktemp("lead_legacy") / "carla_leaderboard2"
+    write_synthetic_lead(
+        root, num_routes=2, num_frames=NUM_FRAMES, seed=3, num_rejected=1, lead_version="legacy"
+    )
+    return root

@@ -217,12 +217,6 @@ def test_lz4_members_use_high_compression_but_decode_with_codecs():
     assert len(payload) <= len(codecs.encode("lz4", array))
 
 
-def test_depth_requantisation_restores_the_stored_8bit_values():
-    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    metres = (values / 255 * 50).astype(np.float32)
-    np.testing.assert_array_equal(FR.depth_to_u8(metres), values)
-
-
 def test_lidar_histogram_matches_lead_histogramdd_reference():
     rng = np.random.default_rng(1)
     points = np.concatenate(

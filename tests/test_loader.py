@@ -24,6 +24,7 @@ from lead_stream.loader.collate import BatchBuffers
 from lead_stream.loader.sample_layout import command_one_hot
 from lead_stream.loader.sampling import rank_slots
 from lead_stream.loader.tar_reader import split_members
+from lead_stream.sources.route import decode_depth_png
 
 
 def _rows(loader: StreamingLoader, batch: Batch) -> list[int]:
@@ -104,12 +105,13 @@ def test_batch_matches_the_chosen_variant_members(sharded_root: Path) -> None:
         same(batch.semantic[i], arrays["semantic"])
         same(batch.bev_semantic[i], arrays["bev_semantic"])
         same(batch.depth_u8[i], arrays["depth"])
-        same(batch.depth_m[i], np.multiply(arrays["depth"], np.float32(50 / 255), dtype=np.float32))
+        same(batch.depth_m[i], decode_depth_png(arrays["depth"]))  # LEAD: (v / 255) * 50 in float32
         boxes = arrays["boxes"]
         assert int(batch.num_boxes[i]) == len(boxes)
         same(batch.boxes[i, : len(boxes)], boxes)
         assert not batch.boxes[i, len(boxes) :].any()
         radar = np.zeros((300, 5), np.float32)
+        radar[:, 4] = np.arange(300) // 75  # LEAD pads each sensor's block with [0, 0, 0, 0, sensor id]
         for sensor in range(4):
             points = arrays["radar"][arrays["radar"][:, 4] == sensor]
             radar[75 * sensor : 75 * sensor + len(points)] = points
@@ -364,8 +366,9 @@ def test_radar_points_go_to_their_sensor_block_and_overflow_is_rejected() -> Non
     buffers._set_radar(2, points[:1])
     buffers._place_radar()
     assert buffers.radar[0, [0, 75, 225, 226], 0].tolist() == [2, 4, 1, 3]
-    assert int((buffers.radar[0, :, 0] != 0).sum()) == 4 and not buffers.radar[1].any()
-    assert buffers.radar[2, 225, 0] == 1 and int((buffers.radar[2] != 0).sum()) == 2
+    assert int((buffers.radar[0, :, 0] != 0).sum()) == 4 and not buffers.radar[1, :, :4].any()
+    assert buffers.radar[2, 225, 0] == 1 and int((buffers.radar[2, :, :4] != 0).sum()) == 1
+    assert (buffers.radar[:, :, 4] == np.arange(300) // 75).all()  # padding keeps the sensor id (LEAD)
 
 
 def test_command_one_hot_follows_lead() -> None:

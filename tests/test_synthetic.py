@@ -19,6 +19,7 @@ from lead_stream.core.constants import (
     CAMERA_POSITIONS_M,
     CAMERA_WIDTH_PX,
     CAMERA_YAWS_DEG,
+    META_KEYS_REMOVED_IN_CURRENT,
     RESULT_INFRACTION_KEYS,
     SCENARIO_TYPES,
     TP_DISTANCES_M,
@@ -203,10 +204,30 @@ def test_pickles_load_under_numpy_1_26(lead_root: Path) -> None:
         assert numpy_modules <= {"numpy", "numpy.core.numeric", "numpy.core.multiarray"}
 
 
+def test_legacy_meta_has_the_8bb1118_keys_12(legacy_root: Path) -> None:
+    route = next(
+        Route(legacy_root, r) for r in discover_routes(legacy_root) if Route(legacy_root, r).usability()[0]
+    )
+    meta = route.meta(5)
+    assert set(REQUIRED_META_KEYS + RECOMMENDED_META_KEYS) <= set(meta)
+    assert "dataset_information" not in meta and "filtered_pos_global" not in meta
+    assert max(len(meta["future_positions"]), len(meta["past_positions"])) > 61  # <= 201 entries
+
+
 def test_meta_has_lead_keys_and_dtypes(lead_root: Path) -> None:
     route = _usable(lead_root)[0]
     meta = route.meta(NUM_FRAMES // 2)
-    assert set(REQUIRED_META_KEYS + RECOMMENDED_META_KEYS) <= set(meta)
+    # the current LEAD schema (kesai-labs/lead 4489176, the default): six legacy keys gone, two dicts added
+    assert set(REQUIRED_META_KEYS + RECOMMENDED_META_KEYS) - set(META_KEYS_REMOVED_IN_CURRENT) <= set(meta)
+    assert not set(META_KEYS_REMOVED_IN_CURRENT) & set(meta) and "target_dataset" not in meta
+    assert meta["dataset_information"]["save_depth_resolution_ratio"] == 4
+    assert meta["dataset_information"]["target_dataset"] == 1
+    assert (
+        meta["sensor_information"]["num_cameras"] == 3
+        and meta["sensor_information"]["num_radar_sensors"] == 4
+    )
+    assert len(meta["filtered_pos_global"]) == 2 and meta["noisy_pos_global"] != meta["filtered_pos_global"]
+    assert len(meta["future_positions"]) <= 61 and len(meta["past_positions"]) <= 61
     for distance in TP_DISTANCES_M:
         for prefix in ("next_target_points", "next_commands", "previous_target_points", "previous_commands"):
             assert f"{prefix}_{distance}" in meta  # keys like 'next_target_points_3.25'

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lead_stream.cache import features, frame, labels, targets
-from lead_stream.cache.labels import boxes, occupancy, radar, rules
+from lead_stream.cache.labels import boxes, occupancy, radar, raster, rules
 from lead_stream.core import array_filters, codecs, constants, container, geometry, runs
 from lead_stream.schemas.manifest import MANIFEST_VERSION
+from lead_stream.sources import lead_schema
 
 if TYPE_CHECKING:
     from lead_stream.cache.shard import ShardConfig
@@ -27,7 +28,9 @@ PREPROCESSING_SOURCES = (
     boxes,
     occupancy,
     radar,
+    raster,
     rules,
+    lead_schema,
     targets,
     geometry,
     constants,

@@ -58,7 +58,9 @@ class Batch:
     # --- sensors ---
     rgb: torch.Tensor  # (B, 3, 384, 1152) uint8, RGB, cameras stitched left→front→right
     lidar_bev: torch.Tensor | RunCoded  # (B, 1, 320, 384) uint8 point histogram counts 0..5 (clipped at 5)
-    radar: torch.Tensor  # (B, 300, 5) float32 [x, y, z, v, sensor_id]; 75 rows per sensor, LEAD padding [0,0,0,0,id]
+    radar: (
+        torch.Tensor
+    )  # (B, 300, 5) float32 [x, y, z, v, sensor_id]; 75 rows per sensor, LEAD padding [0,0,0,0,id]
     speed_mps: torch.Tensor  # (B,) float32 ego speed
     # --- perception labels ---
     semantic: torch.Tensor | RunCoded  # (B, 384, 1152) uint8, SemanticClass 0..9 (RunCoded from the loader)

@@ -115,9 +115,7 @@ def align_lidar(points_xyz: np.ndarray, translation_m: float, rotation_deg: floa
     if translation_m == 0.0 and rotation_deg == 0.0:
         return points.copy()
     yaw = np.deg2rad(rotation_deg)
-    rotation = np.array(
-        [[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]]
-    )
+    rotation = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
     return (rotation.T @ (points - np.array([0.0, translation_m, 0.0])).T).T
 
 

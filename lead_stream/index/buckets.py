@@ -254,23 +254,47 @@ def posttrain_collection(
 
 
 def town13_heldout_collection(phase: str = "pretrain") -> BucketCollection:
-    """LEAD's Town13HeldOut{Pretrain,Posttrain}: TOWN13 rate 0.0, other towns resampled to the full size.
+    """LEAD's Town13HeldOut{Pretrain,Posttrain}: the phase's frames in two buckets, TOWN13 (rate 0.0) and
+    OTHER_TOWNS (rate total / len(other): the other towns resampled up to the collection's full size).
 
-    LEAD tests for "Town13" in the route path; the meta's town is accepted too.
+    LEAD puts a route in TOWN13 when "Town13" occurs in its path; here, in its route id.
     """
     suffix = "pretrain_buckets" if phase == "pretrain" else "posttrain_buckets_8_8_8_5"
+    skip = (1, 1) if phase == "pretrain" else (POSTTRAIN_SKIP_FIRST, POSTTRAIN_SKIP_LAST)
     return BucketCollection.from_sql(
         f"town13_heldout_{phase}",
-        {"town13": "route_id LIKE '%Town13%' OR town = 'Town13'", "other_towns": "TRUE"},
+        {"town13": "route_id LIKE '%Town13%'", "other_towns": "TRUE"},
         {"town13": 0.0, "other_towns": RATE_FILL},
         where=phase,
+        params={"skip_first": skip[0], "skip_last": skip[1]},
         lead_name=f"town13_heldout_{suffix}",
     )
 
 
+def failed_collection() -> BucketCollection:
+    """LEAD's FailedBucketCollection (`failed_buckets.gz`): frames 1..N-2 of the routes LEAD's
+    `route_completed_but_fail` keeps (finished, not crashed, and not kept by the training filter), rate 1.0.
+    LEAD takes the frame range from its config (1..N-2 for its default, pre-training config)."""
+    return BucketCollection.from_sql(
+        "failed",
+        {"all": "TRUE"},
+        {"all": 1.0},
+        where="completed_but_failed AND frames_from_start >= 1 AND frames_to_end >= 1",
+        params={"skip_first": 1, "skip_last": 1},
+        lead_name="failed_buckets",
+    )
+
+
 def default_collections() -> tuple[BucketCollection, ...]:
-    """The collections `build_index` always writes: pretrain and posttrain."""
-    return (pretrain_collection(), posttrain_collection())
+    """The collections `build_index` always writes: LEAD's pretrain, posttrain, town13_heldout_pretrain,
+    town13_heldout_posttrain and failed."""
+    return (
+        pretrain_collection(),
+        posttrain_collection(),
+        town13_heldout_collection("pretrain"),
+        town13_heldout_collection("posttrain"),
+        failed_collection(),
+    )
 
 
 def epoch_size(members: pl.DataFrame) -> int:

@@ -151,7 +151,9 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     copies = [tuple(sources[rid]) for rid in route_ids]
     if workers > 1 and len(route_ids) >= STAMP_POOL_MIN_ROUTES:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            stamps = dict(zip(route_ids, pool.map(route_stamp, [data_root] * len(copies), copies, chunksize=64)))
+            stamps = dict(
+                zip(route_ids, pool.map(route_stamp, [data_root] * len(copies), copies, chunksize=64))
+            )
     else:
         stamps = {rid: route_stamp(data_root, c) for rid, c in zip(route_ids, copies)}
     reused = [

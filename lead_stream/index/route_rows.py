@@ -152,7 +152,9 @@ def read_route(
     try:
         route = open_route(data_root, route_id, sources)
         store = route.store
-        row["fingerprint"] = route.fingerprint()  # before reading: a change made during the read shows next time
+        row["fingerprint"] = (
+            route.fingerprint()
+        )  # before reading: a change made during the read shows next time
         present = {m: _frames_in(route.frames_present(m)) for m in MODALITIES}
         row.update(num_metas=len(present["metas"]), **{f"has_{m}": store.is_dir(m) for m in MODALITIES})
         results = route.results()
@@ -170,7 +172,9 @@ def read_route(
             row["depth_resolution_ratio"] = _depth_ratio(first_meta, store.path_of("metas/0000.pkl"))
     except LeadFormatError as error:
         problem = f"{relative_path(error.path, data_root)}: {error.problem}"
-        row.update(usable=False, completed_but_failed=False, reason=f"unreadable: {problem}", read_error=problem)
+        row.update(
+            usable=False, completed_but_failed=False, reason=f"unreadable: {problem}", read_error=problem
+        )
         return row, None, (str(error.path), error.problem)
     if frames.num_rows and frames.column("town").null_count < frames.num_rows:
         row["town"] = next(t for t in frames.column("town").to_pylist() if t is not None)
@@ -178,7 +182,7 @@ def read_route(
 
 
 def source_kind(locator: str) -> str:
-    """"zip" for a zipped route's locator, else "folder"."""
+    """ "zip" for a zipped route's locator, else "folder"."""
     return "zip" if is_zip_locator(locator) else "folder"
 
 
@@ -272,5 +276,3 @@ def route_stamp(data_root: Path, sources: tuple[str, ...]) -> str:
     for locator in sources:
         digest.update(f"{locator}={locator_stamp(data_root, locator)};".encode())
     return digest.hexdigest()
-
-

@@ -18,6 +18,7 @@ class LoaderConfig:
     collection: str = "pretrain"  # bucket table <data_root>/index/buckets/<collection>.parquet
     mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None keeps the table's rates
     epoch_size: int | None = None  # None: collection size; 0: LEAD's Σ int(len·rate); >0: cut/repeat
+    sample_with_replacement: bool = False  # rate > 1: LEAD's draws with replacement (default: permutations)
     perturbation_prob: float = 0.5  # chance a sample serves its perturbated variant
     # --- reading ---
     num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)

@@ -1,11 +1,13 @@
 """Bucket table + mixture + (seed, epoch) → the epoch plan: which manifest rows are served, in which order.
 
 Pure numpy, no I/O. The plan of an epoch is a flat int64 array of manifest row ids plus the bucket each
-slot was drawn for. Default meaning = LEAD's `CARLAData.shuffle(epoch)`: bucket `b` with rate `ρ_b`
-contributes `k_b = int(len(b) · ρ_b)` samples (a seeded draw without replacement when `k_b <= len(b)`;
-`k_b // len(b)` full permutations plus a partial draw when `ρ_b > 1`, where LEAD draws with
-replacement), then one global shuffle; `epoch_size` truncates or repeats the result (LEAD's
-`carla_num_samples`). Rates are multipliers on bucket size, not normalised probabilities.
+slot was drawn for. As in LEAD's `CARLAData.shuffle(epoch)`, bucket `b` with rate `ρ_b` contributes
+`k_b = int(len(b) · ρ_b)` samples, then one global shuffle; `epoch_size` truncates or repeats the result
+(LEAD's `carla_num_samples`). Rates are multipliers on bucket size, not normalised probabilities. How a
+bucket's `k_b` samples are drawn when `ρ_b > 1` differs on purpose: by default `k_b // len(b)` full
+permutations plus a seeded partial draw without replacement (every member appears ⌊ρ_b⌋ or ⌈ρ_b⌉ times);
+`with_replacement=True` is LEAD's rule exactly (`rng.choice(len, k, replace=k > len)` from
+`default_rng(seed + epoch)`, then `rng.shuffle`), so a member may appear any number of times.
 
 Streaming cuts the plan into global batches. The last global batch is filled from the start of the
 same plan again (cyclic padding), so every rank gets the same number of batches; rank `r` takes slots
@@ -87,10 +89,14 @@ def epoch_plan(
     seed: int,
     epoch: int,
     epoch_size: int | None = None,
+    with_replacement: bool = False,
 ) -> EpochPlan:
     """The samples of one epoch: a pure function of (bucket members, rates, seed, epoch, epoch_size).
 
-    Each bucket's draw and the global shuffle come from one generator seeded with `(seed, epoch)`.
+    Each bucket's draw and the global shuffle come from one generator seeded with `(seed, epoch)`; with
+    `with_replacement`, LEAD's draws from `default_rng(seed + epoch)` (module doc), which give the samples
+    LEAD's `shuffle(epoch)` gives when the buckets list their members in LEAD's order (sorted routes, frames
+    ascending, as the index writes them).
 
     Args:
         bucket_rows: per bucket, the manifest row ids of its members (a row may be in several buckets).
@@ -99,6 +105,7 @@ def epoch_plan(
         epoch: epoch number (>= 0).
         epoch_size: None → Σ_b int(len(b)·rate_b) (LEAD's default); an int > 0 truncates the shuffled
             plan or repeats it cyclically to that length (LEAD's `carla_num_samples`).
+        with_replacement: LEAD's exact draws (module doc) instead of permutations plus a partial draw.
 
     Returns:
         The epoch plan.
@@ -110,8 +117,15 @@ def epoch_plan(
         raise ValueError(f"epoch must be >= 0, got {epoch}")
     if epoch_size is not None and epoch_size <= 0:
         raise ValueError(f"epoch_size must be None or > 0, got {epoch_size}")
-    _show_seed("epoch_plan", seed=seed, epoch=epoch, rates=[float(r) for r in rates], epoch_size=epoch_size)
-    rng = np.random.default_rng([seed, epoch])
+    _show_seed(
+        "epoch_plan",
+        seed=seed,
+        epoch=epoch,
+        rates=[float(r) for r in rates],
+        epoch_size=epoch_size,
+        with_replacement=with_replacement,
+    )
+    rng = np.random.default_rng(seed + epoch) if with_replacement else np.random.default_rng([seed, epoch])
     sizes = [len(rows) for rows in bucket_rows]
     counts = bucket_counts(sizes, rates)
     picked, picked_bucket = [], []
@@ -119,17 +133,20 @@ def epoch_plan(
         rows = np.asarray(rows, dtype=np.int64)
         if count == 0:
             continue
-        full, rest = divmod(int(count), len(rows))
-        parts = [rng.permutation(rows) for _ in range(full)]
-        if rest:
-            parts.append(rows[np.sort(rng.choice(len(rows), size=rest, replace=False))])
-        picked.extend(parts)
+        if with_replacement:  # LEAD: rng.choice(len(bucket), size=k, replace=k > len(bucket))
+            picked.append(rows[rng.choice(len(rows), size=int(count), replace=bool(count > len(rows)))])
+        else:
+            full, rest = divmod(int(count), len(rows))
+            picked.extend(rng.permutation(rows) for _ in range(full))
+            if rest:
+                picked.append(rows[np.sort(rng.choice(len(rows), size=rest, replace=False))])
         picked_bucket.append(np.full(int(count), bucket, dtype=np.int64))
     if not picked:
         raise ValueError(f"empty epoch plan: bucket sizes {sizes} with rates {list(rates)} select no sample")
     rows = np.concatenate(picked)
     bucket_idx = np.concatenate(picked_bucket)
-    order = rng.permutation(rows.shape[0])
+    order = np.arange(rows.shape[0])
+    rng.shuffle(order)  # LEAD: indices = np.arange(n); rng.shuffle(indices) (= rng.permutation(n))
     rows, bucket_idx = rows[order], bucket_idx[order]
     if epoch_size is not None:
         take = np.arange(epoch_size) % rows.shape[0]

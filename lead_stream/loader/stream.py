@@ -86,7 +86,12 @@ def build_epoch(
     try:
         rates = sampling.resolve_rates(catalog.bucket_names, catalog.bucket_rates, mixture)
         plan = sampling.epoch_plan(
-            catalog.bucket_rows, rates, seed=config.seed, epoch=epoch, epoch_size=size or None
+            catalog.bucket_rows,
+            rates,
+            seed=config.seed,
+            epoch=epoch,
+            epoch_size=size or None,
+            with_replacement=config.sample_with_replacement,
         )
     except ValueError as err:
         raise ConfigError(f"collection {config.collection!r}: {err}") from None

@@ -47,7 +47,7 @@ class ByteSource(ABC):
     def stamp(self) -> str:
         """Cheap change stamp (size and mtime, or size and ETag): equal stamps → unchanged file."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
         """Release the descriptor or connection (reads reopen it)."""
 
 
@@ -120,7 +120,9 @@ class HttpFile(ByteSource):
         if self._pid != os.getpid():  # a forked worker never shares its parent's socket
             self._conn, self._pid = None, os.getpid()
         if self._conn is None:
-            kind = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+            kind = (
+                http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+            )
             self._conn = kind(self._parts.netloc, timeout=HTTP_TIMEOUT_S)
         return self._conn
 
@@ -144,7 +146,9 @@ class HttpFile(ByteSource):
             response = self._request("HEAD", {})
             response.read()
             if response.status != 200:
-                raise LeadFormatError(self.location, f"HTTP HEAD answered {response.status} {response.reason}")
+                raise LeadFormatError(
+                    self.location, f"HTTP HEAD answered {response.status} {response.reason}"
+                )
             length = response.getheader("Content-Length")
             if length is None:
                 raise LeadFormatError(self.location, "HTTP HEAD gave no Content-Length")
@@ -207,7 +211,9 @@ class FsspecFile(ByteSource):
 
     def stamp(self) -> str:
         info = self._details()
-        validator = next((str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified", "created") if k in info), "")
+        validator = next(
+            (str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified", "created") if k in info), ""
+        )
         return f"{info['size']}:{validator}"
 
 

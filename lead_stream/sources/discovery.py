@@ -15,9 +15,6 @@ from typing import Any
 
 from lead_stream.core import layout
 from lead_stream.core.constants import FAILED_STATUSES
-
-# statuses LEAD's Failed collection skips (route_completed_but_fail): the route never really ran
-CRASH_STATUSES = ("Failed - Agent couldn't be set up", "Failed - Simulation crashed", "Failed - Agent crashed")
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.sources.byte_sources import find_remote_zips, is_url
 from lead_stream.sources.stores import (
@@ -28,6 +25,12 @@ from lead_stream.sources.stores import (
     zip_route_id,
 )
 
+# statuses LEAD's Failed collection skips (route_completed_but_fail): the route never really ran
+CRASH_STATUSES = (
+    "Failed - Agent couldn't be set up",
+    "Failed - Simulation crashed",
+    "Failed - Agent crashed",
+)
 _NOT_DATA_DIRS = frozenset({"index", "cache", "buckets"})  # what lead-stream and LEAD write into a data root
 _ROUTE_DIRS = frozenset(layout.all_modality_dirnames())
 

@@ -39,18 +39,26 @@ def depth_resolution_ratio(meta: dict[str, Any]) -> int:
     """
     ratio = dataset_information(meta).get("save_depth_resolution_ratio", LEGACY_DEPTH_RESOLUTION_RATIO)
     if isinstance(ratio, bool) or not float(ratio).is_integer() or ratio < 1:
-        raise ValueError(f"dataset_information.save_depth_resolution_ratio must be an integer >= 1, got {ratio!r}")
+        raise ValueError(
+            f"dataset_information.save_depth_resolution_ratio must be an integer >= 1, got {ratio!r}"
+        )
     return int(ratio)
 
 
 def target_dataset(meta: dict[str, Any]) -> Any:
     """LEAD's TargetDataset id: top-level in legacy metas, inside `dataset_information` in current ones."""
-    return meta["target_dataset"] if "target_dataset" in meta else dataset_information(meta).get("target_dataset")
+    return (
+        meta["target_dataset"]
+        if "target_dataset" in meta
+        else dataset_information(meta).get("target_dataset")
+    )
 
 
 def filtered_gnss_position(meta: dict[str, Any]) -> Any:
     """The Kalman-filtered GNSS position: legacy `noisy_pos_global`, current `filtered_pos_global`."""
-    return meta.get("filtered_pos_global") if lead_schema_of(meta) == CURRENT else meta.get("noisy_pos_global")
+    return (
+        meta.get("filtered_pos_global") if lead_schema_of(meta) == CURRENT else meta.get("noisy_pos_global")
+    )
 
 
 def raw_gnss_position(meta: dict[str, Any]) -> Any:

@@ -65,7 +65,9 @@ class Route:
         self.route_id = route_id
         self.scenario = route_id.split("/")[0]
         if store is None:
-            store = open_store(data_root, source) if source is not None else _default_store(data_root, route_id)
+            store = (
+                open_store(data_root, source) if source is not None else _default_store(data_root, route_id)
+            )
         self.store = store
         self.path = store.root
         self._files: dict[tuple[str, bool], str] = {}
@@ -238,13 +240,13 @@ class Route:
         path = self._file("depth", frame_idx, perturbated)
         array = self._png("depth", frame_idx, perturbated)
         if resolution_ratio < 1 or RGB_HEIGHT_PX % resolution_ratio or RGB_WIDTH_PX % resolution_ratio:
-            raise LeadFormatError(path, f"depth resolution ratio {resolution_ratio} does not divide 384 x 1152")
+            raise LeadFormatError(
+                path, f"depth resolution ratio {resolution_ratio} does not divide 384 x 1152"
+            )
         check_shape(path, array, (RGB_HEIGHT_PX // resolution_ratio, RGB_WIDTH_PX // resolution_ratio))
-        if array.dtype == np.uint8:
-            return (array.astype(np.float32) / np.float32(255)) * np.float32(DEPTH_MAX_M)
-        if array.dtype == np.uint16:
-            return (array.astype(np.float32) / np.float32(65535)) * np.float32(DEPTH16_MAX_M)
-        raise LeadFormatError(path, f"expected a uint8 or uint16 depth PNG, found {array.dtype}")
+        if array.dtype not in (np.uint8, np.uint16):
+            raise LeadFormatError(path, f"expected a uint8 or uint16 depth PNG, found {array.dtype}")
+        return decode_depth_png(array)
 
     def hdmap(self, frame_idx: int, *, perturbated: bool = False) -> np.ndarray:
         """(256, 256) uint8 ChauffeurNet ids 0..8 (2 px/m, ego at (128, 128), rows = +y, cols = +x)."""
@@ -290,7 +292,9 @@ def open_route(data_root: Path | str, route_id: str, sources: tuple[str, ...] | 
         for other in stores[1:]:
             found = other.sizes()
             if found != expected:
-                raise LeadFormatError(other.root, f"differs from the copy at {first.root}: {_difference(expected, found)}")
+                raise LeadFormatError(
+                    other.root, f"differs from the copy at {first.root}: {_difference(expected, found)}"
+                )
     return Route(data_root, route_id, store=first)
 
 
@@ -315,6 +319,13 @@ def _default_store(data_root: Path | str, route_id: str) -> RouteStore:
     if not locators:
         raise LeadFormatError(folder, "missing folder: route directory does not exist (and no zip holds it)")
     return open_store(data_root, locators[0])
+
+
+def decode_depth_png(array: np.ndarray) -> np.ndarray:
+    """LEAD's `decode_depth`: uint8 (v / 255) * 50, uint16 (v / 65535) * 96, in float32 and in that order."""
+    if array.dtype == np.uint8:
+        return (array.astype(np.float32) / np.float32(255)) * np.float32(DEPTH_MAX_M)
+    return (array.astype(np.float32) / np.float32(65535)) * np.float32(DEPTH16_MAX_M)
 
 
 def check_shape(path: Path | str, array: np.ndarray, shape: tuple[int, ...], dtype: Any = None) -> None:

@@ -144,7 +144,9 @@ class FolderStore(RouteStore):
         for name in ("metas", "bboxes"):
             try:
                 with os.scandir(f"{route_dir}/{name}") as entries:
-                    rows = sorted(f"{e.name}:{st.st_size}:{st.st_mtime_ns}" for e in entries for st in (e.stat(),))
+                    rows = sorted(
+                        f"{e.name}:{st.st_size}:{st.st_mtime_ns}" for e in entries for st in (e.stat(),)
+                    )
                 digest.update("|".join(rows).encode())
                 digest.update(b";")
             except (FileNotFoundError, NotADirectoryError):

@@ -133,7 +133,9 @@ class ZipArchive:
             raw_name = data[pos + 46 : pos + 46 + nlen]
             name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
             if 0xFFFFFFFF in (csize, usize, offset):
-                usize, csize, offset = _zip64_sizes(data[pos + 46 + nlen : pos + 46 + nlen + elen], usize, csize, offset)
+                usize, csize, offset = _zip64_sizes(
+                    data[pos + 46 + nlen : pos + 46 + nlen + elen], usize, csize, offset
+                )
             self.members[name] = ZipMember(name, offset + self._shift, csize, usize, crc, method, flags)
             pos += 46 + nlen + elen + clen
 
@@ -167,7 +169,9 @@ class ZipArchive:
             raise LeadFormatError(path, f"corrupt zip member: {len(data):,} bytes, expected {member.size:,}")
         found = zlib.crc32(data)
         if found != member.crc:
-            raise LeadFormatError(path, f"bad CRC-32 {found:08x}, the central directory says {member.crc:08x}")
+            raise LeadFormatError(
+                path, f"bad CRC-32 {found:08x}, the central directory says {member.crc:08x}"
+            )
         return data
 
     def _raw(self, member: ZipMember) -> bytes:
@@ -195,7 +199,9 @@ class ZipArchive:
         end = want_end
         for nxt in self._order[self._position[member.name] + 1 :]:
             nxt_folder = nxt.name.rsplit("/", 1)[0] if "/" in nxt.name else ""
-            nxt_end = nxt.offset + _LOCAL.size + len(nxt.name.encode()) + LOCAL_HEADER_SLACK + nxt.compressed_size
+            nxt_end = (
+                nxt.offset + _LOCAL.size + len(nxt.name.encode()) + LOCAL_HEADER_SLACK + nxt.compressed_size
+            )
             if nxt_folder != folder or nxt_end - member.offset > READ_AHEAD_BYTES:
                 break
             end = max(end, nxt_end)

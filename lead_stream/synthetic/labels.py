@@ -53,7 +53,12 @@ TRAFFIC_LIGHT_ID = 90_000  # id of the route's traffic light box
 TRAFFIC_LIGHT_EXTENT_M = (0.5, 1.6, 0.5)  # LEAD's traffic light box: the stop-line trigger area of the lane
 GNSS_NOISE_M = 0.5  # raw GNSS noise (current schema's noisy_pos_global)
 # LEAD's radar mounts (config_base.radar_calibration): position (x, y, z) m, yaw deg
-RADAR_MOUNTS = (((2.6, 0.0, 0.6), -45.0), ((2.6, 0.0, 0.6), 45.0), ((-2.6, 0.0, 0.6), 135.0), ((-2.6, 0.0, 0.6), 225.0))
+RADAR_MOUNTS = (
+    ((2.6, 0.0, 0.6), -45.0),
+    ((2.6, 0.0, 0.6), 45.0),
+    ((-2.6, 0.0, 0.6), 135.0),
+    ((-2.6, 0.0, 0.6), 225.0),
+)
 UNSUFFIXED_PLANNER_M = 7.5  # min distance of the planner behind the unsuffixed next_target_points keys
 
 
@@ -209,7 +214,9 @@ def _meta(
     ex, ey, eyaw = _ego_pose(world, step)
     speed = float(world.ego_speed[step])
     horizon = MAX_FUTURE_STEPS[spec.lead_version]
-    future_xy, future_yaw = _future_track(world.ego_x, world.ego_y, world.ego_yaw, step, horizon, ex, ey, eyaw)
+    future_xy, future_yaw = _future_track(
+        world.ego_x, world.ego_y, world.ego_yaw, step, horizon, ex, ey, eyaw
+    )
     future_positions = np.concatenate([future_xy, np.zeros((len(future_xy), 1))], axis=1).astype(np.float32)
     past_idx = np.arange(step, max(step - horizon, 0) - 1, -1)
     px, py = _to_frame(world.ego_x[past_idx], world.ego_y[past_idx], ex, ey, eyaw)

@@ -325,7 +325,11 @@ def _make_actors(
         if roll < 0.1:
             type_id = BIKER_MESHES[int(rng.integers(len(BIKER_MESHES)))]
             motorcycle_as_vehicle = lead_version == "current" and type_id not in BICYCLE_MESHES
-            return type_id, BIKE_EXTENT_M, SemanticClass.VEHICLE if motorcycle_as_vehicle else SemanticClass.BIKER
+            return (
+                type_id,
+                BIKE_EXTENT_M,
+                SemanticClass.VEHICLE if motorcycle_as_vehicle else SemanticClass.BIKER,
+            )
         if roll < 0.15:
             return "vehicle.ford.ambulance", EMERGENCY_EXTENT_M, SemanticClass.SPECIAL_VEHICLE
         type_id, extent = CAR_BLUEPRINTS[int(rng.integers(len(CAR_BLUEPRINTS)))]

@@ -20,6 +20,7 @@ def build_loader(config: TrainConfig, device: torch.device, rank: int, world_siz
         collection=config.collection or config.phase,
         mixture=config.mixture,
         epoch_size=config.epoch_size,
+        sample_with_replacement=config.sample_with_replacement,
         perturbation_prob=config.perturbation_prob,
         num_workers=config.num_workers,
         on_bad_sample=config.on_bad_sample,

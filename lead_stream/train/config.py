@@ -24,6 +24,7 @@ class TrainConfig:
     collection: str | None = None  # bucket collection; None = "pretrain" / "posttrain" by phase
     mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None = the bucket table's rates
     epoch_size: int | None = None  # samples per epoch; None = the collection's size, 0 = LEAD's Σ len·rate
+    sample_with_replacement: bool = False  # rate > 1: LEAD's draws with replacement (default: permutations)
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lead_stream.cache.labels import raster
 from lead_stream.cache.labels.rules import (
     CAR_OPEN_DOOR_EXTRA_WIDTH_M,
     CONSTRUCTION_CONE_HALF_EXTENT_M,
@@ -35,7 +36,6 @@ from lead_stream.cache.labels.rules import (
     door_opens_left,
     scenario_type_of,
 )
-from lead_stream.cache.labels import raster
 from lead_stream.core import geometry
 from lead_stream.core.constants import (
     BEV_HEIGHT_PX,
@@ -212,7 +212,9 @@ def bev_occupancy(
     yaw_rad = np.deg2rad(rotation_deg)
     rotation = np.array([[np.cos(yaw_rad), -np.sin(yaw_rad)], [np.sin(yaw_rad), np.cos(yaw_rad)]])
     translation = np.array([[0.0], [translation_m]])
-    corners: dict[str, list[np.ndarray]] = {g: [] for g in ("obstacle", "cone", "warning", "red", "red_other", "green")}
+    corners: dict[str, list[np.ndarray]] = {
+        g: [] for g in ("obstacle", "cone", "warning", "red", "red_other", "green")
+    }
     for box in boxes:
         cls = box["class"]
         if cls not in _DRAWN_CLASSES:
