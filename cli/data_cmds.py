@@ -24,28 +24,75 @@ def synth(
     rejected: Annotated[int, typer.Option(help="extra routes LEAD's filter rejects")] = 3,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    lead_version: Annotated[
+        str,
+        typer.Option(
+            help="meta schema: current (kesai-labs/lead 4489176) or legacy (autonomousvision/lead 8bb1118)"
+        ),
+    ] = "current",
+    zipped: Annotated[
+        bool,
+        typer.Option("--zip", help="LEAD's released layout: zip/<Scenario>/<route>.zip, nothing extracted"),
+    ] = False,
 ) -> None:
-    """Write a seeded synthetic dataset in exactly LEAD's layout."""
-    from lead_stream.synthetic import write_synthetic_lead
+    """Write a seeded synthetic dataset in exactly LEAD's layout (extracted, or zipped as LEAD releases it)."""
+    from lead_stream.synthetic import LEAD_VERSIONS, write_synthetic_lead
 
+    if lead_version not in LEAD_VERSIONS:
+        raise ConfigError(f"--lead-version: expected one of {', '.join(LEAD_VERSIONS)}, got {lead_version!r}")
     summary = write_synthetic_lead(
-        data_root, num_routes=routes, num_frames=frames, seed=seed, num_rejected=rejected, workers=workers
+        data_root,
+        num_routes=routes,
+        num_frames=frames,
+        seed=seed,
+        num_rejected=rejected,
+        workers=workers,
+        lead_version=lead_version,
+        zipped=zipped,
     )
-    typer.echo(summary.one_line() if hasattr(summary, "one_line") else str(summary))
+    typer.echo(summary.one_line())
 
 
 def index(
-    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    data_root: Annotated[
+        str,
+        typer.Argument(
+            help="LEAD data root: a folder (data/<Scenario>/<route>/, zips anywhere) or a URL of zips"
+        ),
+    ] = str(DEFAULT_DATA_ROOT),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="local data root for index/ and cache/ (needed when DATA_ROOT is a URL)"),
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="more roots searched for zipped routes: folders or URLs, repeatable"),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="processes reading routes (default: all cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-read every route, ignore the old index")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 2 on the first unreadable route")] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
-    """Scan every route and write index/routes.parquet, frames.parquet and buckets/*.parquet."""
+    """Scan every route (extracted or zipped, local or remote) and write index/routes.parquet, frames.parquet
+    and buckets/*.parquet."""
     from lead_stream.index import IndexConfig, build_index
+    from lead_stream.sources.byte_sources import is_url
 
+    sources = list(source or ())
+    if is_url(data_root):
+        if out is None:
+            raise ConfigError(f"{data_root} is a URL: give --out LOCAL_DIR for the index and cache")
+        sources.insert(0, data_root)
+        root = out
+    else:
+        root = Path(data_root) if out is None else out
+        if out is not None:
+            sources.insert(0, data_root)
     summary = build_index(
-        data_root, config=IndexConfig(workers=workers, force=force, strict=strict, progress=progress)
+        root,
+        config=IndexConfig(
+            workers=workers, force=force, strict=strict, progress=progress, sources=tuple(sources)
+        ),
     )
     for route_id, problem in summary.failures:
         typer.echo(f"warning: unreadable route {route_id}: {problem}", err=True)

@@ -68,7 +68,11 @@ def run_demo(
     data_root = Path(data_root)
     if not layout.routes_root(data_root).exists():
         synth = write_synthetic_lead(
-            data_root, num_routes=config.num_routes, num_frames=config.num_frames, seed=config.seed
+            data_root,
+            num_routes=config.num_routes,
+            num_frames=config.num_frames,
+            seed=config.seed,
+            lead_version="current",  # the meta schema of LEAD today (kesai-labs/lead 4489176)
         )
         say(f"[1/5] synth: {synth.one_line()}")
     else:

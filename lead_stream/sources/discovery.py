@@ -105,15 +105,18 @@ def discover_sources(data_root: Path | str, *, extra_roots: tuple[str, ...] = ()
 
     Args:
         data_root: the local data root (folders under `data/`, zips anywhere below it).
-        extra_roots: more roots (paths or URLs) searched for zips.
+        extra_roots: more roots searched the same way: local folders (extracted routes under their `data/`,
+            zips anywhere) or URLs (zips only).
 
     Raises:
         LeadFormatError: no routes at all (neither `data/<Scenario>/<route>/` nor a zip).
     """
     sources: dict[str, list[str]] = {}
-    for route_id, folder in find_route_folders(data_root).items():
-        sources[route_id] = [record_location(data_root, folder)]
     roots = ([] if is_url(str(data_root)) else [str(data_root)]) + list(extra_roots)
+    for root in roots:
+        if not is_url(root):
+            for route_id, folder in find_route_folders(root).items():
+                sources.setdefault(route_id, []).append(record_location(data_root, folder))
     zips = sorted({z for root in roots for z in find_zips(root)})
     for location in zips:
         try:
@@ -123,7 +126,7 @@ def discover_sources(data_root: Path | str, *, extra_roots: tuple[str, ...] = ()
         for route_id, prefix in found:
             locator = f"{record_location(data_root, location)}{ZIP_PREFIX_SEP}{prefix}"
             sources.setdefault(route_id, []).append(locator)
-    if not sources and not layout.routes_root(data_root).is_dir() and not zips:
+    if not sources and not any(layout.routes_root(r).is_dir() for r in roots if not is_url(r)) and not zips:
         raise LeadFormatError(
             layout.routes_root(data_root),
             "missing folder: expected <data_root>/data/<Scenario>/<route>/ or zip/<Scenario>/<route>.zip",
