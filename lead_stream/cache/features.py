@@ -27,8 +27,8 @@ this module reads the frame, checks raw shapes, names each array and member, and
 
 Differences from LEAD, on purpose (more in `labels` and `targets`):
 * LiDAR BEV is stored as uint8 counts 0..5 (LEAD: float counts / 5);
-* depth is re-quantised with rounding (LEAD truncates, which can drop one 8-bit level);
 * per-box waypoint counts are uint8 (LEAD: int32); nothing is padded to 90 boxes.
+Depth is re-quantised as LEAD's cache does (`frame.depth_to_u8`, truncating), occupancy drawn as LEAD draws it.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ LIDAR_USED_STEPS = 10  # LEAD's training_used_lidar_steps: points whose `time` (
 # 3: container LSC2 (dims outside the table), lidar_bev/semantic/bev_semantic run-length coded, targets.json folded
 #    into arrays.lz4 (group "targets"), per-variant "ego" vector.
 # 4: zstd (was deflate) as the container's outer codec: smaller, and decoded in less than half the time.
-PREPROCESS_VERSION = 4
+# 5: LEAD-exact labels (occupancy on LEAD's 1024 grid with OpenCV's fill rules, float64 LiDAR binned as
+#    np.histogramdd, LEAD's depth re-encoding, motorcycles by the meta's LEAD schema).
+PREPROCESS_VERSION = 5
 # First lz4 pass of the array container in high-compression mode at this level (0 = fast mode). Decoding
 # speed does not depend on it; higher levels save a few more bytes for more build time.
 LZ4_HC_LEVEL = 4
