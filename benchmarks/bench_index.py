@@ -21,8 +21,6 @@ import os
 import pickle
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -30,22 +28,11 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from _report import git_commit, print_rows
+
 from lead_stream.index import IndexConfig, IndexSummary, build_index
 from lead_stream.sources import discover_routes
 from lead_stream.synthetic import write_synthetic_lead
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _meta_files(root: Path) -> list[Path]:
@@ -176,10 +163,7 @@ def main() -> None:
         ),
         ("re-index unchanged", f"{reindex.seconds:.3f}s, {speedup:,.0f}x faster  (target >= 50x)"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    sys.stdout.flush()
+    print_rows(rows)
     print(
         json.dumps(
             {
@@ -200,7 +184,7 @@ def main() -> None:
                     "python": platform.python_version(),
                     "cores": cores,
                 },
-                "git_commit": _git_commit(),
+                "git_commit": git_commit(),
             }
         )
     )

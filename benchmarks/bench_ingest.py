@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _report import cores, git_commit, machine, print_rows
 
 from lead_stream.cache.shard import ShardConfig, write_shards
 from lead_stream.index import IndexConfig, build_index
@@ -32,19 +32,6 @@ from lead_stream.sources import discover_routes
 from lead_stream.synthetic import write_synthetic_lead, zip_routes
 
 MEMBER_DATA_ROOT = Path("data/carla_leaderboard2")  # where `unzip -d .` puts the routes (LEAD's layout)
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _unzip_one(zip_file: Path, target: Path) -> None:
@@ -96,14 +83,13 @@ def main() -> None:
     num_routes = args.routes or (2 if args.quick else 6)
     num_frames = args.frames or (20 if args.quick else 60)
     rounds = args.rounds or (2 if args.quick else 3)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = args.workers or cores
+    workers = args.workers or cores()
 
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
         released = Path(tmp) / "released" / "carla_leaderboard2"
         started = time.perf_counter()
         write_synthetic_lead(
-            released, num_routes=num_routes, num_frames=num_frames, seed=0, num_rejected=0, workers=cores
+            released, num_routes=num_routes, num_frames=num_frames, seed=0, num_rejected=0, workers=cores()
         )
         zips = zip_routes(released, discover_routes(released))  # the zips only, as after a download
         synth_s = time.perf_counter() - started
@@ -160,10 +146,7 @@ def main() -> None:
         ("ratio incl. unzip", f"{ratio_with_extract:.2f}x  (target >= 2.0)"),
         ("caches byte-identical", str(identical)),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    sys.stdout.flush()
+    print_rows(rows)
     print(
         json.dumps(
             {
@@ -181,12 +164,8 @@ def main() -> None:
                 "zip_mb": round(zip_bytes / 1e6, 2),
                 "rounds": rounds,
                 "workers": workers,
-                "machine": {
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "cores": cores,
-                },
-                "git_commit": _git_commit(),
+                "machine": machine(),
+                "git_commit": git_commit(),
             }
         )
     )

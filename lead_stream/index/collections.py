@@ -88,12 +88,18 @@ def stored_definition(data_root: Path, name: str) -> str | None:
 
 def collection_sizes(data_root: Path) -> dict[str, int] | None:
     """Rows per collection file if every default collection is on disk with its current definition."""
-    for collection in default_collections():
-        if stored_definition(data_root, collection.name) != collection.definition_json():
+    sizes, definitions = {}, {}
+    for name in collection_names(data_root):
+        try:
+            metadata = pq.read_metadata(table_path(data_root, name))  # one open: rows and definition
+        except (OSError, pa.ArrowInvalid):
             return None
-    return {
-        name: pq.read_metadata(table_path(data_root, name)).num_rows for name in collection_names(data_root)
-    }
+        sizes[name] = metadata.num_rows
+        definitions[name] = (metadata.metadata or {}).get(DEFINITION_KEY, b"").decode()
+    for collection in default_collections():
+        if definitions.get(collection.name) != collection.definition_json():
+            return None
+    return sizes
 
 
 def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -> dict[str, int]:

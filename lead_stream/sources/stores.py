@@ -307,6 +307,9 @@ def record_location(data_root: Path | str, location: str | Path) -> str:
     location = str(location)
     if is_url(location):
         return location
+    prefix = f"{data_root}{os.sep}"
+    if location.startswith(prefix) and ".." not in location:  # the common case, without resolving links
+        return Path(location[len(prefix) :]).as_posix()
     return layout.relative_path(location, data_root)
 
 
