@@ -97,7 +97,9 @@ def _lidar_bev(frame: Frame, perturbated: bool) -> np.ndarray:
             source_file(frame.inputs, "lidar"), f"expected (N, >=3) points, found {lidar.shape}"
         )
     if lidar.shape[1] >= 4:
-        lidar = lidar[lidar[:, 3] < LIDAR_USED_STEPS]
+        used = lidar[:, 3] < LIDAR_USED_STEPS
+        if not used.all():
+            lidar = lidar[used]
     t, r = frame.perturbation(perturbated)
     return geometry.rasterize_lidar(geometry.align_lidar(lidar[:, :3], t, r))
 

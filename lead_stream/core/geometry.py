@@ -109,11 +109,11 @@ def align_lidar(points_xyz: np.ndarray, translation_m: float, rotation_deg: floa
         points_xyz: (N, 3) ego-frame points.
 
     Returns:
-        (N, 3) float64 points in the perturbated frame.
+        (N, 3) float64 points in the perturbated frame (the input itself, not a copy, when t = r = 0).
     """
     points = np.asarray(points_xyz, dtype=np.float64)
     if translation_m == 0.0 and rotation_deg == 0.0:
-        return points.copy()
+        return points  # LEAD's identity rotation changes no bit
     yaw = np.deg2rad(rotation_deg)
     rotation = np.array([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0.0, 0.0, 1.0]])
     return (rotation.T @ (points - np.array([0.0, translation_m, 0.0])).T).T
@@ -127,14 +127,23 @@ _Y_EDGES = np.linspace(MIN_Y_M, MAX_Y_M, BEV_HEIGHT_PX + 1)
 def _bins(values: np.ndarray, low: float, edges: np.ndarray) -> np.ndarray:
     """`np.histogramdd`'s bin of each in-range value: edges[b] <= v < edges[b + 1], the last bin closed.
 
-    Truncating (v - low) * 4 is off by one where the subtraction rounds across an edge; one comparison with
-    the exact edges on each side puts those values back.
+    Truncating (v - low) * 4 is off by one only where the subtraction rounds across an edge, i.e. for values
+    within a rounding error of an edge; those few are compared with the exact edges on both sides.
     """
     last = len(edges) - 2
-    b = np.minimum(((values - low) * PIXELS_PER_M).astype(np.int64), last)
-    b -= values < edges[b]
-    b += (b < last) & (values >= edges[np.minimum(b + 1, last + 1)])
+    scaled = (values - low) * PIXELS_PER_M
+    b = scaled.astype(np.int64)
+    fraction = scaled - b
+    near = np.flatnonzero((fraction < _EDGE_SLACK) | (fraction > 1.0 - _EDGE_SLACK) | (b > last))
+    if len(near):
+        v, nb = values[near], np.minimum(b[near], last)
+        nb -= v < edges[nb]
+        nb += (nb < last) & (v >= edges[np.minimum(nb + 1, last + 1)])
+        b[near] = nb
     return b
+
+
+_EDGE_SLACK = 1e-9  # far above the rounding error of (v - low) * 4 for |v| < 1e4 m, far below a bin (1)
 
 
 def rasterize_lidar(points: np.ndarray) -> np.ndarray:

@@ -215,6 +215,8 @@ def bev_occupancy(
     corners: dict[str, list[np.ndarray]] = {
         g: [] for g in ("obstacle", "cone", "warning", "red", "red_other", "green")
     }
+    drawn: list[np.ndarray] = []  # corners of the boxes filled, in LEAD's order (later over earlier)
+    drawn_labels: list[int] = []
     for box in boxes:
         cls = box["class"]
         if cls not in _DRAWN_CLASSES:
@@ -264,7 +266,9 @@ def bev_occupancy(
             corners[group].append(points)
         if _occluded(box):
             continue
-        raster.fill_poly(window, CROP_ORIGIN_PX, points, label)
+        drawn.append(points)
+        drawn_labels.append(label)
+    raster.fill_polygons(window, CROP_ORIGIN_PX, drawn, drawn_labels)
     _fill_hulls(window, corners)
     return window
 

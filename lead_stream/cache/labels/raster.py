@@ -37,100 +37,116 @@ def box_points(center_x: float, center_y: float, width: float, height: float, an
     return np.array([p0, p1, p2, p3], dtype=np.float32).astype(np.int32)
 
 
-def _line_pixels(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels (xs, ys) of OpenCV's 8-connected line from (x0, y0) to (x1, y1) (LineIterator, left to right)."""
-    if x1 < x0:
-        x0, y0, x1, y1 = x1, y1, x0, y0
-    dx, dy = x1 - x0, y1 - y0
-    sy = -1 if dy < 0 else 1
-    dy = abs(dy)
-    if dy > dx:  # y is the major axis
-        i = np.arange(dy + 1)
-        return x0 + _minor_steps(dy, dx, i), y0 + sy * i
-    i = np.arange(dx + 1)
-    return x0 + i, y0 + sy * _minor_steps(dx, dy, i)
-
-
-def _minor_steps(major: int, minor: int, i: np.ndarray) -> np.ndarray:
-    """Minor-axis steps after `i` major steps of OpenCV's LINE_8 iterator: err starts at major - 2 minor, a
-    step with err < 0 also moves the minor axis (err += 2 major), every step subtracts 2 minor; closed form
-    ceil((2 minor i - major) / (2 major)), at least 0."""
-    if major == 0:
-        return np.zeros_like(i)
-    return np.maximum(0, -((major - 2 * minor * i) // (2 * major)))
-
-
-def fill_poly(window: np.ndarray, origin: tuple[int, int], points: np.ndarray, label: int) -> None:
-    """`cv2.fillPoly(grid, [points], label)` restricted to `window`, a view of the grid.
+def fill_polygons(
+    window: np.ndarray, origin: tuple[int, int], polygons: list[np.ndarray], labels: list[int]
+) -> None:
+    """`cv2.fillPoly(grid, [p], label)` for each polygon in order (later ones over earlier ones), restricted
+    to `window`, a view of the grid: every polygon's pixels computed in one vectorised pass.
 
     Args:
         window: (H, W) uint8 array, painted in place.
         origin: (row, col) of the window's top-left pixel in the full grid.
-        points: (K, 2) int vertices (x = column, y = row) in full-grid pixels.
-        label: value written.
+        polygons: (K_i, 2) int vertices (x = column, y = row) in full-grid pixels, each a closed polygon.
+        labels: value written for each polygon.
     """
-    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
-    if len(pts) == 0:
+    if not polygons:
         return
-    row0, col0 = origin
+    counts = np.array([len(p) for p in polygons], dtype=np.int64)
+    ends = np.cumsum(counts)
+    head = np.concatenate(polygons).astype(np.int64).reshape(-1, 2)  # edge k ends at vertex k...
+    previous = np.arange(len(head)) - 1
+    previous[ends - counts] = ends - 1  # ...and starts at vertex k - 1 of its polygon (v[-1] for k = 0)
+    tail = head[previous]
+    edge_polygon = np.repeat(np.arange(len(polygons)), counts)
+    line_x, line_y, line_polygon = _lines(tail, head, edge_polygon)
+    span_x, span_y, span_polygon = _spans(tail, head, edge_polygon)
+    xs = np.concatenate([line_x, span_x]) - origin[1]
+    ys = np.concatenate([line_y, span_y]) - origin[0]
+    owner = np.concatenate([line_polygon, span_polygon])
     height, width = window.shape
-    xs_all, ys_all = [], []
-    for k in range(len(pts)):  # edge (v[k-1], v[k]), as CollectPolyEdges walks them
-        xa, ya = (int(v) for v in pts[k - 1])
-        xb, yb = (int(v) for v in pts[k])
-        lx, ly = _line_pixels(xa, ya, xb, yb)
-        xs_all.append(lx)
-        ys_all.append(ly)
-    rows_x = _scan_spans(pts)
-    if rows_x is not None:
-        span_rows, x_left, x_right = rows_x
-        lengths = x_right - x_left + 1
-        keep = lengths > 0
-        span_rows, x_left, lengths = span_rows[keep], x_left[keep], lengths[keep]
-        if len(span_rows):
-            offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            xs_all.append(np.repeat(x_left, lengths) + offsets)
-            ys_all.append(np.repeat(span_rows, lengths))
-    xs = np.concatenate(xs_all) - col0
-    ys = np.concatenate(ys_all) - row0
     inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
-    window[ys[inside], xs[inside]] = label
+    flat = ys[inside] * width + xs[inside]
+    owner = owner[inside]
+    order = np.lexsort((owner, flat))  # per pixel, the last polygon drawing it wins
+    flat, owner = flat[order], owner[order]
+    last = np.ones(len(flat), dtype=bool)
+    last[:-1] = flat[1:] != flat[:-1]
+    window.reshape(-1)[flat[last]] = np.asarray(labels, dtype=window.dtype)[owner[last]]
 
 
-def _scan_spans(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(row, x_left, x_right) spans of OpenCV's FillEdgeCollection for one polygon, or None (< 2 edges).
+def fill_poly(window: np.ndarray, origin: tuple[int, int], points: np.ndarray, label: int) -> None:
+    """`fill_polygons` of one polygon."""
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    if len(pts):
+        fill_polygons(window, origin, [pts], [label])
+
+
+def _lines(tail: np.ndarray, head: np.ndarray, polygon: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pixels (x, y, polygon) of OpenCV's 8-connected lines (LineIterator, left to right) of every edge.
+
+    The minor-axis offset after i major steps is ceil((2 minor i - major) / (2 major)), at least 0: the
+    iterator's error term starts at major - 2 minor, every step subtracts 2 minor, and a step taken with a
+    negative error also moves the minor axis (adding 2 major).
+    """
+    swap = head[:, 0] < tail[:, 0]
+    start = np.where(swap[:, None], head, tail)
+    stop = np.where(swap[:, None], tail, head)
+    dx = stop[:, 0] - start[:, 0]
+    dy = stop[:, 1] - start[:, 1]
+    sy = np.where(dy < 0, -1, 1)
+    dy = np.abs(dy)
+    y_major = dy > dx
+    major = np.where(y_major, dy, dx)
+    minor = np.where(y_major, dx, dy)
+    n = major + 1
+    edge = np.repeat(np.arange(len(n)), n)
+    i = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    big, small = major[edge], minor[edge]
+    steps = np.maximum(0, -((big - 2 * small * i) // np.maximum(2 * big, 1)))
+    steps[big == 0] = 0
+    ym = y_major[edge]
+    xs = start[edge, 0] + np.where(ym, steps, i)
+    ys = start[edge, 1] + sy[edge] * np.where(ym, i, steps)
+    return xs, ys, polygon[edge]
+
+
+def _spans(tail: np.ndarray, head: np.ndarray, polygon: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pixels (x, y, polygon) of OpenCV's FillEdgeCollection spans of every polygon.
 
     Each non-horizontal edge is active on rows y_top <= y < y_bottom with x = x_top << 16 advanced by
     dx = trunc(((x_bottom - x_top) << 16) / (y_bottom - y_top)) per row; a row's active x values are sorted
     and paired, and each pair fills [ceil(x_a), floor(x_b)] (the edge lines add the boundary pixels).
     """
-    rows, xs = [], []
-    for k in range(len(pts)):
-        x0, y0 = (int(v) for v in pts[k - 1])
-        x1, y1 = (int(v) for v in pts[k])
-        if y0 == y1:
-            continue
-        if y0 > y1:
-            x0, y0, x1, y1 = x1, y1, x0, y0
-        num = (x1 - x0) << _XY_SHIFT
-        den = y1 - y0
-        step = abs(num) // den * (1 if num >= 0 else -1)  # C++ integer division truncates toward zero
-        y = np.arange(y0, y1, dtype=np.int64)
-        rows.append(y)
-        xs.append((x0 << _XY_SHIFT) + (y - y0) * step)
-    if len(rows) < 2:
-        return None
-    row = np.concatenate(rows)
-    x = np.concatenate(xs)
-    order = np.lexsort((x, row))
-    row, x = row[order], x[order]
-    counts = np.bincount(row - row.min())
-    if (counts % 2).any():  # an open polygon cannot happen with closed edge loops; keep whole pairs only
-        starts = np.cumsum(counts) - counts
-        rank = np.arange(len(row)) - np.repeat(starts, counts)[: len(row)]
-        keep = rank < np.repeat(counts - counts % 2, counts)[: len(row)]
-        row, x = row[keep], x[keep]
-    return row[0::2], (x[0::2] + _ONE - 1) >> _XY_SHIFT, x[1::2] >> _XY_SHIFT
+    empty = np.zeros(0, dtype=np.int64)
+    keep = tail[:, 1] != head[:, 1]
+    if keep.sum() < 2:
+        return empty, empty, empty
+    a, b, owner = tail[keep], head[keep], polygon[keep]
+    down = a[:, 1] < b[:, 1]
+    top = np.where(down[:, None], a, b)
+    bottom = np.where(down[:, None], b, a)
+    num = (bottom[:, 0] - top[:, 0]) << _XY_SHIFT
+    rows = bottom[:, 1] - top[:, 1]
+    step = np.sign(num) * (np.abs(num) // rows)  # C++ integer division truncates toward zero
+    edge = np.repeat(np.arange(len(rows)), rows)
+    j = np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
+    row = top[edge, 1] + j
+    x = (top[edge, 0] << _XY_SHIFT) + j * step[edge]
+    owner = owner[edge]
+    order = np.lexsort((x, row, owner))
+    row, x, owner = row[order], x[order], owner[order]
+    group = np.ones(len(row), dtype=bool)  # first entry of each (polygon, row)
+    group[1:] = (row[1:] != row[:-1]) | (owner[1:] != owner[:-1])
+    starts = np.flatnonzero(group)
+    sizes = np.diff(np.append(starts, len(row)))
+    rank = np.arange(len(row)) - np.repeat(starts, sizes)
+    keep = rank < np.repeat(sizes - sizes % 2, sizes)  # whole pairs (closed polygons give even counts)
+    row, x, owner = row[keep], x[keep], owner[keep]
+    left = (x[0::2] + _ONE - 1) >> _XY_SHIFT
+    right = x[1::2] >> _XY_SHIFT
+    length = np.maximum(right - left + 1, 0)
+    offsets = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    return np.repeat(left, length) + offsets, np.repeat(row[0::2], length), np.repeat(owner[0::2], length)
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
