@@ -3,7 +3,8 @@
 The fixture holds hand-made inputs and what LEAD computed from them: `build_bev_occupancy` + crop and
 `get_bbox_labels` (current metas by kesai-labs/lead 4489176, legacy metas by autonomousvision/lead 8bb1118),
 `rasterize_lidar` of a LAZ read with laspy, `decode_depth` / `encode_depth_8bit`, `preprocess_radar_input`,
-the route filters and `CARLAData.shuffle`. Nothing here is our own output.
+the route filters and `CARLAData.shuffle`; and `get_centernet_labels` on padded box arrays
+(tests/assets/lead_centernet_12.json). Nothing here is our own output.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lead_stream.cache import frame as FR
 from lead_stream.cache import labels as L
 from lead_stream.core import geometry
 from lead_stream.loader.row_views import RadarRows
 from lead_stream.loader.sampling import epoch_plan
+from lead_stream.model.targets import centernet_targets
 from lead_stream.sources.discovery import route_completed_but_failed, route_usability
 from lead_stream.sources.laz import decode_laz, read_laz_with_laspy
 from lead_stream.sources.route import decode_depth_png
@@ -152,3 +155,48 @@ def test_sampling_with_replacement_draws_leads_samples_12(fact: dict) -> None:
         if rate > 1:  # our default repeats each member floor(rate) or ceil(rate) times; LEAD's draw does not
             counts = np.bincount(default.rows, minlength=offsets[-1])[rows]
             assert set(counts.tolist()) <= {int(rate), int(np.ceil(rate))}
+
+
+CENTERNET = json.loads((Path(__file__).parent / "assets" / "lead_centernet_12.json").read_text())
+
+
+@pytest.mark.parametrize("case", ["padded", "full"])
+@pytest.mark.parametrize("phantom_peak", [True, False])
+def test_centernet_heatmap_is_leads_with_the_phantom_peak_as_an_option_12(
+    case: str, phantom_peak: bool
+) -> None:
+    fact = CENTERNET[case]
+    boxes = torch.tensor(fact["boxes"], dtype=torch.float32)[None]
+    num_real = int((boxes[0].abs().sum(dim=1) > 0).sum())
+    targets = centernet_targets(boxes, torch.tensor([num_real]), phantom_peak=phantom_peak)
+    lead = torch.zeros_like(targets.heatmap[0])
+    for cls, row, col, value in fact["heatmap_nonzero"]:
+        lead[int(cls), int(row), int(col)] = value
+    lead_cells = {tuple(c) for c in fact["pixel_weight_cells"]}
+    phantom = case == "padded" and not phantom_peak  # LEAD's (0, 0) peak that our default leaves out
+    if phantom:
+        assert (0, 0) in lead_cells and lead[0, :3, :3].max() == 1.0
+        lead[0, :3, :3] = 0  # radius 2 around cell (0, 0), clipped by the grid's corner
+        lead_cells.discard((0, 0))
+    torch.testing.assert_close(targets.heatmap[0], lead, rtol=0, atol=1e-6)
+    ours = {tuple(c) for c in targets.centre_mask[0].nonzero().tolist()}
+    assert ours == lead_cells and int(targets.num_centres) == fact["avg_factor"] - phantom
+
+
+def test_train_key_centernet_phantom_peak_reaches_the_loss_12(tmp_path: Path) -> None:
+    from train_helpers import TINY
+
+    from lead_stream.model.random_batch import FixedBatchLoader, random_batch
+    from lead_stream.train import pretrain_config, resolve_config, train
+
+    first_loss = {}
+    for flag in ("false", "true"):
+        cfg = resolve_config(
+            pretrain_config(),
+            [f"logdir={tmp_path / flag}", "epochs=1", "batch_size=2", *TINY, "visualize_training=false"]
+            + [f"centernet_phantom_peak={flag}", "log_scalars_frequency=1"],
+        )
+        assert cfg.centernet_phantom_peak is (flag == "true")
+        summary = train(cfg, loader=FixedBatchLoader([random_batch(2, seed=0)], steps_per_epoch=1))
+        first_loss[flag] = summary.losses[0][1]
+    assert first_loss["true"] != first_loss["false"]  # same weights and batch: only the targets differ

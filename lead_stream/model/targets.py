@@ -3,8 +3,10 @@
 One grid cell = 1 m (BEV pixels / 4). Each valid box puts a Gaussian (radius `max(2, int(r))`, r from
 CornerNet's `gaussian_radius` with min_overlap 0.1 on the half extents) on its class channel and writes
 wh / offset / yaw / velocity / brake at its centre cell. Rows >= num_boxes are padding and make no
-target (LEAD's phantom VEHICLE peak at cell (0, 0) is not reproduced). When two boxes share a centre cell,
-the one earlier in the array (closer to ego) wins.
+target. LEAD does not skip its zero padding rows, so every LEAD sample with fewer than 90 boxes gets a phantom
+VEHICLE box at cell (0, 0) (x = -32 m, y = -40 m; radius 2, zero size) that also counts as a centre; that
+LEAD bug is off by default and reproduced with `phantom_peak=True` (train key `centernet_phantom_peak`).
+When two boxes share a centre cell, the one earlier in the array (closer to ego) wins.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lead_stream.core.constants import BEV_DOWN_SAMPLE_FACTOR, NUM_BOX_CLASSES, NUM_YAW_BINS, BoxField
+from lead_stream.core.constants import (
+    BEV_DOWN_SAMPLE_FACTOR,
+    MAX_NUM_BBOXES,
+    NUM_BOX_CLASSES,
+    NUM_YAW_BINS,
+    BoxField,
+)
 from lead_stream.model.backbone import GRID_SIZE
 
 YAW_BIN_RAD = 2 * math.pi / NUM_YAW_BINS
@@ -67,16 +75,40 @@ def class_to_yaw(cls: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
-def centernet_targets(boxes: torch.Tensor, num_boxes: torch.Tensor) -> CenterNetTargets:
+def with_phantom_box(boxes: torch.Tensor, num_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LEAD's padding as a box: an all-zero row after the real ones of every sample with < 90 boxes.
+
+    Args:
+        boxes: (B, N, 9) packed boxes; num_boxes: (B,) valid rows.
+
+    Returns:
+        ((B, max(num_boxes') , 9) boxes, (B,) num_boxes'), num_boxes' = num_boxes + (num_boxes < 90).
+    """
+    num_boxes = num_boxes.to(boxes.device)
+    padded = (num_boxes < MAX_NUM_BBOXES).long()
+    width = max(1, int((num_boxes + padded).max())) if num_boxes.numel() else 1
+    out = torch.zeros(boxes.shape[0], width, boxes.shape[2], dtype=boxes.dtype, device=boxes.device)
+    keep = min(width, boxes.shape[1])
+    rows = torch.arange(keep, device=boxes.device)[None, :] < num_boxes[:, None]  # (B, keep)
+    out[:, :keep] = torch.where(rows[..., None], boxes[:, :keep], torch.zeros((), dtype=boxes.dtype))
+    return out, num_boxes + padded
+
+
+def centernet_targets(
+    boxes: torch.Tensor, num_boxes: torch.Tensor, *, phantom_peak: bool = False
+) -> CenterNetTargets:
     """Compute CenterNet targets from packed boxes.
 
     Args:
         boxes: (B, N, 9) float32 BoxField columns in BEV pixels (4 px/m); rows >= num_boxes ignored.
         num_boxes: (B,) int64 valid rows.
+        phantom_peak: add LEAD's phantom VEHICLE box at cell (0, 0) to every sample with < 90 boxes.
 
     Returns:
         CenterNetTargets on the (80, 96) grid, same device as `boxes`.
     """
+    if phantom_peak:
+        boxes, num_boxes = with_phantom_box(boxes, num_boxes)
     num_used = max(1, int(num_boxes.max())) if num_boxes.numel() else 1
     boxes = boxes[:, :num_used]  # padding rows never make targets; skip them to save memory
     B, N, _ = boxes.shape

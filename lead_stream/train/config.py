@@ -47,6 +47,7 @@ class TrainConfig:
     # --- model and losses ---
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=compact|full
     loss_weights: LossWeights = field(default_factory=LossWeights)  # LEAD detailed_loss_weights (normalised)
+    centernet_phantom_peak: bool = False  # True: LEAD's padding bug, a VEHICLE peak at BEV cell (0, 0)
     # --- hardware ---
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
     precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU

@@ -163,7 +163,9 @@ class Trainer:
         ):
             outputs = self.ddp_model(**model_inputs(batch))
         with torch.no_grad():
-            targets = centernet_targets(batch.boxes, batch.num_boxes)
+            targets = centernet_targets(
+                batch.boxes, batch.num_boxes, phantom_peak=self.config.centernet_phantom_peak
+            )
         losses = compute_losses(
             outputs,
             batch,
