@@ -191,6 +191,21 @@ def test_pipeline_id_hashes_every_module_that_preprocessing_imports():
     assert reached - exempt <= hashed
 
 
+def test_pipeline_id_hashes_the_raw_decoders_of_sources_12():
+    # a route's values come from sources' decoders (LAZ as float64, depth PNGs, pickles): a change there
+    # changes sample bytes; the stores below them only move bytes (zip and folder caches are identical)
+    transport = {f"lead_stream.sources.{m}" for m in ("stores", "zips", "byte_sources", "discovery")}
+    exempt = {"lead_stream.core.errors", "lead_stream.core.layout"} | transport
+    reached, todo = set(), ["lead_stream.sources.route"]
+    while todo:
+        name = todo.pop()
+        if name not in reached and name not in exempt:
+            reached.add(name)
+            todo.extend(_lead_stream_imports(name))
+    hashed = {module.__name__ for module in identity.PREPROCESSING_SOURCES}
+    assert {"lead_stream.sources.route", "lead_stream.sources.laz"} <= reached <= hashed
+
+
 def test_incremental_rebuild_touches_only_changed_routes(sharded_root, manifest, tmp_path):
     copy = _copy_root(sharded_root, tmp_path, with_cache=True)
     cache_dir = copy / "cache" / manifest.pipeline_id

@@ -1,8 +1,10 @@
 """A shard config + the preprocessing code → the pipeline id that names its cache directory.
 
 `pipeline_id` hashes the content-affecting config, `features.PREPROCESS_VERSION`, the member names, the
-manifest version and the source of every preprocessing module (`PREPROCESSING_SOURCES`), so a code or
-config change starts a new cache directory instead of silently reusing stale samples.
+manifest version and the source of every preprocessing module (`PREPROCESSING_SOURCES`: the cache's own, and
+the raw-file decoders of `sources` whose values become sample bytes), so a code or config change starts a new
+cache directory instead of silently reusing stale samples. The transport below the decoders (folder / zip /
+HTTP stores, discovery) is not hashed: it hands over the same bytes either way (caches byte-identical).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from lead_stream.cache import features, frame, labels, targets
 from lead_stream.cache.labels import boxes, occupancy, radar, raster, rules
 from lead_stream.core import array_filters, codecs, constants, container, geometry, runs
 from lead_stream.schemas.manifest import MANIFEST_VERSION
-from lead_stream.sources import lead_schema
+from lead_stream.sources import laz, lead_schema, npz, pickles, png, route
 
 if TYPE_CHECKING:
     from lead_stream.cache.shard import ShardConfig
@@ -31,6 +33,11 @@ PREPROCESSING_SOURCES = (
     raster,
     rules,
     lead_schema,
+    route,
+    laz,
+    npz,
+    pickles,
+    png,
     targets,
     geometry,
     constants,
