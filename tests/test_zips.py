@@ -253,3 +253,16 @@ def test_synth_zip_cli_writes_the_released_layout_in_both_schemas_12(tmp_path: P
         ].to_list() == [4]
     bad = _cli("synth", tmp_path / "x", "--lead-version", "2019")
     assert bad.returncode == 2 and "--lead-version" in bad.stderr
+
+
+def test_show_renders_a_sample_of_zipped_routes_as_of_extracted_ones_12(
+    zipped_root: Path, sharded_root: Path, tmp_path: Path
+) -> None:
+    key = pl.read_parquet(_cache_dir(zipped_root) / "samples.parquet")["key"][3]
+    pngs = []
+    for root in (zipped_root, sharded_root):
+        out = tmp_path / f"{root.parent.name}.png"
+        result = CliRunner().invoke(app, ["show", key, "--out", str(out), "--root", str(root)])
+        assert result.exit_code == 0, result.output
+        pngs.append(out.read_bytes())
+    assert pngs[0] == pngs[1]
