@@ -15,20 +15,13 @@ import numpy as np
 
 from lead_stream.core.constants import (
     BICYCLE_MESHES,
-    CAMERA_FOV_DEG,
-    CAMERA_HEIGHT_PX,
-    CAMERA_POSITIONS_M,
-    CAMERA_WIDTH_PX,
-    CAMERA_YAWS_DEG,
     DATA_SAVE_FREQ,
-    META_KEYS_REMOVED_IN_CURRENT,
     MOTORCYCLE_MESHES,
-    NUM_CAMERAS,
-    NUM_RADAR_SENSORS,
     RESULT_INFRACTION_KEYS,
     TP_DISTANCES_M,
     SemanticClass,
 )
+from lead_stream.synthetic.meta_schema import to_current_schema
 from lead_stream.synthetic.world import (
     DT_S,
     EGO_EXTENT_M,
@@ -51,14 +44,6 @@ ROUTE_POINT_SPACING_M = 1.0
 NUM_META_ROUTE_POINTS = 50
 TRAFFIC_LIGHT_ID = 90_000  # id of the route's traffic light box
 TRAFFIC_LIGHT_EXTENT_M = (0.5, 1.6, 0.5)  # LEAD's traffic light box: the stop-line trigger area of the lane
-GNSS_NOISE_M = 0.5  # raw GNSS noise (current schema's noisy_pos_global)
-# LEAD's radar mounts (config_base.radar_calibration): position (x, y, z) m, yaw deg
-RADAR_MOUNTS = (
-    ((2.6, 0.0, 0.6), -45.0),
-    ((2.6, 0.0, 0.6), 45.0),
-    ((-2.6, 0.0, 0.6), 135.0),
-    ((-2.6, 0.0, 0.6), 225.0),
-)
 UNSUFFIXED_PLANNER_M = 7.5  # min distance of the planner behind the unsuffixed next_target_points keys
 
 
@@ -386,7 +371,7 @@ def _meta(
             meta[f"previous_{gps}target_points{suffix}"] = prev
             meta[f"previous_{gps}commands{suffix}"] = prev_cmd
     if spec.lead_version == "current":
-        _to_current_schema(meta, world, step)
+        to_current_schema(meta, world, step)
     return meta
 
 
@@ -395,51 +380,6 @@ def _base_type(type_id: str) -> str:
     if type_id in BICYCLE_MESHES:
         return "bicycle"
     return "motorcycle" if type_id in MOTORCYCLE_MESHES else "car"
-
-
-def _to_current_schema(meta: dict[str, Any], world: _World, step: int) -> None:
-    """Turn a legacy meta (autonomousvision/lead 8bb1118) into the current one (kesai-labs/lead 4489176):
-    dataset_information and sensor_information, raw GNSS in noisy_pos_global (Kalman-filtered in
-    filtered_pos_global), target_dataset moved, six keys dropped."""
-    gnss_rng = np.random.default_rng([world.stream_seed[0], world.stream_seed[1], 4, step])
-    filtered = list(meta["noisy_pos_global"])
-    meta["filtered_pos_global"] = filtered
-    meta["noisy_pos_global"] = [float(v + gnss_rng.normal(0.0, GNSS_NOISE_M)) for v in filtered]
-    meta["dataset_information"] = {
-        "save_depth_lower_resolution": True,
-        "save_depth_resolution_ratio": 4,
-        "save_depth_bits": 8,
-        "save_only_non_ground_lidar": True,
-        "target_dataset": int(meta.pop("target_dataset")),
-        "data_save_freq": DATA_SAVE_FREQ,
-        "save_grouped_semantic": True,
-    }
-    meta["sensor_information"] = {
-        "lidar_pos_1": [0.0, 0.0, 2.5],
-        "lidar_rot_1": [0.0, 0.0, -90.0],
-        "lidar_pos_2": [0.0, 0.0, 2.5],
-        "lidar_rot_2": [0.0, 0.0, -270.0],
-        "lidar_accumulation": True,
-        "num_cameras": NUM_CAMERAS,
-        "camera_calibration": {
-            i + 1: {
-                "pos": list(CAMERA_POSITIONS_M[i]),
-                "rot": [0.0, 0.0, float(CAMERA_YAWS_DEG[i])],
-                "width": CAMERA_WIDTH_PX,
-                "height": CAMERA_HEIGHT_PX,
-                "cropped_height": CAMERA_HEIGHT_PX,
-                "fov": CAMERA_FOV_DEG,
-            }
-            for i in range(NUM_CAMERAS)
-        },
-        "num_radar_sensors": NUM_RADAR_SENSORS,
-        "radar_calibration": {
-            str(i + 1): {"pos": list(pos), "rot": [0.0, 0.0, float(yaw)], "horz_fov": 90, "vert_fov": 0.1}
-            for i, (pos, yaw) in enumerate(RADAR_MOUNTS)
-        },
-    }
-    for key in META_KEYS_REMOVED_IN_CURRENT:
-        meta.pop(key, None)
 
 
 def _results(spec: _RouteSpec, route_length_m: float) -> dict[str, Any]:
