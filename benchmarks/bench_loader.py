@@ -26,7 +26,6 @@ import lzma
 import os
 import pickle
 import platform
-import subprocess
 import tempfile
 import time
 import warnings
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 import torch
+from _report import git_commit
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, default_collate
 
@@ -274,19 +274,6 @@ def machine() -> str:
         f"{platform.machine()} {cpu} {os.cpu_count()} cpus, python {platform.python_version()}, "
         f"torch {torch.__version__}"
     )
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
