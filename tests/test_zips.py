@@ -141,6 +141,21 @@ def test_copies_that_differ_are_a_named_unreadable_route_12(copy_lead_root: Path
         build_index(copy_lead_root, config=IndexConfig(workers=1, progress=False, strict=True, force=True))
 
 
+def test_copies_with_same_sizes_but_other_labels_are_a_named_unreadable_route_12(
+    copy_lead_root: Path,
+) -> None:
+    route_id = next(r for r in discover_routes(copy_lead_root) if Route(copy_lead_root, r).usability()[0])
+    zip_route(copy_lead_root, route_id)
+    box = layout.modality_path(layout.route_path(copy_lead_root, route_id), "bboxes", 3)
+    payload = bytearray(box.read_bytes())
+    payload[-1] ^= 0x01  # same size, other bytes (a bit flipped on one copy)
+    box.write_bytes(bytes(payload))
+    build_index(copy_lead_root, config=INDEX)
+    row = pl.read_parquet(copy_lead_root / "index" / "routes.parquet").filter(pl.col("route_id") == route_id)
+    assert not row["usable"][0] and "differs from the copy at" in row["read_error"][0]
+    assert "bboxes/0003.pkl has other bytes here (same size)" in row["read_error"][0]
+
+
 def test_a_truncated_zip_is_a_named_skipped_route_12(lead_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "carla_leaderboard2"
     shutil.copytree(lead_root, root, ignore=shutil.ignore_patterns("index", "cache"))

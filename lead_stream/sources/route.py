@@ -37,6 +37,7 @@ from lead_stream.sources.stores import FolderStore, RouteStore, open_store, reco
 NUM_HDMAP_CLASSES = 9  # ChauffeurNet ids 0..8
 JPEG_SOI = b"\xff\xd8"
 _TMP_SUFFIX = ".tmp"  # unfinished files of an atomic writer; never counted as frames
+_LABEL_DIRS = ("metas", "bboxes")  # copies of a route are compared byte for byte here (and results.json)
 
 
 class Route:
@@ -280,7 +281,8 @@ class Route:
 
 def open_route(data_root: Path | str, route_id: str, sources: tuple[str, ...] | list[str]) -> Route:
     """The route read from the first of its copies `sources` (locators), after checking that every other
-    copy holds the same files with the same sizes (an extracted folder and its zip are one route).
+    copy holds the same files with the same sizes and the same labels (results.json, metas and bboxes, byte
+    for byte: the files the index reads anyway), so an extracted folder and its zip are one route.
 
     Raises:
         LeadFormatError: a copy is unreadable (e.g. a truncated zip), or two copies differ (names both).
@@ -291,10 +293,13 @@ def open_route(data_root: Path | str, route_id: str, sources: tuple[str, ...] | 
         expected = first.sizes()
         for other in stores[1:]:
             found = other.sizes()
-            if found != expected:
-                raise LeadFormatError(
-                    other.root, f"differs from the copy at {first.root}: {_difference(expected, found)}"
-                )
+            problem = (
+                _difference(expected, found)
+                if found != expected
+                else _label_difference(first, other, expected)
+            )
+            if problem:
+                raise LeadFormatError(other.root, f"differs from the copy at {first.root}: {problem}")
     return Route(data_root, route_id, store=first)
 
 
@@ -308,6 +313,16 @@ def _difference(expected: dict[str, int], found: dict[str, int]) -> str:
         return f"{len(extra)} file(s) only here, e.g. {extra[0]}"
     rel = next(r for r in sorted(expected) if expected[r] != found[r])
     return f"{rel} has {found[rel]:,} bytes here, {expected[rel]:,} there"
+
+
+def _label_difference(first: RouteStore, other: RouteStore, files: dict[str, int]) -> str | None:
+    """The first label file of `files` (results.json, metas/, bboxes/) whose bytes differ between two copies."""
+    for rel in sorted(files):
+        if rel != layout.RESULTS_FILENAME and rel.split("/")[0] not in _LABEL_DIRS:
+            continue
+        if first.read(rel) != other.read(rel):
+            return f"{rel} has other bytes here (same size)"
+    return None
 
 
 def _default_store(data_root: Path | str, route_id: str) -> RouteStore:
