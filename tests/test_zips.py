@@ -281,3 +281,19 @@ def test_show_renders_a_sample_of_zipped_routes_as_of_extracted_ones_12(
         assert result.exit_code == 0, result.output
         pngs.append(out.read_bytes())
     assert pngs[0] == pngs[1]
+
+
+def test_zip64_archives_and_prefixed_stubs_are_read_in_place_12(tmp_path: Path) -> None:
+    target = tmp_path / "big.zip"
+    count = 0x10000 + 5  # more members than a plain end-of-central-directory record can count
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+        with archive.open("r/metas/0000.pkl", "w", force_zip64=True) as member:  # ZIP64 extra fields
+            member.write(b"meta bytes" * 100)
+        for i in range(count - 1):
+            archive.writestr(f"r/x/{i:06d}", b"")
+    assert b"PK\x06\x06" in target.read_bytes()[-200:]  # zipfile wrote the ZIP64 end record
+    archive = ZipArchive(LocalFile(target))
+    assert len(archive.members) == count and archive.read("r/metas/0000.pkl") == b"meta bytes" * 100
+    stub = tmp_path / "stub.zip"  # a self-extracting stub before the archive shifts every offset
+    stub.write_bytes(b"#!stub\n" * 50 + target.read_bytes())
+    assert ZipArchive(LocalFile(stub)).read("r/metas/0000.pkl") == b"meta bytes" * 100
