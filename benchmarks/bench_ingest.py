@@ -2,7 +2,7 @@
 
 Generates its own synthetic routes (full: 6 usable routes x 60 frames; --quick: 2 x 20), zips them into
 LEAD's released layout (`zip/<Scenario>/<route>.zip`, members under `data/carla_leaderboard2/data/`, deflate
-like `zip -r`), then, in rounds that alternate the two paths:
+like `zip -r`), then, in rounds that alternate which of the two paths runs first:
   baseline   LEAD's workflow: `unzip -o ZIP -d .` of every zip (as scripts/unzip_routes.sh, one process per
              core), then `build_index` + `write_shards` on the extracted tree
   candidate  `build_index` + `write_shards` straight from the zips (members read in place)
@@ -78,11 +78,11 @@ def main() -> None:
     parser.add_argument("--routes", type=int, help="usable routes (default 6, quick 2)")
     parser.add_argument("--frames", type=int, help="frames per route (default 60, quick 20)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 4, quick 3)")
     args = parser.parse_args()
     num_routes = args.routes or (2 if args.quick else 6)
     num_frames = args.frames or (20 if args.quick else 60)
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or (3 if args.quick else 4)
     workers = args.workers or cores()
 
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as tmp:
@@ -101,14 +101,21 @@ def main() -> None:
         identical = True
         for round_idx in range(rounds):
             repo = Path(tmp) / f"extracted{round_idx}"
+            zips_first = (
+                round_idx % 2 == 1
+            )  # alternate which path runs first (load drifts on a shared machine)
+            if zips_first:
+                i_s, s_s, zip_cache = _index_and_shard(released, workers)
+                zip_index.append(i_s)
+                zip_shard.append(s_s)
             extract.append(_extract(zips, repo, workers))
-            extracted_root = repo / MEMBER_DATA_ROOT
-            i_s, s_s, base_cache = _index_and_shard(extracted_root, workers)
+            i_s, s_s, base_cache = _index_and_shard(repo / MEMBER_DATA_ROOT, workers)
             base_index.append(i_s)
             base_shard.append(s_s)
-            i_s, s_s, zip_cache = _index_and_shard(released, workers)
-            zip_index.append(i_s)
-            zip_shard.append(s_s)
+            if not zips_first:
+                i_s, s_s, zip_cache = _index_and_shard(released, workers)
+                zip_index.append(i_s)
+                zip_shard.append(s_s)
             identical &= _same_shards(base_cache, zip_cache)
             shutil.rmtree(repo)
         num_files = sum(len(zipfile.ZipFile(z).namelist()) for z in zips)
