@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -45,6 +46,13 @@ def test_demo_runs_the_whole_pipeline_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[5/5] posttrain" in done.stdout
     assert (data_root / "index" / "buckets" / "posttrain.parquet").exists()
+    routes = pl.read_parquet(
+        data_root / "index" / "routes.parquet"
+    )  # issue 12: the demo writes LEAD's current form
+    assert (
+        routes["lead_schema"].drop_nulls().unique().to_list() == ["current"]
+        and "current LEAD schema" in done.stdout
+    )
     assert list((data_root / "cache").glob("*/manifest.json"))
     for phase in ("pretrain", "posttrain"):
         run = logdir / phase
