@@ -154,3 +154,24 @@ def test_split_batch_losses_average_to_the_full_batch_loss():
         ]
     for name, value in full.items():
         torch.testing.assert_close((parts[0][name] + parts[1][name]) / 2, value, rtol=1e-4, atol=1e-6)
+
+
+def _box(x: float, y: float, w: float, velocity: float) -> torch.Tensor:
+    row = torch.zeros(9)
+    row[BoxField.X], row[BoxField.Y], row[BoxField.W], row[BoxField.H] = x, y, w, 4.0
+    row[BoxField.VELOCITY], row[BoxField.CLASS] = velocity, 0.0
+    return row
+
+
+def test_centernet_targets_follow_leads_cell_rules_for_shared_and_edge_centres():
+    """LEAD loops over boxes writing at int(centre): the last box of a shared cell wins, and a
+    centre less than one cell left of the grid (x in (-4, 0) px) truncates into column 0."""
+    boxes = torch.zeros(1, 90, 9)
+    boxes[0, 0] = _box(130.0, 161.0, 8.0, 3.0)  # cell (40, 32)
+    boxes[0, 1] = _box(131.0, 162.0, 12.0, 5.0)  # same cell, later in the array
+    boxes[0, 2] = _box(-2.0, 21.0, 8.0, 7.0)  # x = -0.5 cells -> column 0, row 5
+    t = centernet_targets(boxes, torch.tensor([3]))
+    assert int(t.num_centres) == 2
+    assert t.velocity[0, 0, 40, 32] == 5.0 and t.wh[0, 0, 40, 32] == 3.0  # the second box's targets
+    assert t.centre_mask[0, 5, 0] and t.velocity[0, 0, 5, 0] == 7.0
+    assert torch.isclose(t.offset[0, 0, 5, 0], torch.tensor(-0.5))  # LEAD's ct - int(ct)

@@ -6,7 +6,8 @@ wh / offset / yaw / velocity / brake at its centre cell. Rows >= num_boxes are p
 target. LEAD does not skip its zero padding rows, so every LEAD sample with fewer than 90 boxes gets a phantom
 VEHICLE box at cell (0, 0) (x = -32 m, y = -40 m; radius 2, zero size) that also counts as a centre; that
 LEAD bug is off by default and reproduced with `phantom_peak=True` (train key `centernet_phantom_peak`).
-When two boxes share a centre cell, the one earlier in the array (closer to ego) wins.
+As in LEAD, a centre's cell is its coordinates truncated toward zero (a centre within one cell left of or
+above the grid still lands in cell 0), and when two boxes share a centre cell the later one in the array wins.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def centernet_targets(
     y = boxes[..., BoxField.Y] / BEV_DOWN_SAMPLE_FACTOR
     half_w = boxes[..., BoxField.W] / BEV_DOWN_SAMPLE_FACTOR
     half_h = boxes[..., BoxField.H] / BEV_DOWN_SAMPLE_FACTOR
-    cx = x.floor().clamp(0, W - 1)
-    cy = y.floor().clamp(0, H - 1)
-    valid = valid & (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    cx, cy = x.trunc(), y.trunc()  # LEAD's astype(int): toward zero
+    valid = valid & (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H)
+    cx, cy = cx.clamp(0, W - 1), cy.clamp(0, H - 1)
     cls = boxes[..., BoxField.CLASS].round().long().clamp(0, NUM_BOX_CLASSES - 1)
     radius = (
         gaussian_radius(half_h.clamp(min=0), half_w.clamp(min=0)).nan_to_num(0).floor().clamp(min=2)
@@ -139,11 +140,11 @@ def centernet_targets(
     heatmap = torch.zeros(B, NUM_BOX_CLASSES, H, W, device=device)
     index = cls[..., None, None].expand(B, N, H, W)
     heatmap = heatmap.scatter_reduce(1, index, gauss, reduce="amax", include_self=True)  # (B, 8, H, W)
-    # --- regression targets at centre cells; the earliest box of a shared cell wins ---
+    # --- regression targets at centre cells; the last box of a shared cell wins (LEAD's loop order) ---
     cell = torch.arange(B, device=device)[:, None] * (H * W) + cy.long() * W + cx.long()  # (B, N)
     row_idx = torch.arange(N, device=device).expand(B, N)
-    winner = torch.full((B * H * W,), N, device=device, dtype=torch.long)
-    winner = winner.scatter_reduce(0, cell[valid], row_idx[valid], reduce="amin", include_self=True)
+    winner = torch.full((B * H * W,), -1, device=device, dtype=torch.long)
+    winner = winner.scatter_reduce(0, cell[valid], row_idx[valid], reduce="amax", include_self=True)
     keep = valid & (winner[cell] == row_idx)  # (B, N)
     flat_cell = cell[keep]
     kept = boxes[keep]  # (K, 9)
