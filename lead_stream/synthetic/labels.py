@@ -1,9 +1,9 @@
-"""World at a step → LEAD's per-frame labels (bboxes/ and metas/ dicts), and a route → its results.json record.
+"""World at a step → LEAD's per-frame labels (bboxes/ and metas/ dicts).
 
 `_boxes` lists the ego first, then the actors within LEAD's bb_save_radius and the traffic light ahead,
 sorted by distance. `_meta` fills every key LEAD's expert saves, with one RoutePlanner per pop distance
-(list objects shared between metas, so pickles stay small). `_results` builds a leaderboard RouteRecord whose
-status and infractions follow the route's kind. Outputs are plain dicts; `encode` turns them into bytes.
+(list objects shared between metas, so pickles stay small). Outputs are plain dicts; `encode` turns them into
+bytes. The route's results.json record is built in `results`.
 """
 
 from __future__ import annotations
@@ -15,23 +15,22 @@ import numpy as np
 
 from lead_stream.core.constants import (
     BICYCLE_MESHES,
-    DATA_SAVE_FREQ,
     MOTORCYCLE_MESHES,
-    RESULT_INFRACTION_KEYS,
     TP_DISTANCES_M,
     SemanticClass,
 )
 from lead_stream.synthetic.meta_schema import to_current_schema
+from lead_stream.synthetic.poses import (
+    _ego_matrix,
+    _ego_pose,
+    _to_frame,
+)
 from lead_stream.synthetic.world import (
     DT_S,
     EGO_EXTENT_M,
-    EXTRA_STEPS,
     LANE_WIDTH_M,
     ROAD_HALF_WIDTH_M,
-    _ego_matrix,
-    _ego_pose,
     _RouteSpec,
-    _to_frame,
     _World,
     _wrap,
 )
@@ -380,57 +379,3 @@ def _base_type(type_id: str) -> str:
     if type_id in BICYCLE_MESHES:
         return "bicycle"
     return "motorcycle" if type_id in MOTORCYCLE_MESHES else "car"
-
-
-def _results(spec: _RouteSpec, route_length_m: float) -> dict[str, Any]:
-    """A full leaderboard RouteRecord (statistics_manager_local.py) for the route's kind."""
-    rng = np.random.default_rng([spec.seed, spec.route_idx, 3])
-    infractions: dict[str, list[str]] = {key: [] for key in RESULT_INFRACTION_KEYS}
-    score_route, penalty = 100.0, 1.0
-    if spec.kind in ("min_speed", "min_speed_outside_lanes"):
-        for _ in range(int(rng.integers(1, 3))):
-            pct = float(rng.uniform(60.0, 95.0))
-            infractions["min_speed_infractions"].append(
-                f"Average speed is {pct:.2f}% of the surrounding traffic's one"
-            )
-            penalty *= 1 - 0.3 * (1 - pct / 100)
-    if spec.kind == "min_speed_outside_lanes":
-        metres = float(rng.uniform(3.0, 20.0))
-        pct = 100.0 * metres / max(route_length_m, 1.0)
-        infractions["outside_route_lanes"].append(
-            f"Agent went outside its route lanes for about {metres:.3f} meters "
-            f"({pct:.2f}% of the completed route)"
-        )
-        penalty *= 1 - pct / 100
-    if spec.kind == "collision":
-        infractions["collisions_vehicle"].append(
-            "Agent collided against object with type=vehicle.tesla.model3 and id=431 "
-            "at (x=12.3, y=-45.6, z=0.1)"
-        )
-        penalty *= 0.6
-    if spec.kind == "agent_crashed":
-        score_route = float(rng.uniform(10.0, 80.0))
-    num_infractions = sum(len(v) for v in infractions.values())
-    if spec.kind == "agent_crashed":
-        status = "Failed - Agent crashed"
-    else:
-        status = "Completed" if num_infractions > 0 else "Perfect"
-    duration_game = (spec.num_frames * DATA_SAVE_FREQ + EXTRA_STEPS) * DT_S
-    return {
-        "timestamp": spec.route_date_string,
-        "index": spec.route_idx,
-        "route_id": f"RouteScenario_{spec.route_idx}_rep0",
-        "status": status,
-        "num_infractions": num_infractions,
-        "infractions": infractions,
-        "scores": {
-            "score_route": round(score_route, 6),
-            "score_penalty": round(penalty, 6),
-            "score_composed": round(max(score_route * penalty, 0.0), 6),
-        },
-        "meta": {
-            "route_length": round(float(route_length_m), 3),
-            "duration_game": round(duration_game, 3),
-            "duration_system": round(duration_game * 1.7, 3),
-        },
-    }

@@ -21,14 +21,16 @@ from lead_stream.core.constants import (
     MIN_Y_M,
     MIN_Z_M,
 )
-from lead_stream.synthetic.world import (
-    BUILDING_OFFSET_M,
-    EGO_EXTENT_M,
+from lead_stream.synthetic.poses import (
     _actor_arrays,
     _ego_pose,
     _from_frame,
     _poles,
     _to_frame,
+)
+from lead_stream.synthetic.world import (
+    BUILDING_OFFSET_M,
+    EGO_EXTENT_M,
     _World,
     _wrap,
 )

@@ -23,15 +23,17 @@ from lead_stream.core.constants import (
     DEPTH_MAX_M,
     SemanticClass,
 )
-from lead_stream.synthetic.world import (
-    BUILDING_OFFSET_M,
-    LANE_WIDTH_M,
-    ROAD_HALF_WIDTH_M,
+from lead_stream.synthetic.poses import (
     _actor_arrays,
     _ego_pose,
     _poles,
     _Sensor,
     _to_frame,
+)
+from lead_stream.synthetic.world import (
+    BUILDING_OFFSET_M,
+    LANE_WIDTH_M,
+    ROAD_HALF_WIDTH_M,
     _World,
 )
 

@@ -4,7 +4,7 @@
 `_make_world(spec)` simulates the ego at 20 Hz along a curving three-lane road (speed profile, red light,
 steering) and lays out the vehicles, walkers and parked cars that move along the same road. A world depends
 only on (seed, route_idx), so every process that writes part of a route rebuilds the identical world. The
-per-step queries (`_ego_pose`, `_actor_arrays`, `_poles`) and world ↔ ego ↔ sensor transforms live here too.
+per-step queries and world ↔ ego ↔ sensor transforms are in `poses`.
 """
 
 from __future__ import annotations
@@ -378,72 +378,3 @@ def _make_actors(
             0.0,
         )
     return actors
-
-
-# ================================================================================================
-# frames: poses and transforms
-# ================================================================================================
-def _to_frame(px: np.ndarray, py: np.ndarray, ox: float, oy: float, oyaw: float) -> tuple[np.ndarray, ...]:
-    """World points → the frame at (ox, oy) with yaw oyaw: R(yaw)^T (p - o)."""
-    c, s = math.cos(oyaw), math.sin(oyaw)
-    dx, dy = px - ox, py - oy
-    return c * dx + s * dy, -s * dx + c * dy
-
-
-def _from_frame(lx: np.ndarray, ly: np.ndarray, ox: float, oy: float, oyaw: float) -> tuple[np.ndarray, ...]:
-    """Points of the frame at (ox, oy, oyaw) → world: o + R(yaw) p."""
-    c, s = math.cos(oyaw), math.sin(oyaw)
-    return ox + c * lx - s * ly, oy + s * lx + c * ly
-
-
-def _ego_matrix(x: float, y: float, yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.array([[c, -s, 0, x], [s, c, 0, y], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
-
-
-@dataclass
-class _Sensor:
-    """The sensor rig's frame relative to the ego: normal (0, 0, 0) or perturbated (0, t, r)."""
-
-    dy: float
-    dyaw: float
-
-    def from_ego(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _to_frame(x, y, 0.0, self.dy, self.dyaw)
-
-
-# ================================================================================================
-# per-step scene queries
-# ================================================================================================
-def _ego_pose(world: _World, step: int) -> tuple[float, float, float]:
-    return float(world.ego_x[step]), float(world.ego_y[step]), float(world.ego_yaw[step])
-
-
-def _actor_arrays(world: _World, step: int) -> tuple[np.ndarray, ...]:
-    """World x, y, yaw, speed, extents (n, 3) of all actors at `step`."""
-    return (
-        world.actor_x[:, step],
-        world.actor_y[:, step],
-        world.actor_yaw[:, step],
-        world.actor_speed[:, step],
-        world.actor_extent,
-    )
-
-
-def _poles(world: _World, u_lo: float, u_hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """World positions of the street-light poles with arc length in [u_lo, u_hi] (both road sides)."""
-    first = math.ceil(u_lo / POLE_SPACING_M) * POLE_SPACING_M
-    u = np.arange(first, u_hi, POLE_SPACING_M)
-    u = np.concatenate([u, u + POLE_SPACING_M / 2])
-    side = np.repeat([POLE_OFFSET_M, -POLE_OFFSET_M], len(u) // 2)
-    if world.light_u is not None and u_lo <= world.light_u <= u_hi:  # the traffic light's mast
-        u = np.append(u, world.light_u + 1.0)
-        side = np.append(side, ROAD_HALF_WIDTH_M + 1.0)
-    x, y, _ = world.road.pose(u, side)
-    return x, y
-
-
-def _sensor_pose_world(world: _World, step: int, sensor: _Sensor) -> tuple[float, float, float]:
-    ex, ey, eyaw = _ego_pose(world, step)
-    wx, wy = _from_frame(np.array([0.0]), np.array([sensor.dy]), ex, ey, eyaw)
-    return float(wx[0]), float(wy[0]), eyaw + sensor.dyaw

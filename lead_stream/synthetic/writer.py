@@ -22,8 +22,12 @@ import numpy as np
 from lead_stream.core import layout
 from lead_stream.core.constants import DATA_SAVE_FREQ, HDMAP_PIXELS_PER_M
 from lead_stream.synthetic.encode import _jpeg, _laz, _lzma_pickle, _npz, _png
-from lead_stream.synthetic.labels import _boxes, _meta, _results
+from lead_stream.synthetic.labels import _boxes, _meta
 from lead_stream.synthetic.lidar import _lidar, _radar_hits, _radar_points
+from lead_stream.synthetic.poses import (
+    _Sensor,
+    _sensor_pose_world,
+)
 from lead_stream.synthetic.release import zip_routes
 from lead_stream.synthetic.render import (
     CAMERA_MAP_PPM,
@@ -33,13 +37,12 @@ from lead_stream.synthetic.render import (
     _render_map,
     _solids,
 )
+from lead_stream.synthetic.results import _results
 from lead_stream.synthetic.world import (
     USABLE_KINDS,
     _make_world,
     _route_specs,
     _RouteSpec,
-    _Sensor,
-    _sensor_pose_world,
 )
 
 # --- generator settings (fixed; LEAD's values where LEAD has one) ---------------------------------
