@@ -44,9 +44,14 @@ class TrainConfig:
     load_file: Path | None = None  # model_EEEE.pth to start from (posttrain: the pretrain checkpoint)
     continue_failed_training: bool = False  # resume from the newest complete checkpoint set in logdir
     # --- model and losses ---
-    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=compact|full
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=lead|full|compact
     loss_weights: LossWeights = field(default_factory=LossWeights)  # LEAD detailed_loss_weights (normalised)
+    freeze_backbone: bool = (
+        False  # LEAD freeze_backbone: no gradients into the backbone (BN stats still move)
+    )
     # --- hardware ---
+    sync_batchnorm: bool = False  # LEAD sync_batchnorm: SyncBatchNorm across ranks (needs CUDA; preset lead)
+    compile: bool = False  # torch.compile the forward (LEAD's default True is a no-op there, §5.6)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
     precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU
     # --- checkpoints ---
@@ -95,6 +100,35 @@ def posttrain_config(load_file: Path | None = None) -> TrainConfig:
     )
 
 
+# LEAD TrainingConfig keys that lead-stream keeps under `model.` (given as LEAD spells them, they are renamed).
+LEAD_KEY_ALIASES = {
+    "use_semantic": "model.use_semantic",
+    "use_depth": "model.use_depth",
+    "use_bev_semantic": "model.use_bev_semantic",
+    "detect_boxes": "model.detect_boxes",
+    "use_radar_detection": "model.use_radar_detection",
+    "radar_detection": "model.use_radar_detection",
+    "n_layer": "model.gpt_layers",
+    "n_head": "model.gpt_heads",
+    "transfuser_token_dim": "model.token_dim",
+    "transfuser_num_bev_cross_attention_layers": "model.planning_layers",
+    "transfuser_num_bev_cross_attention_heads": "model.attention_heads",
+    "radar_num_layers": "model.radar_layers",
+    "radar_tf_dim_ff": "model.radar_ff_dim",
+}
+
+
+def lead_aliases(overrides: list[str] | None) -> list[str] | None:
+    """`use_depth=false` → `model.use_depth=false` etc.; every other token is kept as given."""
+    if overrides is None:
+        return None
+    renamed = []
+    for token in overrides:
+        key, sep, value = token.partition("=")
+        renamed.append(f"{LEAD_KEY_ALIASES[key]}={value}" if sep and key in LEAD_KEY_ALIASES else token)
+    return renamed
+
+
 def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainConfig:
     """Preset + `key=value` overrides, with LEAD's config inheritance (§5.4).
 
@@ -105,6 +139,7 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
     Raises:
         ConfigError: unknown key, bad value, or an unreadable base config.json.
     """
+    overrides = lead_aliases(overrides)
     cfg = apply_overrides(preset, overrides)
     base_file = None
     if (

@@ -22,8 +22,11 @@ from torch import nn
 from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.config import format_config, to_dict
 from lead_stream.core.errors import ConfigError
-from lead_stream.model import TFv6, centernet_targets, compute_losses, model_inputs
-from lead_stream.model.losses import active_losses, planning_metrics
+from lead_stream.model import build_model, centernet_targets, compute_losses, model_inputs
+from lead_stream.model.lead_tfv6 import lead_training_keys
+from lead_stream.model.losses import model_losses, planning_metrics
+from lead_stream.model.pretrained import load_image_pretrained
+from lead_stream.model.resnet import fp32_norms
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
 from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
@@ -40,6 +43,15 @@ from lead_stream.train.distributed import (
 )
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.summary import TrainSummary
+
+
+def run_config_json(config: TrainConfig) -> dict[str, Any]:
+    """config.json: every lead-stream key, plus (preset lead) LEAD's TrainingConfig keys of the same model."""
+    data = to_dict(config)
+    if config.model.preset == "lead":
+        lead_keys = lead_training_keys(config.model, use_planning_decoder=config.use_planning_decoder)
+        data.update({key: value for key, value in lead_keys.items() if key not in data})
+    return data
 
 
 class Trainer:
@@ -63,11 +75,13 @@ class Trainer:
         if self.rank0:
             self.logdir.mkdir(parents=True, exist_ok=True)
             remove_stale_tmp(self.logdir)
-            atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
+            atomic_write_text(
+                self.logdir / "config.json", json.dumps(run_config_json(config), indent=2) + "\n"
+            )
             log0(format_config(config))
         barrier()
         torch.manual_seed(config.seed)
-        self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
+        self.model = self._build_model()
         self.num_parameters = count_parameters(self.model)
         self.loader = (
             loader
@@ -84,6 +98,8 @@ class Trainer:
         self.scaler = make_scaler(self.precision, self.device)
         self.step, self.start_epoch, self.batches_done, self.skipped = 0, 0, 0, 0
         self.resume_state = self._restore()
+        if config.freeze_backbone:
+            self.model.backbone.requires_grad_(False)
         self.ddp_model: nn.Module = self.model
         if self.info.is_distributed:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -91,10 +107,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
-        names = active_losses(
-            use_radar_detection=self.model.radar_detector is not None,
-            use_planning_decoder=config.use_planning_decoder,
-        )
+        if config.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        names = model_losses(config.model, use_planning_decoder=config.use_planning_decoder)
         self.loss_weights = config.loss_weights.normalized(names)
         self.metrics = MetricsLogger(
             self.logdir,
@@ -104,6 +119,22 @@ class Trainer:
             run_config=to_dict(config),
             purge_step=self.step if self.resume_state is not None else None,
         )
+
+    # --- model ---
+    def _build_model(self) -> nn.Module:
+        """`config.model` on the device: SyncBatchNorm if asked, fp32 norms, the image encoder's start."""
+        config = self.config
+        model = build_model(config.model, use_planning_decoder=config.use_planning_decoder)
+        if config.sync_batchnorm:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    "sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU path)"
+                )
+            model = fp32_norms(nn.SyncBatchNorm.convert_sync_batchnorm(model))
+        if config.model.preset == "lead" and not (config.load_file or config.continue_failed_training):
+            loaded, message = load_image_pretrained(model, config.model.image_pretrained)
+            log0(message if loaded else f"WARNING: {message}")
+        return model.to(self.device)
 
     # --- start / resume ---
     def _restore(self) -> ckpt.ResumeState | None:
@@ -170,6 +201,7 @@ class Trainer:
             targets,
             reduce_sum=all_reduce_sum if self.info.is_distributed else None,
             world_size=self.info.world_size,
+            per_sample=self.config.model.preset == "lead",
         )
         total = sum(self.loss_weights[name] * value for name, value in losses.items())
         stats = torch.stack([total.detach().float(), (~torch.isfinite(total.detach())).float()])
