@@ -23,13 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from lead_stream.core.constants import (
-    MAX_SPEED_MPS,
-    MAX_X_M,
-    MAX_Y_M,
-    MIN_X_M,
-    MIN_Y_M,
     TARGET_SPEED_CLASSES_MPS,
 )
+from lead_stream.model.radar_loss import radar_loss_greedy, radar_loss_hungarian
 from lead_stream.model.targets import CenterNetTargets
 
 PERCEPTION_LOSSES = (
@@ -47,8 +43,6 @@ PERCEPTION_LOSSES = (
 RADAR_LOSSES = ("radar_loss",)
 PLANNING_LOSSES = ("loss_spatio_temporal_waypoints", "loss_target_speed", "loss_spatial_route")
 LOSS_NAMES = PERCEPTION_LOSSES + RADAR_LOSSES + PLANNING_LOSSES
-RADAR_SCALE = (MAX_X_M - MIN_X_M, MAX_Y_M - MIN_Y_M, MAX_SPEED_MPS)  # LEAD's [96, 80, 25]
-RADAR_L1_WEIGHT = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,24 +166,6 @@ def two_hot_target_speed(speed_mps: torch.Tensor, brake: torch.Tensor) -> torch.
     return torch.where(brake.bool()[:, None], brake_row, target)
 
 
-@torch.no_grad()
-def greedy_match(cost: torch.Tensor) -> torch.Tensor:
-    """(B, P, L) cost, inf for invalid labels → (B, P) matched label index or -1 (greedy, lowest first)."""
-    B, P, L = cost.shape
-    cost = cost.clone()
-    match = torch.full((B, P), -1, dtype=torch.long, device=cost.device)
-    batch_idx = torch.arange(B, device=cost.device)
-    for _ in range(min(P, L)):
-        flat = cost.view(B, -1)
-        best, where = flat.min(dim=1)
-        ok = torch.isfinite(best)
-        pred_idx, label_idx = where // L, where % L
-        match[batch_idx[ok], pred_idx[ok]] = label_idx[ok]
-        cost[batch_idx[ok], pred_idx[ok], :] = float("inf")
-        cost[batch_idx[ok], :, label_idx[ok]] = float("inf")
-    return match
-
-
 def _resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) integer labels → nearest-neighbour at `size` (int64)."""
     if tuple(labels.shape[-2:]) == tuple(size):
@@ -311,6 +287,10 @@ def compute_losses(
             depth_labels = F.interpolate(
                 depth_labels[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False
             )[:, 0]
+        if per_sample:
+            depth_labels = (
+                depth_labels.long().float()
+            )  # LEAD reads its depth label as torch.long (whole metres)
         add("loss_depth", (depth - depth_labels).abs().sum(), depth_labels.numel())
     if "bev_semantic" in outputs:
         bev = outputs["bev_semantic"].float()  # (B, 13, X, Y)
@@ -325,22 +305,9 @@ def compute_losses(
             add(name, total, count)
     # --- radar detections (per-sample loss, mean over samples) ---
     if "radar_detections" in outputs:
-        pred = outputs["radar_detections"].float()  # (B, 20, 4)
-        labels = batch.radar_detections.float()  # (B, 20, 4)
-        scale = torch.tensor(RADAR_SCALE, device=pred.device)
-        l1 = ((pred[:, :, None, :3] - labels[:, None, :, :3]).abs() / scale).sum(-1)  # (B, P, L)
-        bce_pos = F.binary_cross_entropy_with_logits(
-            pred[..., 3], torch.ones_like(pred[..., 3]), reduction="none"
-        )
-        cost = RADAR_L1_WEIGHT * l1 + bce_pos[:, :, None]
-        cost = cost.masked_fill(labels[:, None, :, 3] < 0.5, float("inf"))
-        match = greedy_match(cost.detach())  # (B, P)
-        matched = match >= 0
-        matched_labels = torch.gather(labels, 1, match.clamp(min=0)[..., None].expand(-1, -1, 4))
-        l1_matched = ((pred[..., :3] - matched_labels[..., :3]).abs() / scale).sum(-1) * matched
-        per_sample_l1 = l1_matched.sum(1) / matched.sum(1).clamp(min=1)
-        bce = F.binary_cross_entropy_with_logits(pred[..., 3], matched.float(), reduction="none").mean(1)
-        add("radar_loss", (RADAR_L1_WEIGHT * per_sample_l1 + bce).sum(), pred.shape[0])
+        radar_loss = radar_loss_hungarian if per_sample else radar_loss_greedy
+        per_sample_radar = radar_loss(outputs["radar_detections"], batch.radar_detections)  # (B,)
+        add("radar_loss", per_sample_radar.sum(), per_sample_radar.shape[0])
     # --- planning (post-training) ---
     if "waypoints" in outputs:
         valid = batch.planning_valid.bool()
