@@ -27,6 +27,8 @@ class TrainConfig:
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
+    use_color_aug: bool = True  # LEAD use_color_aug: its six colour ops on training images (train/augment.py)
+    use_color_aug_prob: float = 0.2  # LEAD use_color_aug_prob: chance of each op (Leaderboard mode 0.2)
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
     description: str = "TFv6"  # free text stored in config.json
@@ -78,6 +80,7 @@ class TrainConfig:
             "log_images_frequency": self.log_images_frequency >= 1,
             "num_workers": self.num_workers >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
+            "use_color_aug_prob": 0.0 <= self.use_color_aug_prob <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -29,6 +29,7 @@ from lead_stream.model.pretrained import load_image_pretrained
 from lead_stream.model.resnet import fp32_norms
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
+from lead_stream.train.augment import color_augment, sample_seeds
 from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
 from lead_stream.train.config import TrainConfig
 from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
@@ -187,7 +188,7 @@ class Trainer:
         Returns:
             (losses, global total loss, outputs, grad norm or None, whether the step was applied).
         """
-        batch = batch.to(self.device, non_blocking=True)
+        batch = self.augment(batch.to(self.device, non_blocking=True))
         amp = self.precision in AMP_DTYPES
         with torch.autocast(
             self.device.type, dtype=AMP_DTYPES.get(self.precision, torch.float32), enabled=amp
@@ -227,6 +228,23 @@ class Trainer:
             self.skipped += 1
         self._last_targets = targets
         return losses, global_total, outputs, grad_norm, applied
+
+    def augment(self, batch: Any) -> Any:
+        """`batch` with LEAD's colour ops on its images (use_color_aug, model in training mode), else as is.
+
+        Seeded per sample by (seed, epoch, step, route/frame/variant, slot): the same in one process and split
+        over ranks, and repeated exactly after a resume.
+        """
+        if not (self.config.use_color_aug and self.model.training):
+            return batch
+        identities = [
+            f"{route}/{int(frame)}/{int(perturbated)}"
+            for route, frame, perturbated in zip(batch.route_id, batch.frame_idx, batch.perturbated)
+        ]
+        epoch = self.step // self.steps_per_epoch
+        seeds = sample_seeds(self.config.seed, epoch, self.step, identities)
+        batch.rgb = color_augment(batch.rgb, seeds, prob=self.config.use_color_aug_prob)
+        return batch
 
     # --- checkpoints ---
     def save(self, epoch: int) -> Path | None:
