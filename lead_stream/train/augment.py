@@ -47,20 +47,24 @@ def _to_u8(x: torch.Tensor) -> torch.Tensor:
     return x.round().clamp(0, 255)
 
 
+def _smooth(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """Separable Gaussian of (..., H, W) with reflected borders, as weighted sums of shifted slices."""
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    weights = torch.exp(-(taps**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).tolist()
+    h, w = x.shape[-2:]
+    padded = F.pad(x.reshape(-1, 1, h, w), (radius, radius, 0, 0), mode="reflect")
+    y = sum(wk * padded[..., k : k + w] for k, wk in enumerate(weights))
+    padded = F.pad(y, (0, 0, radius, radius), mode="reflect")
+    y = sum(wk * padded[..., k : k + h, :] for k, wk in enumerate(weights))
+    return y.reshape(x.shape)
+
+
 def _blur(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     sigma = _uniform(g, 0.0, 1.0, x.device)
     if sigma < 0.05:
         return x
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[0]
-    y = F.pad(x[None], (radius, radius, 0, 0), mode="reflect")
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
-    y = F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return _to_u8(y[0])
+    return _to_u8(_smooth(x, sigma, max(1, math.ceil(3 * sigma))))
 
 
 def _noise(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -95,13 +99,8 @@ def _elastic(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Per-pixel displacement: uniform(-1, 1) fields smoothed with σ = 0.25 px, times α, bilinear remap."""
     alpha = _uniform(g, 0.5, 1.5, x.device)
     _, h, w = x.shape
-    field = torch.rand((2, 1, h, w), generator=g, device=x.device) * 2 - 1
-    taps = torch.tensor([-1.0, 0.0, 1.0], device=x.device)
-    kernel = torch.exp(-(taps**2) / (2 * 0.25**2))
-    kernel = kernel / kernel.sum()
-    field = F.conv2d(F.pad(field, (1, 1, 0, 0), mode="reflect"), kernel.view(1, 1, 1, 3))
-    field = F.conv2d(F.pad(field, (0, 0, 1, 1), mode="reflect"), kernel.view(1, 1, 3, 1))
-    dx, dy = alpha * field[0, 0], alpha * field[1, 0]  # (h, w) pixels
+    field = _smooth(torch.rand((2, h, w), generator=g, device=x.device) * 2 - 1, 0.25, 1)
+    dx, dy = alpha * field[0], alpha * field[1]  # (h, w) pixels
     ys, xs = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=torch.float32),
         torch.arange(w, device=x.device, dtype=torch.float32),
