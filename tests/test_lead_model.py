@@ -19,6 +19,7 @@ from lead_stream.model.pretrained import load_image_pretrained, offline_message
 from lead_stream.model.random_batch import FixedBatchLoader, random_batch
 from lead_stream.model.targets import centernet_targets
 from lead_stream.train import Trainer, posttrain_config, pretrain_config, resolve_config
+from lead_stream.train.visualize import bev_image, camera_image
 
 LEAD_LAYOUT = json.loads((Path(__file__).parent / "assets" / "lead_tfv6_state_dict.json").read_text())
 PHASES = [("pretrain", False), ("posttrain", True)]
@@ -178,8 +179,11 @@ def test_disabled_heads_are_not_built_and_their_losses_are_absent_11():
     batch = random_batch(2, seed=1)
     outputs = small(**model_inputs(batch))
     assert "semantic" not in outputs and "bev_semantic" not in outputs and "depth_m" in outputs
-    losses = compute_losses(outputs, batch, centernet_targets(batch.boxes, batch.num_boxes))
+    targets = centernet_targets(batch.boxes, batch.num_boxes)
+    losses = compute_losses(outputs, batch, targets)
     assert set(losses) == set(model_losses(compact, use_planning_decoder=False))
+    assert bev_image(batch, outputs, targets.heatmap).shape == (160, 960, 3)  # missing heads: black panels
+    assert camera_image(batch, outputs).shape == (288, 576, 3)
 
 
 def test_per_sample_centernet_loss_is_leads_mean_of_per_sample_ratios_11():
