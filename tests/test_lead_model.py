@@ -256,3 +256,20 @@ def test_lead_runs_write_checkpoints_and_config_a_lead_agent_reads_11(tmp_path):
     assert all(torch.equal(own[name], tensor) for name, tensor in lead_state.items())
     assert [[n, list(t.shape), str(t.dtype)] for n, t in own.items()] == LEAD_LAYOUT["posttrain"]
     assert set(trainer.loss_weights) == set(model_losses(post.model, use_planning_decoder=True))
+
+
+def test_freeze_backbone_keeps_it_fixed_and_sync_batchnorm_needs_cuda_11(tmp_path):
+    from train_helpers import TINY
+
+    common = ["epochs=1", "batch_size=2", *TINY, "visualize_training=false"]
+    with pytest.raises(ConfigError, match="sync_batchnorm=true needs CUDA"):
+        Trainer(
+            resolve_config(pretrain_config(), [f"logdir={tmp_path / 's'}", "sync_batchnorm=true", *common])
+        )
+    cfg = resolve_config(pretrain_config(), [f"logdir={tmp_path / 'f'}", "freeze_backbone=true", *common])
+    trainer = Trainer(cfg, loader=FixedBatchLoader([random_batch(2, seed=0)], steps_per_epoch=1))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.fit()
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(after[n], before[n]) for n in before if n.startswith("backbone."))
+    assert any(not torch.equal(after[n], before[n]) for n in before if not n.startswith("backbone."))

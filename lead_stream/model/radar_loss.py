@@ -9,6 +9,7 @@ labels only, cheapest pair first, on the device without a host round trip.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,9 +72,9 @@ def radar_loss_hungarian(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tens
         reduction="none",
     )[..., 0]  # (B, Q, Q)
     cost = (RADAR_L1_WEIGHT * l1 + RADAR_BCE_WEIGHT * bce).detach().cpu()
-    rows, cols = zip(*(linear_sum_assignment(c.numpy()) for c in cost))
-    pred_idx = torch.as_tensor(list(rows), dtype=torch.long, device=pred.device)  # (B, Q)
-    label_idx = torch.as_tensor(list(cols), dtype=torch.long, device=pred.device)
+    matches = np.stack([np.stack(linear_sum_assignment(c.numpy())) for c in cost])  # (B, 2, Q)
+    pred_idx = torch.from_numpy(matches[:, 0]).long().to(pred.device)  # (B, Q)
+    label_idx = torch.from_numpy(matches[:, 1]).long().to(pred.device)
     batch_idx = torch.arange(pred.shape[0], device=pred.device)[:, None]
     matched_pred, matched_label = pred[batch_idx, pred_idx], labels[batch_idx, label_idx]
     mask = matched_label[..., 3]

@@ -20,43 +20,28 @@ from lead_stream.model.backbone import TransFuserBackbone
 from lead_stream.model.heads import BevSemanticHead, CenterNetHead, PerspectiveDecoder, RadarDetector
 from lead_stream.model.planning import PlanningDecoder
 
+LEAD_SIZES: dict[str, object] = dict(  # LEAD's resnet34 TFv6 (LEAD's config defaults)
+    image_size=(384, 1152),
+    bev_size=(320, 384),
+    widths=(64, 128, 256, 512),
+    blocks=(3, 4, 6, 3),
+    image_anchors=(12, 36),
+    lidar_anchors=(10, 12),
+    gpt_layers=2,
+    gpt_heads=4,
+    bev_channels=64,
+    decoder_channels=(128, 64, 32),
+    token_dim=256,
+    attention_heads=8,
+    radar_layers=4,
+    radar_ff_dim=1024,
+    planning_layers=6,
+    planning_ff_dim=2048,
+)
+
 PRESETS: dict[str, dict[str, object]] = {
-    "lead": dict(
-        image_size=(384, 1152),
-        bev_size=(320, 384),
-        widths=(64, 128, 256, 512),
-        blocks=(3, 4, 6, 3),
-        image_anchors=(12, 36),
-        lidar_anchors=(10, 12),
-        gpt_layers=2,
-        gpt_heads=4,
-        bev_channels=64,
-        decoder_channels=(128, 64, 32),
-        token_dim=256,
-        attention_heads=8,
-        radar_layers=4,
-        radar_ff_dim=1024,
-        planning_layers=6,
-        planning_ff_dim=2048,
-    ),
-    "full": dict(
-        image_size=(384, 1152),
-        bev_size=(320, 384),
-        widths=(64, 128, 256, 512),
-        blocks=(3, 4, 6, 3),
-        image_anchors=(12, 36),
-        lidar_anchors=(10, 12),
-        gpt_layers=2,
-        gpt_heads=4,
-        bev_channels=64,
-        decoder_channels=(128, 64, 32),
-        token_dim=256,
-        attention_heads=8,
-        radar_layers=4,
-        radar_ff_dim=1024,
-        planning_layers=6,
-        planning_ff_dim=2048,
-    ),
+    "lead": LEAD_SIZES,  # LEAD's module layout (lead_tfv6.LeadTFv6)
+    "full": LEAD_SIZES,  # the same sizes in our GroupNorm layout
     "compact": dict(
         image_size=(96, 288),
         bev_size=(80, 96),
