@@ -273,3 +273,18 @@ def test_freeze_backbone_keeps_it_fixed_and_sync_batchnorm_needs_cuda_11(tmp_pat
     after = dict(trainer.model.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in before if n.startswith("backbone."))
     assert any(not torch.equal(after[n], before[n]) for n in before if not n.startswith("backbone."))
+
+
+def test_cli_trains_the_default_lead_model_on_real_shards_11(sharded_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from lead_stream.cli.main import app
+
+    run = tmp_path / "pre"
+    args = [f"logdir={run}", f"carla_root={sharded_root}", "batch_size=1", "epoch_size=1", "max_steps=1"]
+    args += ["num_workers=0", "progress=false", "visualize_training=false"]
+    result = CliRunner().invoke(app, ["train", "pretrain", *args])
+    assert result.exit_code == 0, result.output
+    assert "model.image_pretrained=" in result.output  # offline here: the message says which file and key
+    state = torch.load(run / "model_0000.pth", weights_only=True)
+    assert [[n, list(t.shape), str(t.dtype)] for n, t in state.items()] == LEAD_LAYOUT["pretrain"]
