@@ -30,7 +30,10 @@ def lead_layout(use_planning_decoder: bool) -> list[list[object]]:
         return create_model(*args, **kwargs)
 
     timm.create_model = offline_create_model
-    from lead.tfv6.tfv6 import TFv6
+    try:
+        from lead.tfv6.tfv6 import TFv6
+    except ModuleNotFoundError:  # before the 2026 move (autonomousvision/lead 8bb1118): lead/training/tfv6
+        from lead.training.tfv6.tfv6 import TFv6
     from lead.training.config_training import TrainingConfig
 
     config = TrainingConfig({"transfuser_token_dim": TOKEN_DIM, "use_planning_decoder": use_planning_decoder})
