@@ -288,3 +288,14 @@ def test_cli_trains_the_default_lead_model_on_real_shards_11(sharded_root, tmp_p
     assert "model.image_pretrained=" in result.output  # offline here: the message says which file and key
     state = torch.load(run / "model_0000.pth", weights_only=True)
     assert [[n, list(t.shape), str(t.dtype)] for n, t in state.items()] == LEAD_LAYOUT["pretrain"]
+
+
+def test_posttrain_from_a_lead_run_inherits_its_model_keys_11(tmp_path):
+    lead_run = tmp_path / "lead_pretrain"
+    lead_run.mkdir()
+    lead_config = {"transfuser_token_dim": 64, "n_layer": 2, "use_depth": True, "batch_size": 8, "epochs": 3}
+    lead_config |= {"compile": True, "radar_num_layers": 4, "image_architecture": "resnet34"}
+    (lead_run / "config.json").write_text(json.dumps(lead_config))
+    cfg = resolve_config(posttrain_config(lead_run / "model_0030.pth"), [f"logdir={tmp_path / 'post'}"])
+    assert cfg.model.token_dim == 64 and cfg.model.preset == "lead"  # LEAD HEAD's default width is kept
+    assert cfg.batch_size == 8 and cfg.epochs == 3 and cfg.compile is False and cfg.use_planning_decoder

@@ -132,6 +132,21 @@ def lead_aliases(overrides: list[str] | None) -> list[str] | None:
     return renamed
 
 
+def lead_written_model_keys(data: dict) -> list[str]:
+    """A config.json written by LEAD itself (no `model` section) → its model keys as `model.*` overrides.
+
+    The key `compile` of such a file is dropped (LEAD never uses its compiled model; here compile is real).
+    """
+    if "model" in data:
+        return []
+    data.pop("compile", None)
+    return [
+        f"{LEAD_KEY_ALIASES[key]}={json.dumps(value)}"
+        for key, value in data.items()
+        if key in LEAD_KEY_ALIASES and key != "radar_detection"
+    ]
+
+
 def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainConfig:
     """Preset + `key=value` overrides, with LEAD's config inheritance (§5.4).
 
@@ -156,7 +171,12 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
     if base_file is None:
         return cfg
     try:
-        base = from_dict(TrainConfig, json.loads(base_file.read_text()))
+        data = json.loads(base_file.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        lead_model = lead_written_model_keys(data)
+        base = from_dict(TrainConfig, data)
+        base = apply_overrides(base, lead_model)
     except (json.JSONDecodeError, TypeError) as error:
         raise ConfigError(f"{base_file}: not a TrainConfig JSON ({error})") from None
     base = dataclasses.replace(
