@@ -299,3 +299,14 @@ def test_posttrain_from_a_lead_run_inherits_its_model_keys_11(tmp_path):
     cfg = resolve_config(posttrain_config(lead_run / "model_0030.pth"), [f"logdir={tmp_path / 'post'}"])
     assert cfg.model.token_dim == 64 and cfg.model.preset == "lead"  # LEAD HEAD's default width is kept
     assert cfg.batch_size == 8 and cfg.epochs == 3 and cfg.compile is False and cfg.use_planning_decoder
+
+
+def test_token_dim_64_of_lead_head_shrinks_only_the_planner_11():
+    state = build_model(
+        ModelConfig(token_dim=64, image_pretrained="none"), use_planning_decoder=True
+    ).state_dict()
+    assert state["radar_detector.q"].shape == (1, 20, 256)  # LEAD's radar_token_dim stays 256
+    assert state["planning_decoder.query"].shape == (1, 19, 64)
+    assert state["planning_decoder.planning_context_encoder.radar_encoder.weight"].shape == (64, 256)
+    with pytest.raises(ValueError, match="radar_token_dim exists in preset lead only"):
+        ModelConfig(preset="compact", radar_token_dim=128)

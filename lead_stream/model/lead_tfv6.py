@@ -53,7 +53,7 @@ class LeadTFv6(nn.Module):
         if cfg.use_radar_detection:
             self.radar_detector = RadarDetector(
                 self.backbone.num_lidar_features,
-                dim=cfg.token_dim,
+                dim=cfg.radar_token_dim,
                 heads=cfg.attention_heads,
                 ff_dim=cfg.radar_ff_dim,
                 layers=cfg.radar_layers,
@@ -69,7 +69,7 @@ class LeadTFv6(nn.Module):
                 layers=cfg.planning_layers,
                 ff_dim=cfg.planning_ff_dim,
                 dropout=dropout,
-                radar_dim=cfg.token_dim if cfg.use_radar_detection else None,
+                radar_dim=cfg.radar_token_dim if cfg.use_radar_detection else None,
             )
 
     def forward(
@@ -150,7 +150,7 @@ def lead_training_keys(config: ModelConfig, *, use_planning_decoder: bool) -> di
         "n_layer": cfg.gpt_layers,
         "n_head": cfg.gpt_heads,
         "transfuser_token_dim": cfg.token_dim,
-        "radar_token_dim": cfg.token_dim,
+        "radar_token_dim": cfg.radar_token_dim,
         "transfuser_num_bev_cross_attention_heads": cfg.attention_heads,
         "radar_num_heads": cfg.attention_heads,
         "transfuser_num_bev_cross_attention_layers": cfg.planning_layers,

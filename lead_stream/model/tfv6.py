@@ -40,7 +40,7 @@ LEAD_SIZES: dict[str, object] = dict(  # LEAD's resnet34 TFv6 (LEAD's config def
 )
 
 PRESETS: dict[str, dict[str, object]] = {
-    "lead": LEAD_SIZES,  # LEAD's module layout (lead_tfv6.LeadTFv6)
+    "lead": {**LEAD_SIZES, "radar_token_dim": 256},  # LEAD's module layout (lead_tfv6.LeadTFv6)
     "full": LEAD_SIZES,  # the same sizes in our GroupNorm layout
     "compact": dict(
         image_size=(96, 288),
@@ -102,6 +102,9 @@ class ModelConfig:
     bev_channels: int | None = None  # channels of the 80 x 96 BEV grid (LEAD 64)
     decoder_channels: tuple[int, int, int] | None = None  # perspective decoder convs (LEAD 128, 64, 32)
     token_dim: int | None = None  # width of radar / planning transformers (LEAD 256)
+    radar_token_dim: int | None = (
+        None  # lead: radar detector width (LEAD radar_token_dim 256); else = token_dim
+    )
     attention_heads: int | None = None  # heads of radar / planning transformers (LEAD 8)
     use_semantic: bool = True  # LEAD use_semantic: build the perspective semantic decoder and its loss
     use_depth: bool = True  # LEAD use_depth: build the perspective depth decoder and its loss
@@ -123,6 +126,8 @@ class ModelConfig:
             raise ValueError(f"blocks needs 4 positive counts, got {self.blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.preset != "lead" and self.radar_token_dim is not None:
+            raise ValueError("model.radar_token_dim exists in preset lead only (full/compact use token_dim)")
         if self.preset == "lead":
             for name in LEAD_FIXED_FIELDS:
                 value = getattr(self, name)

@@ -114,6 +114,7 @@ LEAD_KEY_ALIASES = {
     "n_layer": "model.gpt_layers",
     "n_head": "model.gpt_heads",
     "transfuser_token_dim": "model.token_dim",
+    "radar_token_dim": "model.radar_token_dim",
     "transfuser_num_bev_cross_attention_layers": "model.planning_layers",
     "transfuser_num_bev_cross_attention_heads": "model.attention_heads",
     "radar_num_layers": "model.radar_layers",
