@@ -22,15 +22,19 @@ from torch import nn
 from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.config import format_config, to_dict
 from lead_stream.core.errors import ConfigError
-from lead_stream.model import build_model, centernet_targets, compute_losses, model_inputs
-from lead_stream.model.lead_tfv6 import lead_training_keys
+from lead_stream.model import centernet_targets, compute_losses, model_inputs
 from lead_stream.model.losses import model_losses, planning_metrics
-from lead_stream.model.pretrained import load_image_pretrained
-from lead_stream.model.resnet import fp32_norms
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
 from lead_stream.train.augment import color_augment, sample_seeds
-from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
+from lead_stream.train.components import (
+    build_loader,
+    build_run_model,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+    run_config_json,
+)
 from lead_stream.train.config import TrainConfig
 from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
 from lead_stream.train.distributed import (
@@ -44,15 +48,6 @@ from lead_stream.train.distributed import (
 )
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.summary import TrainSummary
-
-
-def run_config_json(config: TrainConfig) -> dict[str, Any]:
-    """config.json: every lead-stream key, plus (preset lead) LEAD's TrainingConfig keys of the same model."""
-    data = to_dict(config)
-    if config.model.preset == "lead":
-        lead_keys = lead_training_keys(config.model, use_planning_decoder=config.use_planning_decoder)
-        data.update({key: value for key, value in lead_keys.items() if key not in data})
-    return data
 
 
 class Trainer:
@@ -82,7 +77,7 @@ class Trainer:
             log0(format_config(config))
         barrier()
         torch.manual_seed(config.seed)
-        self.model = self._build_model()
+        self.model = build_run_model(config, self.device)
         self.num_parameters = count_parameters(self.model)
         self.loader = (
             loader
@@ -120,22 +115,6 @@ class Trainer:
             run_config=to_dict(config),
             purge_step=self.step if self.resume_state is not None else None,
         )
-
-    # --- model ---
-    def _build_model(self) -> nn.Module:
-        """`config.model` on the device: SyncBatchNorm if asked, fp32 norms, the image encoder's start."""
-        config = self.config
-        model = build_model(config.model, use_planning_decoder=config.use_planning_decoder)
-        if config.sync_batchnorm:
-            if self.device.type != "cuda":
-                raise ConfigError(
-                    "sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU path)"
-                )
-            model = fp32_norms(nn.SyncBatchNorm.convert_sync_batchnorm(model))
-        if config.model.preset == "lead" and not (config.load_file or config.continue_failed_training):
-            loaded, message = load_image_pretrained(model, config.model.image_pretrained)
-            log0(message if loaded else f"WARNING: {message}")
-        return model.to(self.device)
 
     # --- start / resume ---
     def _restore(self) -> ckpt.ResumeState | None:
