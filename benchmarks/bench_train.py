@@ -8,6 +8,11 @@ git_commit and the settings.
 
     python benchmarks/bench_train.py --quick                      # CPU, compact, < 1 min on 2 cores
     python benchmarks/bench_train.py --preset full --device cuda --precision bf16 --batch-size 16
+    python benchmarks/bench_train.py --compare lead,compact --quick   # model only, one subprocess per preset
+
+`--compare` runs the model-only measurement of each preset in its own process (so that peak memory is the
+preset's own: peak GPU allocation on CUDA, peak RSS on CPU) and prints samples/s and peak memory beside the
+first preset's, the baseline of the same run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -91,6 +97,71 @@ def _measure(trainer, batches, *, warmup: int, steps: int) -> dict[str, float]:
     }
 
 
+def _peak_memory_mib(device: torch.device) -> float:
+    """Peak GPU allocation (CUDA) or peak resident set size of this process (CPU), MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def compare_presets(args: argparse.Namespace) -> None:
+    """Model-only runs of each preset in `args.compare`, each in its own process; the first is the baseline."""
+    presets = [name.strip() for name in args.compare.split(",") if name.strip()]
+    passthrough = ["--model-only", f"--device={args.device}", f"--precision={args.precision}"]
+    passthrough += ["--quick"] if args.quick else []
+    passthrough += ["--no-color-aug"] if args.no_color_aug else []
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--steps", args.steps),
+        ("--warmup", args.warmup),
+    ):
+        if value is not None:
+            passthrough.append(f"{flag}={value}")
+    results = {}
+    for preset in presets:
+        run = subprocess.run(
+            [sys.executable, __file__, f"--preset={preset}", *passthrough], capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            sys.exit(f"bench_train: preset {preset} failed:\n{run.stderr[-2000:]}")
+        results[preset] = json.loads(run.stdout.strip().splitlines()[-1])
+    base = results[presets[0]]
+    print(f"bench_train --compare (model only, one process per preset; baseline = {presets[0]})")
+    print(
+        f"{'preset':<8} {'params M':>9} {'batch':>6} {'samples/s':>10} {'vs base':>8} {'peak GiB':>9} {'vs base':>8}"
+    )
+    for preset, r in results.items():
+        print(
+            f"{preset:<8} {r['num_parameters'] / 1e6:>9.2f} {r['batch_size']:>6} {r['model_only_samples_per_s']:>10.3f} "
+            f"{r['model_only_samples_per_s'] / base['model_only_samples_per_s']:>7.3f}x "
+            f"{r['peak_memory_mib'] / 1024:>9.2f} {r['peak_memory_mib'] / base['peak_memory_mib']:>7.2f}x"
+        )
+    print(
+        json.dumps(
+            {
+                "compare": presets,
+                "baseline": presets[0],
+                "results": {
+                    p: {
+                        k: r[k]
+                        for k in (
+                            "model_only_samples_per_s",
+                            "peak_memory_mib",
+                            "batch_size",
+                            "num_parameters",
+                        )
+                    }
+                    for p, r in results.items()
+                },
+                "device": base["device"],
+                "machine": base["machine"],
+                "precision": base["precision"],
+                "git_commit": base["git_commit"],
+            }
+        )
+    )
+
+
 def _cycle(loader):
     epoch = 0
     while True:
@@ -104,7 +175,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small cache and few steps (< 1 min on 2 cores)")
-    parser.add_argument("--preset", choices=["compact", "full"], default="compact")
+    parser.add_argument("--preset", choices=["lead", "compact", "full"], default="compact")
+    parser.add_argument(
+        "--compare", default=None, help="comma-separated presets, model only (e.g. lead,compact)"
+    )
+    parser.add_argument("--no-color-aug", action="store_true", help="leave LEAD's colour augmentation out")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 4 (compact) / 16 (full)")
@@ -122,13 +197,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to generate the synthetic cache")
     parser.add_argument("--model-only", action="store_true", help="skip the real-loader measurement")
     args = parser.parse_args()
+    if args.compare:
+        compare_presets(args)
+        return
 
     from lead_stream.model.random_batch import FixedBatchLoader, random_batch
     from lead_stream.train import Trainer, pretrain_config, resolve_config
 
-    batch_size = args.batch_size or (4 if args.preset == "compact" else 16)
-    steps = args.steps or (5 if args.quick else 20)
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+    big = args.preset != "compact"
+    batch_size = args.batch_size or (4 if not big else (1 if args.quick else 16))
+    steps = args.steps or ((1 if big else 5) if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else ((1 if big else 2) if args.quick else 5)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train_"))
     overrides = [
         f"logdir={workdir / 'run'}",
@@ -139,6 +218,8 @@ def main() -> None:
         f"num_workers={args.num_workers}",
         "progress=false",
         "visualize_training=false",
+        f"use_color_aug={'false' if args.no_color_aug else 'true'}",
+        "model.image_pretrained=none",
     ]
     rows = []
     loader_result = None
@@ -184,8 +265,8 @@ def main() -> None:
             f"{name:<18} {result['samples_per_s']:>10.2f} {result['step_s']:>8.3f} "
             f"{result['data_wait_share']:>9.1%} {result['wait_ms_median']:>9.2f}/{result['wait_ms_max']:<9.2f}  {note}"
         )
-    if device.type == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    peak_mib = _peak_memory_mib(device)
+    print(f"peak {'GPU allocation' if device.type == 'cuda' else 'RSS'} {peak_mib / 1024:.2f} GiB")
     print(f"total {time.perf_counter() - t_start:.1f} s")
     print(
         json.dumps(
@@ -204,6 +285,8 @@ def main() -> None:
                 "steps": steps,
                 "num_workers": args.num_workers,
                 "num_parameters": trainer.num_parameters,
+                "peak_memory_mib": round(peak_mib, 1),
+                "color_aug": not args.no_color_aug,
                 "torch": torch.__version__,
             }
         )

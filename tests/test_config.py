@@ -75,7 +75,9 @@ def test_bad_overrides_raise_config_error_naming_the_key(token, fragment):
 
 
 def test_to_dict_is_json_and_round_trips():
-    cfg = apply_overrides(posttrain_config(Path("a/model_0030.pth")), ["model.widths=8,16,32,64", "seed=3"])
+    cfg = apply_overrides(
+        posttrain_config(Path("a/model_0030.pth")), ["model.preset=full", "model.widths=8,16,32,64", "seed=3"]
+    )
     data = json.loads(json.dumps(to_dict(cfg)))
     assert from_dict(TrainConfig, data) == cfg
 

@@ -16,6 +16,7 @@ TINY = [
     "progress=false",
     "num_workers=0",
     "log_scalars_frequency=1",
+    "use_color_aug=false",  # LEAD's colour ops cost ~0.1 s per full-size image on CPU; tests of them opt in
 ]
 
 

@@ -53,7 +53,16 @@ TP_DISTANCES_M = tuple(3.0 + 0.25 * i for i in range(29))  # 3.0, 3.25, ..., 10.
 NUM_WAYPOINTS = 8
 WAYPOINT_SPACING_STEPS = 5  # 20 Hz steps between waypoints -> 0.25 s
 NUM_ROUTE_POINTS = 10  # 1 m spacing from 2.5 m ahead
-TARGET_SPEED_CLASSES_MPS = (0.0, 4.0, 8.0, 10.0, 13.89, 16.0, 17.78, 20.0)
+TARGET_SPEED_CLASSES_MPS = (
+    0.0,
+    4.0,
+    8.0,
+    10.0,
+    13.88888888,
+    16.0,
+    17.77777777,
+    20.0,
+)  # LEAD target_speed_classes, digit for digit
 NUM_COMMANDS = 6  # one-hot of RoadOption 1..6 (VOID -> LANEFOLLOW)
 
 

@@ -5,6 +5,12 @@ ranks first (`reduce_sum`) and each rank returns `local_sum / (global_count / wo
 average then equals the gradient of the global-batch loss, and the mean of the ranks' losses equals the
 loss one process would compute on the whole global batch. Weights are LEAD's `detailed_loss_weights`,
 normalised to sum to 1 over the losses that exist in the phase.
+
+`per_sample=True` (preset lead) is LEAD's normalisation: CenterNet sums are divided per sample by that
+sample's `avg_factor` (max(1, heatmap cells equal to 1), + fp32 eps) and then averaged over samples, the
+heatmap focal loss uses LEAD's eps form, and the BEV cross-entropy is a mean over all pixels (ignored ones
+count 0). The pooled default divides the batch's sums by the batch's counts. A loss whose head is not
+built (its output is absent) is absent.
 """
 
 from __future__ import annotations
@@ -17,13 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from lead_stream.core.constants import (
-    MAX_SPEED_MPS,
-    MAX_X_M,
-    MAX_Y_M,
-    MIN_X_M,
-    MIN_Y_M,
     TARGET_SPEED_CLASSES_MPS,
 )
+from lead_stream.model.radar_loss import radar_loss_greedy, radar_loss_hungarian
 from lead_stream.model.targets import CenterNetTargets
 
 PERCEPTION_LOSSES = (
@@ -41,8 +43,6 @@ PERCEPTION_LOSSES = (
 RADAR_LOSSES = ("radar_loss",)
 PLANNING_LOSSES = ("loss_spatio_temporal_waypoints", "loss_target_speed", "loss_spatial_route")
 LOSS_NAMES = PERCEPTION_LOSSES + RADAR_LOSSES + PLANNING_LOSSES
-RADAR_SCALE = (MAX_X_M - MIN_X_M, MAX_Y_M - MIN_Y_M, MAX_SPEED_MPS)  # LEAD's [96, 80, 25]
-RADAR_L1_WEIGHT = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,24 +78,78 @@ class LossWeights:
         return {name: value / total for name, value in raw.items()}
 
 
-def active_losses(*, use_radar_detection: bool, use_planning_decoder: bool) -> tuple[str, ...]:
-    """The loss names a model with these heads produces."""
+HEAD_LOSSES = {
+    "use_semantic": ("loss_semantic",),
+    "use_depth": ("loss_depth",),
+    "use_bev_semantic": ("loss_bev_semantic",),
+    "detect_boxes": tuple(name for name in PERCEPTION_LOSSES if name.startswith("loss_center_net")),
+}
+
+
+def active_losses(
+    *,
+    use_radar_detection: bool,
+    use_planning_decoder: bool,
+    disabled: tuple[str, ...] = (),
+    brake: bool = True,
+) -> tuple[str, ...]:
+    """The loss names a model with these heads produces.
+
+    Args:
+        use_radar_detection: the radar detector is built.
+        use_planning_decoder: the planner is built (post-training).
+        disabled: ModelConfig switches that are off (`use_semantic`, `use_depth`, `use_bev_semantic`,
+            `detect_boxes`): their losses are absent.
+        brake: the model predicts box brake (lead-stream's own heads; LEAD's CenterNet has none).
+    """
+    dropped = {name for switch in disabled for name in HEAD_LOSSES[switch]}
+    if not brake:
+        dropped.add("loss_center_net_brake")
+    names = tuple(name for name in PERCEPTION_LOSSES if name not in dropped)
     return (
-        PERCEPTION_LOSSES
+        names
         + (RADAR_LOSSES if use_radar_detection else ())
         + (PLANNING_LOSSES if use_planning_decoder else ())
     )
 
 
+def model_losses(config: object, *, use_planning_decoder: bool) -> tuple[str, ...]:
+    """`active_losses` of a `ModelConfig` (its head switches and preset)."""
+    return active_losses(
+        use_radar_detection=config.use_radar_detection,
+        use_planning_decoder=use_planning_decoder,
+        disabled=tuple(switch for switch in HEAD_LOSSES if not getattr(config, switch)),
+        brake=config.preset != "lead",
+    )
+
+
+def gaussian_focal_loss(
+    pred_logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 2.0,
+    gamma: float = 4.0,
+    *,
+    lead_eps: bool = False,
+) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss per element (LEAD α=2, γ=4).
+
+    lead_eps: LEAD's form (log(p + 1e-12), no clamping); else p is clamped to [1e-4, 1 - 1e-4].
+    """
+    pred = torch.sigmoid(pred_logits.float())
+    eps = 1e-12 if lead_eps else 0.0
+    if not lead_eps:
+        pred = pred.clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -torch.log(pred + eps) * (1 - pred) ** alpha * pos
+    neg_loss = -torch.log(1 - pred + eps) * pred**alpha * (1 - target) ** gamma * (1 - pos)
+    return pos_loss + neg_loss
+
+
 def gaussian_focal_loss_sum(
     pred_logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, gamma: float = 4.0
 ) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss, summed (LEAD α=2, γ=4)."""
-    pred = torch.sigmoid(pred_logits).clamp(1e-4, 1 - 1e-4)
-    pos = target.eq(1).float()
-    pos_loss = -torch.log(pred) * (1 - pred) ** alpha * pos
-    neg_loss = -torch.log(1 - pred) * pred**alpha * (1 - target) ** gamma * (1 - pos)
-    return pos_loss.sum() + neg_loss.sum()
+    """`gaussian_focal_loss`, summed over every element."""
+    return gaussian_focal_loss(pred_logits, target, alpha, gamma).sum()
 
 
 def two_hot_target_speed(speed_mps: torch.Tensor, brake: torch.Tensor) -> torch.Tensor:
@@ -112,29 +166,81 @@ def two_hot_target_speed(speed_mps: torch.Tensor, brake: torch.Tensor) -> torch.
     return torch.where(brake.bool()[:, None], brake_row, target)
 
 
-@torch.no_grad()
-def greedy_match(cost: torch.Tensor) -> torch.Tensor:
-    """(B, P, L) cost, inf for invalid labels → (B, P) matched label index or -1 (greedy, lowest first)."""
-    B, P, L = cost.shape
-    cost = cost.clone()
-    match = torch.full((B, P), -1, dtype=torch.long, device=cost.device)
-    batch_idx = torch.arange(B, device=cost.device)
-    for _ in range(min(P, L)):
-        flat = cost.view(B, -1)
-        best, where = flat.min(dim=1)
-        ok = torch.isfinite(best)
-        pred_idx, label_idx = where // L, where % L
-        match[batch_idx[ok], pred_idx[ok]] = label_idx[ok]
-        cost[batch_idx[ok], pred_idx[ok], :] = float("inf")
-        cost[batch_idx[ok], :, label_idx[ok]] = float("inf")
-    return match
-
-
 def _resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) integer labels → nearest-neighbour at `size` (int64)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels.long()
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def _centernet_pooled(
+    outputs: dict[str, torch.Tensor], targets: CenterNetTargets
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(sum, count) of the CenterNet losses, normalised by the batch's number of centres."""
+    centres = targets.centre_mask  # (B, 80, 96)
+    num_centres = targets.num_centres
+    mask2 = centres[:, None].float()
+    out = {
+        "loss_center_net_heatmap": (
+            gaussian_focal_loss_sum(outputs["center_net_heatmap"], targets.heatmap),
+            num_centres,
+        ),
+        "loss_center_net_wh": (
+            ((outputs["center_net_wh"].float() - targets.wh).abs() * mask2).sum(),
+            2 * num_centres,
+        ),
+        "loss_center_net_offset": (
+            ((outputs["center_net_offset"].float() - targets.offset).abs() * mask2).sum(),
+            2 * num_centres,
+        ),
+    }
+    yaw_ce = F.cross_entropy(outputs["center_net_yaw_class"].float(), targets.yaw_class, reduction="none")
+    out["loss_center_net_yaw_class"] = ((yaw_ce * centres).sum(), num_centres)
+    yaw_res = F.smooth_l1_loss(outputs["center_net_yaw_res"].float(), targets.yaw_res, reduction="none")
+    out["loss_center_net_yaw_res"] = ((yaw_res * mask2).sum(), num_centres)
+    if "center_net_velocity" in outputs:
+        velocity = (outputs["center_net_velocity"].float() - targets.velocity).abs() * mask2
+        out["loss_center_net_velocity"] = (velocity.sum(), num_centres)
+    if "center_net_brake" in outputs:
+        brake_ce = F.cross_entropy(outputs["center_net_brake"].float(), targets.brake, reduction="none")
+        out["loss_center_net_brake"] = ((brake_ce * centres).sum(), num_centres)
+    return out
+
+
+def _centernet_per_sample(
+    outputs: dict[str, torch.Tensor], targets: CenterNetTargets
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(sum over samples of per-sample losses, B): LEAD's `CenterNetDecoder.compute_loss`."""
+    heatmap = targets.heatmap  # (B, 8, 80, 96)
+    B = heatmap.shape[0]
+    avg_factor = heatmap.eq(1).flatten(1).sum(1).clamp(min=1).float() + torch.finfo(torch.float32).eps  # (B,)
+    weight = targets.centre_mask[:, None].float()  # (B, 1, 80, 96): LEAD's pixel_weight
+
+    def per_sample(values: torch.Tensor, divisor: float = 1.0) -> tuple[torch.Tensor, int]:
+        return (values.flatten(1).sum(1) / (avg_factor * divisor)).sum(), B
+
+    out = {
+        "loss_center_net_heatmap": per_sample(
+            gaussian_focal_loss(outputs["center_net_heatmap"], heatmap, lead_eps=True)
+        ),
+        "loss_center_net_wh": per_sample((outputs["center_net_wh"].float() - targets.wh).abs() * weight, 2.0),
+        "loss_center_net_offset": per_sample(
+            (outputs["center_net_offset"].float() - targets.offset).abs() * weight, 2.0
+        ),
+        "loss_center_net_yaw_class": per_sample(
+            F.cross_entropy(outputs["center_net_yaw_class"].float(), targets.yaw_class, reduction="none")
+            * weight[:, 0]
+        ),
+        "loss_center_net_yaw_res": per_sample(
+            F.smooth_l1_loss(outputs["center_net_yaw_res"].float(), targets.yaw_res, reduction="none")
+            * weight
+        ),
+    }
+    if "center_net_velocity" in outputs:
+        out["loss_center_net_velocity"] = per_sample(
+            (outputs["center_net_velocity"].float() - targets.velocity).abs() * weight
+        )
+    return out
 
 
 def compute_losses(
@@ -144,6 +250,7 @@ def compute_losses(
     *,
     reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
     world_size: int = 1,
+    per_sample: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Unweighted losses by LEAD name (scalars, fp32); see the module docstring for the DDP normalisation.
 
@@ -153,6 +260,7 @@ def compute_losses(
         targets: `centernet_targets(batch.boxes, batch.num_boxes)`.
         reduce_sum: sums a tensor over ranks (all_reduce); None for one process.
         world_size: number of ranks.
+        per_sample: LEAD's per-sample normalisation (preset lead); see the module docstring.
 
     Returns:
         {loss name: scalar tensor} for the losses the outputs allow.
@@ -164,72 +272,42 @@ def compute_losses(
         sums[name] = total.float()
         counts[name] = torch.as_tensor(count, dtype=torch.float32, device=total.device).detach()
 
-    semantic = outputs["semantic"].float()  # (B, 10, H, W)
-    semantic_labels = _resize_labels(batch.semantic, semantic.shape[-2:])
-    add("loss_semantic", F.cross_entropy(semantic, semantic_labels, reduction="sum"), semantic_labels.numel())
-    depth = outputs["depth_m"].float()  # (B, H, W)
-    depth_labels = batch.depth_m  # (B, H, W) float32 metres from the uint8 labels, on the device
-    if tuple(depth_labels.shape[-2:]) != tuple(depth.shape[-2:]):
-        depth_labels = F.interpolate(
-            depth_labels[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False
-        )[:, 0]
-    add("loss_depth", (depth - depth_labels).abs().sum(), depth_labels.numel())
-    bev = outputs["bev_semantic"].float()  # (B, 13, X, Y)
-    bev_labels = _resize_labels(batch.bev_semantic, bev.shape[-2:])
-    valid_bev = bev_labels >= 0
-    add(
-        "loss_bev_semantic",
-        F.cross_entropy(bev, bev_labels, ignore_index=-1, reduction="sum"),
-        valid_bev.sum(),
-    )
-    # --- CenterNet (sums over centre cells; normalised by the number of centres) ---
-    centres = targets.centre_mask  # (B, 80, 96)
-    num_centres = targets.num_centres
-    add(
-        "loss_center_net_heatmap",
-        gaussian_focal_loss_sum(outputs["center_net_heatmap"].float(), targets.heatmap),
-        num_centres,
-    )
-    mask2 = centres[:, None].float()
-    add(
-        "loss_center_net_wh",
-        ((outputs["center_net_wh"].float() - targets.wh).abs() * mask2).sum(),
-        2 * num_centres,
-    )
-    add(
-        "loss_center_net_offset",
-        ((outputs["center_net_offset"].float() - targets.offset).abs() * mask2).sum(),
-        2 * num_centres,
-    )
-    yaw_ce = F.cross_entropy(outputs["center_net_yaw_class"].float(), targets.yaw_class, reduction="none")
-    add("loss_center_net_yaw_class", (yaw_ce * centres).sum(), num_centres)
-    yaw_res = F.smooth_l1_loss(outputs["center_net_yaw_res"].float(), targets.yaw_res, reduction="none")
-    add("loss_center_net_yaw_res", (yaw_res * mask2).sum(), num_centres)
-    add(
-        "loss_center_net_velocity",
-        ((outputs["center_net_velocity"].float() - targets.velocity).abs() * mask2).sum(),
-        num_centres,
-    )
-    brake_ce = F.cross_entropy(outputs["center_net_brake"].float(), targets.brake, reduction="none")
-    add("loss_center_net_brake", (brake_ce * centres).sum(), num_centres)
+    if "semantic" in outputs:
+        semantic = outputs["semantic"].float()  # (B, 10, H, W)
+        semantic_labels = _resize_labels(batch.semantic, semantic.shape[-2:])
+        add(
+            "loss_semantic",
+            F.cross_entropy(semantic, semantic_labels, reduction="sum"),
+            semantic_labels.numel(),
+        )
+    if "depth_m" in outputs:
+        depth = outputs["depth_m"].float()  # (B, H, W)
+        depth_labels = batch.depth_m  # (B, 96, 288) float32 metres from the uint8 labels, on the device
+        if tuple(depth_labels.shape[-2:]) != tuple(depth.shape[-2:]):
+            depth_labels = F.interpolate(
+                depth_labels[:, None], size=depth.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
+        if per_sample:
+            depth_labels = (
+                depth_labels.long().float()
+            )  # LEAD reads its depth label as torch.long (whole metres)
+        add("loss_depth", (depth - depth_labels).abs().sum(), depth_labels.numel())
+    if "bev_semantic" in outputs:
+        bev = outputs["bev_semantic"].float()  # (B, 13, X, Y)
+        bev_labels = _resize_labels(batch.bev_semantic, bev.shape[-2:])
+        bev_count = bev_labels.numel() if per_sample else (bev_labels >= 0).sum()
+        add(
+            "loss_bev_semantic", F.cross_entropy(bev, bev_labels, ignore_index=-1, reduction="sum"), bev_count
+        )
+    if "center_net_heatmap" in outputs:
+        centernet = _centernet_per_sample if per_sample else _centernet_pooled
+        for name, (total, count) in centernet(outputs, targets).items():
+            add(name, total, count)
     # --- radar detections (per-sample loss, mean over samples) ---
     if "radar_detections" in outputs:
-        pred = outputs["radar_detections"].float()  # (B, 20, 4)
-        labels = batch.radar_detections.float()  # (B, 20, 4)
-        scale = torch.tensor(RADAR_SCALE, device=pred.device)
-        l1 = ((pred[:, :, None, :3] - labels[:, None, :, :3]).abs() / scale).sum(-1)  # (B, P, L)
-        bce_pos = F.binary_cross_entropy_with_logits(
-            pred[..., 3], torch.ones_like(pred[..., 3]), reduction="none"
-        )
-        cost = RADAR_L1_WEIGHT * l1 + bce_pos[:, :, None]
-        cost = cost.masked_fill(labels[:, None, :, 3] < 0.5, float("inf"))
-        match = greedy_match(cost.detach())  # (B, P)
-        matched = match >= 0
-        matched_labels = torch.gather(labels, 1, match.clamp(min=0)[..., None].expand(-1, -1, 4))
-        l1_matched = ((pred[..., :3] - matched_labels[..., :3]).abs() / scale).sum(-1) * matched
-        per_sample_l1 = l1_matched.sum(1) / matched.sum(1).clamp(min=1)
-        bce = F.binary_cross_entropy_with_logits(pred[..., 3], matched.float(), reduction="none").mean(1)
-        add("radar_loss", (RADAR_L1_WEIGHT * per_sample_l1 + bce).sum(), pred.shape[0])
+        radar_loss = radar_loss_hungarian if per_sample else radar_loss_greedy
+        per_sample_radar = radar_loss(outputs["radar_detections"], batch.radar_detections)  # (B,)
+        add("radar_loss", per_sample_radar.sum(), per_sample_radar.shape[0])
     # --- planning (post-training) ---
     if "waypoints" in outputs:
         valid = batch.planning_valid.bool()

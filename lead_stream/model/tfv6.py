@@ -1,6 +1,7 @@
-"""`ModelConfig` (presets compact | full) and `TFv6`: Batch tensors → perception (+ planning) outputs.
+"""`ModelConfig` (presets lead | full | compact) and `TFv6`: Batch tensors → perception (+ planning) outputs.
 
-`full` uses LEAD's widths (ResNet34-like stages [3, 4, 6, 3], 64..512, full 384 x 1152 image and 320 x 384
+`lead` is LEAD's own TFv6, module for module (`lead_tfv6.LeadTFv6`, built by `build_model`): its state dict
+has LEAD's names and shapes, so checkpoints move both ways. `full` is our GroupNorm variant with LEAD's widths (ResNet34-like stages [3, 4, 6, 3], 64..512, full 384 x 1152 image and 320 x 384
 BEV, anchors 12 x 36 / 10 x 12). `compact` resizes the inputs inside the model (image 96 x 288, BEV 80 x 96)
 and uses small widths so that it trains on two CPU cores. A `None` field takes the preset's value.
 """
@@ -19,25 +20,28 @@ from lead_stream.model.backbone import TransFuserBackbone
 from lead_stream.model.heads import BevSemanticHead, CenterNetHead, PerspectiveDecoder, RadarDetector
 from lead_stream.model.planning import PlanningDecoder
 
+LEAD_SIZES: dict[str, object] = dict(  # LEAD's resnet34 TFv6 (LEAD's config defaults)
+    image_size=(384, 1152),
+    bev_size=(320, 384),
+    widths=(64, 128, 256, 512),
+    blocks=(3, 4, 6, 3),
+    image_anchors=(12, 36),
+    lidar_anchors=(10, 12),
+    gpt_layers=2,
+    gpt_heads=4,
+    bev_channels=64,
+    decoder_channels=(128, 64, 32),
+    token_dim=256,
+    attention_heads=8,
+    radar_layers=4,
+    radar_ff_dim=1024,
+    planning_layers=6,
+    planning_ff_dim=2048,
+)
+
 PRESETS: dict[str, dict[str, object]] = {
-    "full": dict(
-        image_size=(384, 1152),
-        bev_size=(320, 384),
-        widths=(64, 128, 256, 512),
-        blocks=(3, 4, 6, 3),
-        image_anchors=(12, 36),
-        lidar_anchors=(10, 12),
-        gpt_layers=2,
-        gpt_heads=4,
-        bev_channels=64,
-        decoder_channels=(128, 64, 32),
-        token_dim=256,
-        attention_heads=8,
-        radar_layers=4,
-        radar_ff_dim=1024,
-        planning_layers=6,
-        planning_ff_dim=2048,
-    ),
+    "lead": {**LEAD_SIZES, "radar_token_dim": 256},  # LEAD's module layout (lead_tfv6.LeadTFv6)
+    "full": LEAD_SIZES,  # the same sizes in our GroupNorm layout
     "compact": dict(
         image_size=(96, 288),
         bev_size=(80, 96),
@@ -59,11 +63,26 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
+LEAD_FIXED_FIELDS = (
+    "image_size",
+    "bev_size",
+    "widths",
+    "blocks",
+    "image_anchors",
+    "lidar_anchors",
+    "bev_channels",
+)
+
+
+def _as_tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     # --- preset ---
-    preset: Literal["compact", "full"] = (
-        "full"  # compact: 1/4-size inputs, small widths; full: LEAD's resnet34 sizes
+    preset: Literal["lead", "full", "compact"] = (
+        "lead"  # lead: LEAD's TFv6 exactly (BatchNorm); full: GroupNorm twin; compact: 1/4 size for CPUs
     )
     # --- backbone (None = the preset's value) ---
     image_size: tuple[int, int] | None = (
@@ -83,8 +102,16 @@ class ModelConfig:
     bev_channels: int | None = None  # channels of the 80 x 96 BEV grid (LEAD 64)
     decoder_channels: tuple[int, int, int] | None = None  # perspective decoder convs (LEAD 128, 64, 32)
     token_dim: int | None = None  # width of radar / planning transformers (LEAD 256)
+    radar_token_dim: int | None = (
+        None  # lead: radar detector width (LEAD radar_token_dim 256); else = token_dim
+    )
     attention_heads: int | None = None  # heads of radar / planning transformers (LEAD 8)
-    use_radar_detection: bool = True  # build the (simplified) radar detector head
+    use_semantic: bool = True  # LEAD use_semantic: build the perspective semantic decoder and its loss
+    use_depth: bool = True  # LEAD use_depth: build the perspective depth decoder and its loss
+    use_bev_semantic: bool = True  # LEAD use_bev_semantic: build the BEV semantic decoder and its loss
+    detect_boxes: bool = True  # LEAD detect_boxes: build the CenterNet decoder and its 6 losses
+    use_radar_detection: bool = True  # LEAD radar_detection: radar detector (+ its 20 planner tokens)
+    image_pretrained: str = "imagenet"  # lead: image encoder start; imagenet (hub via timm), none, or a ResNet34 .pth/.safetensors
     radar_layers: int | None = None  # radar decoder layers (LEAD 4)
     radar_ff_dim: int | None = None  # radar decoder feed-forward width (LEAD 1024)
     planning_layers: int | None = None  # planning decoder layers (LEAD 6)
@@ -99,6 +126,16 @@ class ModelConfig:
             raise ValueError(f"blocks needs 4 positive counts, got {self.blocks}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.preset != "lead" and self.radar_token_dim is not None:
+            raise ValueError("model.radar_token_dim exists in preset lead only (full/compact use token_dim)")
+        if self.preset == "lead":
+            for name in LEAD_FIXED_FIELDS:
+                value = getattr(self, name)
+                if value is not None and _as_tuple(value) != _as_tuple(PRESETS["lead"][name]):
+                    raise ValueError(
+                        f"model.{name} is fixed by LEAD's resnet34 TFv6 in preset lead "
+                        f"({PRESETS['lead'][name]}); use preset full or compact to change it"
+                    )
 
     def resolved(self) -> ModelConfig:
         """A copy with every `None` replaced by the preset's value."""
@@ -117,6 +154,8 @@ class TFv6(nn.Module):
 
     def __init__(self, config: ModelConfig, *, use_planning_decoder: bool) -> None:
         super().__init__()
+        if config.preset == "lead":
+            raise ValueError("preset lead is LEAD's own module layout: build it with model.build_model")
         cfg = config.resolved()
         self.config = cfg
         self.use_planning_decoder = use_planning_decoder
@@ -133,12 +172,18 @@ class TFv6(nn.Module):
             dropout=cfg.dropout,
         )
         c4 = cfg.widths[-1]
-        self.semantic_decoder = PerspectiveDecoder(
-            c4, cfg.decoder_channels, NUM_SEMANTIC_CLASSES, cfg.image_size
+        self.semantic_decoder = (
+            PerspectiveDecoder(c4, cfg.decoder_channels, NUM_SEMANTIC_CLASSES, cfg.image_size)
+            if cfg.use_semantic
+            else None
         )
-        self.depth_decoder = PerspectiveDecoder(c4, cfg.decoder_channels, 1, cfg.image_size)
-        self.bev_semantic_head = BevSemanticHead(cfg.bev_channels, cfg.bev_size)
-        self.center_net = CenterNetHead(cfg.bev_channels)
+        self.depth_decoder = (
+            PerspectiveDecoder(c4, cfg.decoder_channels, 1, cfg.image_size) if cfg.use_depth else None
+        )
+        self.bev_semantic_head = (
+            BevSemanticHead(cfg.bev_channels, cfg.bev_size) if cfg.use_bev_semantic else None
+        )
+        self.center_net = CenterNetHead(cfg.bev_channels) if cfg.detect_boxes else None
         self.radar_detector = (
             RadarDetector(
                 c4, cfg.token_dim, cfg.attention_heads, cfg.radar_ff_dim, cfg.radar_layers, cfg.dropout
@@ -168,12 +213,15 @@ class TFv6(nn.Module):
     ) -> dict[str, torch.Tensor]:
         features = self.backbone(rgb, lidar_bev)
         image, bev, grid = features["image_features"], features["bev_features"], features["bev_grid"]
-        out: dict[str, torch.Tensor] = {
-            "semantic": self.semantic_decoder(image),  # (B, 10, H, W)
-            "depth_m": torch.sigmoid(self.depth_decoder(image)[:, 0].float()) * DEPTH_MAX_M,  # (B, H, W)
-            "bev_semantic": self.bev_semantic_head(grid),  # (B, 13, X, Y)
-        }
-        out.update(self.center_net(grid))
+        out: dict[str, torch.Tensor] = {}
+        if self.semantic_decoder is not None:
+            out["semantic"] = self.semantic_decoder(image)  # (B, 10, H, W)
+        if self.depth_decoder is not None:
+            out["depth_m"] = torch.sigmoid(self.depth_decoder(image)[:, 0].float()) * DEPTH_MAX_M  # (B, H, W)
+        if self.bev_semantic_head is not None:
+            out["bev_semantic"] = self.bev_semantic_head(grid)  # (B, 13, X, Y)
+        if self.center_net is not None:
+            out.update(self.center_net(grid))
         if self.radar_detector is not None:
             out.update(self.radar_detector(bev, radar, speed_mps))
         if self.planning_decoder is not None:

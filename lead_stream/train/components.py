@@ -1,4 +1,5 @@
-"""A run config → the parts a run is made of: this rank's loader, AdamW, the LR schedule, the grad scaler."""
+"""A run config → the parts a run is made of: the model, this rank's loader, AdamW, the LR schedule, the grad
+scaler, and the config.json that records it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,39 @@ from typing import Any
 import torch
 from torch import nn
 
+from lead_stream.core.config import to_dict
+from lead_stream.core.errors import ConfigError
 from lead_stream.loader import LoaderConfig, make_loader
+from lead_stream.model import build_model
+from lead_stream.model.lead_tfv6 import lead_training_keys
+from lead_stream.model.pretrained import load_image_pretrained
+from lead_stream.model.resnet import fp32_norms
 from lead_stream.train.config import TrainConfig
+from lead_stream.train.distributed import log0
+
+
+def build_run_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """`config.model` on `device`: SyncBatchNorm if asked, fp32 norms, the image encoder's start (preset lead)."""
+    model = build_model(config.model, use_planning_decoder=config.use_planning_decoder)
+    if config.sync_batchnorm:
+        if device.type != "cuda":
+            raise ConfigError(
+                "sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU path)"
+            )
+        model = fp32_norms(nn.SyncBatchNorm.convert_sync_batchnorm(model))
+    if config.model.preset == "lead" and not (config.load_file or config.continue_failed_training):
+        loaded, message = load_image_pretrained(model, config.model.image_pretrained)
+        log0(message if loaded else f"WARNING: {message}")
+    return model.to(device)
+
+
+def run_config_json(config: TrainConfig) -> dict[str, Any]:
+    """config.json: every lead-stream key, plus (preset lead) LEAD's TrainingConfig keys of the same model."""
+    data = to_dict(config)
+    if config.model.preset == "lead":
+        lead_keys = lead_training_keys(config.model, use_planning_decoder=config.use_planning_decoder)
+        data.update({key: value for key, value in lead_keys.items() if key not in data})
+    return data
 
 
 def build_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:

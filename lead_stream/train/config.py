@@ -28,6 +28,8 @@ class TrainConfig:
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
+    use_color_aug: bool = True  # LEAD use_color_aug: its six colour ops on training images (train/augment.py)
+    use_color_aug_prob: float = 0.2  # LEAD use_color_aug_prob: chance of each op (Leaderboard mode 0.2)
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
     description: str = "TFv6"  # free text stored in config.json
@@ -45,10 +47,15 @@ class TrainConfig:
     load_file: Path | None = None  # model_EEEE.pth to start from (posttrain: the pretrain checkpoint)
     continue_failed_training: bool = False  # resume from the newest complete checkpoint set in logdir
     # --- model and losses ---
-    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=compact|full
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; model.preset=lead|full|compact
     loss_weights: LossWeights = field(default_factory=LossWeights)  # LEAD detailed_loss_weights (normalised)
     centernet_phantom_peak: bool = False  # True: LEAD's padding bug, a VEHICLE peak at BEV cell (0, 0)
+    freeze_backbone: bool = (
+        False  # LEAD freeze_backbone: no gradients into the backbone (BN stats still move)
+    )
     # --- hardware ---
+    sync_batchnorm: bool = False  # LEAD sync_batchnorm: SyncBatchNorm across ranks (needs CUDA; preset lead)
+    compile: bool = False  # torch.compile the forward (LEAD's default True is a no-op there, §5.6)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
     precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU
     # --- checkpoints ---
@@ -75,6 +82,7 @@ class TrainConfig:
             "log_images_frequency": self.log_images_frequency >= 1,
             "num_workers": self.num_workers >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
+            "use_color_aug_prob": 0.0 <= self.use_color_aug_prob <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -97,6 +105,51 @@ def posttrain_config(load_file: Path | None = None) -> TrainConfig:
     )
 
 
+# LEAD TrainingConfig keys that lead-stream keeps under `model.` (given as LEAD spells them, they are renamed).
+LEAD_KEY_ALIASES = {
+    "use_semantic": "model.use_semantic",
+    "use_depth": "model.use_depth",
+    "use_bev_semantic": "model.use_bev_semantic",
+    "detect_boxes": "model.detect_boxes",
+    "use_radar_detection": "model.use_radar_detection",
+    "radar_detection": "model.use_radar_detection",
+    "n_layer": "model.gpt_layers",
+    "n_head": "model.gpt_heads",
+    "transfuser_token_dim": "model.token_dim",
+    "radar_token_dim": "model.radar_token_dim",
+    "transfuser_num_bev_cross_attention_layers": "model.planning_layers",
+    "transfuser_num_bev_cross_attention_heads": "model.attention_heads",
+    "radar_num_layers": "model.radar_layers",
+    "radar_tf_dim_ff": "model.radar_ff_dim",
+}
+
+
+def lead_aliases(overrides: list[str] | None) -> list[str] | None:
+    """`use_depth=false` → `model.use_depth=false` etc.; every other token is kept as given."""
+    if overrides is None:
+        return None
+    renamed = []
+    for token in overrides:
+        key, sep, value = token.partition("=")
+        renamed.append(f"{LEAD_KEY_ALIASES[key]}={value}" if sep and key in LEAD_KEY_ALIASES else token)
+    return renamed
+
+
+def lead_written_model_keys(data: dict) -> list[str]:
+    """A config.json written by LEAD itself (no `model` section) → its model keys as `model.*` overrides.
+
+    The key `compile` of such a file is dropped (LEAD never uses its compiled model; here compile is real).
+    """
+    if "model" in data:
+        return []
+    data.pop("compile", None)
+    return [
+        f"{LEAD_KEY_ALIASES[key]}={json.dumps(value)}"
+        for key, value in data.items()
+        if key in LEAD_KEY_ALIASES and key != "radar_detection"
+    ]
+
+
 def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainConfig:
     """Preset + `key=value` overrides, with LEAD's config inheritance (§5.4).
 
@@ -107,6 +160,7 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
     Raises:
         ConfigError: unknown key, bad value, or an unreadable base config.json.
     """
+    overrides = lead_aliases(overrides)
     cfg = apply_overrides(preset, overrides)
     base_file = None
     if (
@@ -120,7 +174,12 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
     if base_file is None:
         return cfg
     try:
-        base = from_dict(TrainConfig, json.loads(base_file.read_text()))
+        data = json.loads(base_file.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        lead_model = lead_written_model_keys(data)
+        base = from_dict(TrainConfig, data)
+        base = apply_overrides(base, lead_model)
     except (json.JSONDecodeError, TypeError) as error:
         raise ConfigError(f"{base_file}: not a TrainConfig JSON ({error})") from None
     base = dataclasses.replace(

@@ -22,11 +22,19 @@ from torch import nn
 from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.config import format_config, to_dict
 from lead_stream.core.errors import ConfigError
-from lead_stream.model import TFv6, centernet_targets, compute_losses, model_inputs
-from lead_stream.model.losses import active_losses, planning_metrics
+from lead_stream.model import centernet_targets, compute_losses, model_inputs
+from lead_stream.model.losses import model_losses, planning_metrics
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
-from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
+from lead_stream.train.augment import color_augment, sample_seeds
+from lead_stream.train.components import (
+    build_loader,
+    build_run_model,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+    run_config_json,
+)
 from lead_stream.train.config import TrainConfig
 from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
 from lead_stream.train.distributed import (
@@ -63,11 +71,13 @@ class Trainer:
         if self.rank0:
             self.logdir.mkdir(parents=True, exist_ok=True)
             remove_stale_tmp(self.logdir)
-            atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
+            atomic_write_text(
+                self.logdir / "config.json", json.dumps(run_config_json(config), indent=2) + "\n"
+            )
             log0(format_config(config))
         barrier()
         torch.manual_seed(config.seed)
-        self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
+        self.model = build_run_model(config, self.device)
         self.num_parameters = count_parameters(self.model)
         self.loader = (
             loader
@@ -84,6 +94,8 @@ class Trainer:
         self.scaler = make_scaler(self.precision, self.device)
         self.step, self.start_epoch, self.batches_done, self.skipped = 0, 0, 0, 0
         self.resume_state = self._restore()
+        if config.freeze_backbone:
+            self.model.backbone.requires_grad_(False)
         self.ddp_model: nn.Module = self.model
         if self.info.is_distributed:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -91,10 +103,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
-        names = active_losses(
-            use_radar_detection=self.model.radar_detector is not None,
-            use_planning_decoder=config.use_planning_decoder,
-        )
+        if config.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        names = model_losses(config.model, use_planning_decoder=config.use_planning_decoder)
         self.loss_weights = config.loss_weights.normalized(names)
         self.metrics = MetricsLogger(
             self.logdir,
@@ -156,7 +167,7 @@ class Trainer:
         Returns:
             (losses, global total loss, outputs, grad norm or None, whether the step was applied).
         """
-        batch = batch.to(self.device, non_blocking=True)
+        batch = self.augment(batch.to(self.device, non_blocking=True))
         amp = self.precision in AMP_DTYPES
         with torch.autocast(
             self.device.type, dtype=AMP_DTYPES.get(self.precision, torch.float32), enabled=amp
@@ -172,6 +183,7 @@ class Trainer:
             targets,
             reduce_sum=all_reduce_sum if self.info.is_distributed else None,
             world_size=self.info.world_size,
+            per_sample=self.config.model.preset == "lead",
         )
         total = sum(self.loss_weights[name] * value for name, value in losses.items())
         stats = torch.stack([total.detach().float(), (~torch.isfinite(total.detach())).float()])
@@ -197,6 +209,23 @@ class Trainer:
             self.skipped += 1
         self._last_targets = targets
         return losses, global_total, outputs, grad_norm, applied
+
+    def augment(self, batch: Any) -> Any:
+        """`batch` with LEAD's colour ops on its images (use_color_aug, model in training mode), else as is.
+
+        Seeded per sample by (seed, epoch, step, route/frame/variant, slot): the same in one process and split
+        over ranks, and repeated exactly after a resume.
+        """
+        if not (self.config.use_color_aug and self.model.training):
+            return batch
+        identities = [
+            f"{route}/{int(frame)}/{int(perturbated)}"
+            for route, frame, perturbated in zip(batch.route_id, batch.frame_idx, batch.perturbated)
+        ]
+        epoch = self.step // self.steps_per_epoch
+        seeds = sample_seeds(self.config.seed, epoch, self.step, identities)
+        batch.rgb = color_augment(batch.rgb, seeds, prob=self.config.use_color_aug_prob)
+        return batch
 
     # --- checkpoints ---
     def save(self, epoch: int) -> Path | None:

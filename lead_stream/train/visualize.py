@@ -113,9 +113,17 @@ def bev_image(
         )
         _draw_points(draw, _bev_px(outputs["route"][idx].float().cpu().numpy(), PANEL_SCALE), (255, 160, 0))
     target_bev = colorize(batch.bev_semantic[idx].cpu().numpy().astype(np.int64))
-    pred_bev = colorize(outputs["bev_semantic"][idx].argmax(0).cpu().numpy())
+    pred_bev = (  # a disabled head (model.use_bev_semantic=false, ...) leaves its panel black
+        colorize(outputs["bev_semantic"][idx].argmax(0).cpu().numpy())
+        if "bev_semantic" in outputs
+        else np.zeros_like(target_bev)
+    )
     heat_target = heatmap_target[idx].max(0).values.float().cpu().numpy()
-    heat_pred = torch.sigmoid(outputs["center_net_heatmap"][idx].float()).max(0).values.cpu().numpy()
+    heat_pred = (
+        torch.sigmoid(outputs["center_net_heatmap"][idx].float()).max(0).values.cpu().numpy()
+        if "center_net_heatmap" in outputs
+        else np.zeros_like(heat_target)
+    )
     panels = [
         np.asarray(canvas),
         _resize(target_bev, size),
@@ -155,9 +163,12 @@ def camera_image(batch: object, outputs: dict[str, torch.Tensor], idx: int = 0) 
             draw.ellipse([u - 4, v - 4, u + 4, v + 4], fill=color)
     half = (H // 2, W // 2)
     semantic_target = colorize(batch.semantic[idx].cpu().numpy().astype(np.int64))
-    pred = outputs["semantic"][idx : idx + 1].float()
-    pred = F.interpolate(pred, size=(H, W), mode="nearest")[0].argmax(0).cpu().numpy()
-    semantic_pred = colorize(pred)
+    if "semantic" in outputs:
+        pred = outputs["semantic"][idx : idx + 1].float()
+        pred = F.interpolate(pred, size=(H, W), mode="nearest")[0].argmax(0).cpu().numpy()
+        semantic_pred = colorize(pred)
+    else:  # model.use_semantic=false
+        semantic_pred = np.zeros_like(semantic_target)
     row = np.concatenate(
         [
             _resize(semantic_target, (half[0] // 2, half[1] // 2)),
