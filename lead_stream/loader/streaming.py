@@ -36,7 +36,7 @@ from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamErro
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import Catalog
 from lead_stream.loader.config import LoaderConfig
-from lead_stream.loader.packed import PackedBatch
+from lead_stream.loader.packed import ArenaBoard, PackedBatch
 from lead_stream.loader.sample_layout import expected_members
 from lead_stream.loader.stream import PlanStream, WorkerError, build_epoch
 
@@ -60,7 +60,13 @@ class StreamingLoader:
         self.catalog, self.config, self.rank, self.world_size = catalog, config, rank, world_size
         self.bucket_names = catalog.bucket_names
         self._control = torch.zeros(_CONTROL_BYTES, dtype=torch.uint8).share_memory_()
-        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control)
+        # in-flight batches of a worker (prefetch_factor) + the one the trainer holds + one spare
+        self._board = (
+            ArenaBoard(config.num_workers, config.prefetch_factor + 2)
+            if config.num_workers > 0 and config.reuse_shared_memory
+            else None
+        )
+        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control, self._board)
         self._dataloader: DataLoader | None = None
         self._epoch_idx, self._mixture = 0, dict(config.mixture) if config.mixture else None
         self._epoch = build_epoch(catalog, config, epoch=0, mixture=self._mixture)
@@ -75,6 +81,8 @@ class StreamingLoader:
             "peak_rss_mb_per_worker": 0.0,
             "rss_growth_mb_per_worker": 0.0,
             "shard_opens": 0,
+            "shm_allocs_per_worker": 0,
+            "shm_fallbacks_per_worker": 0,
         }
 
     # --- epoch / mixture ---
@@ -140,6 +148,9 @@ class StreamingLoader:
                 payload, info = next(iterator)
             except StopIteration:
                 break
+            except Exception:
+                self._dataloader = None  # e.g. a worker died: the next __iter__ starts fresh workers
+                raise
             finally:
                 tele["data_wait_s"] += time.perf_counter() - t0
             if isinstance(payload, WorkerError):
@@ -155,11 +166,15 @@ class StreamingLoader:
             tele["pads"] += info["pads"]
             tele["skipped"] += info["skipped"]
             tele["shard_opens"] = max(tele["shard_opens"], info["shard_opens"])
+            for name in ("shm_allocs", "shm_fallbacks"):
+                key = f"{name}_per_worker"
+                tele[key] = max(tele[key], info.get(name, 0))
             tele["peak_rss_mb_per_worker"] = max(tele["peak_rss_mb_per_worker"], info["peak_rss_mb"])
             tele["rss_growth_mb_per_worker"] = max(tele["rss_growth_mb_per_worker"], info["rss_growth_mb"])
             t_now = time.perf_counter()
             tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
             yield payload
+            del payload  # not held while waiting for the next one: its arena can go back to its worker
 
     def _loader(self) -> DataLoader:
         cfg = self.config
