@@ -1,0 +1,75 @@
+"""Damaged input never reaches the cache, and every command names what is damaged (#16).
+
+Each test damages a private copy of the synthetic tree (or of its cache) in the way the bad-input corpus
+found slipping through, then runs the real command or library call on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
+from lead_stream.cache.shard import ShardConfig, write_shards
+from lead_stream.core.errors import LeadFormatError
+from lead_stream.loader import LoaderConfig, make_loader
+
+TEST_CONFIG = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lead_stream.cli.main", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _copy(source: Path, tmp_path: Path, *, with_cache: bool) -> Path:
+    target = tmp_path / "carla_leaderboard2"
+    shutil.copytree(source, target, ignore=None if with_cache else shutil.ignore_patterns("cache"))
+    return target
+
+
+def _first_route(root: Path) -> Path:
+    return sorted(p.parent.parent for p in (root / "data").glob("*/*/rgb/0005.jpg"))[0]
+
+
+def test_a_truncated_camera_jpeg_is_a_failure_row_and_the_rest_of_the_route_is_cached_16(
+    indexed_root: Path, tmp_path: Path
+) -> None:
+    copy = _copy(indexed_root, tmp_path, with_cache=False)
+    bad = _first_route(copy) / "rgb" / "0005.jpg"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size * 2 // 3])  # cut short mid-scan
+    clean = read_manifest(resolve_cache_dir(indexed_root)) if (indexed_root / "cache").exists() else None
+    summary = write_shards(copy, config=TEST_CONFIG)
+    manifest = read_manifest(summary.cache_dir)
+    assert summary.complete and summary.num_failures == 1
+    failure = manifest.failures.row(0, named=True)
+    assert failure["file"].endswith("rgb/0005.jpg") and "truncated" in failure["reason"]
+    route_id = failure["route_id"]
+    kept = manifest.samples.filter(manifest.samples["route_id"] == route_id)["frame_idx"].to_list()
+    assert 5 not in kept and len(kept) >= 10  # only the damaged frame is left out
+    if clean is not None:
+        assert len(manifest.samples) == len(clean.samples) - 1
+    loader = make_loader(copy, config=LoaderConfig(batch_size=8, num_workers=0, perturbation_prob=0.5))
+    assert sum(batch.size for batch in loader) >= len(manifest.samples)  # every cached sample decodes
+
+    shutil.rmtree(copy / "cache")
+    done = _cli("shard", str(copy), "--workers", "1", "--no-progress", "--strict")
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    assert "rgb/0005.jpg" in done.stderr and "truncated JPEG" in done.stderr
+
+
+def test_a_jpeg_damaged_inside_its_scan_is_refused_too_16(indexed_root: Path, tmp_path: Path) -> None:
+    copy = _copy(indexed_root, tmp_path, with_cache=False)
+    bad = _first_route(copy) / "rgb_perturbated" / "0005.jpg"
+    payload = bytearray(bad.read_bytes())
+    middle = len(payload) // 2
+    payload[middle : middle + 400] = b"\xff" * 400  # markers inside the entropy-coded data; EOI intact
+    bad.write_bytes(bytes(payload))
+    with pytest.raises(LeadFormatError, match="rgb_perturbated/0005.jpg: corrupt JPEG"):
+        write_shards(copy, config=dataclasses.replace(TEST_CONFIG, strict=True))
