@@ -73,3 +73,53 @@ def test_a_jpeg_damaged_inside_its_scan_is_refused_too_16(indexed_root: Path, tm
     bad.write_bytes(bytes(payload))
     with pytest.raises(LeadFormatError, match="rgb_perturbated/0005.jpg: corrupt JPEG"):
         write_shards(copy, config=dataclasses.replace(TEST_CONFIG, strict=True))
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:300])  # cut short: the Parquet footer is gone
+
+
+def test_a_missing_shard_is_named_by_make_loader_and_by_train_16(sharded_root: Path, tmp_path: Path) -> None:
+    copy = _copy(sharded_root, tmp_path, with_cache=True)
+    shard = sorted(resolve_cache_dir(copy).glob("shard-*.tar"))[1]
+    shard.unlink()
+    with pytest.raises(LeadFormatError, match="lead-stream shard") as caught:
+        make_loader(copy, config=LoaderConfig(num_workers=0))
+    assert caught.value.path == shard and "missing" in caught.value.problem
+    done = _cli(
+        "train", "pretrain", f"carla_root={copy}", f"logdir={tmp_path / 'run'}", "model.preset=compact",
+        "max_steps=1", "num_workers=0", "batch_size=2",
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.splitlines()[-1].startswith(
+        f"error: {shard}: "
+    )  # after the config
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "command"),
+    [
+        ("index/routes.parquet", "shard"),
+        ("index/buckets/pretrain.parquet", "shard"),
+        ("index/buckets/pretrain.parquet", "loader"),
+        ("cache/samples.parquet", "loader"),
+        ("cache/shards.parquet", "verify"),
+    ],
+)
+def test_a_corrupt_table_is_a_named_error_with_the_repair_command_16(
+    sharded_root: Path, tmp_path: Path, table: str, command: str
+) -> None:
+    copy = _copy(sharded_root, tmp_path, with_cache=True)
+    cache_dir = resolve_cache_dir(copy)
+    path = cache_dir / table.split("/", 1)[1] if table.startswith("cache/") else copy / table
+    _garble(path)
+    if command == "loader":
+        with pytest.raises(LeadFormatError, match="unreadable Parquet") as caught:
+            make_loader(copy, config=LoaderConfig(num_workers=0))
+        assert caught.value.path == path
+        return
+    args = ["--workers", "1", "--no-progress"] if command == "shard" else []
+    done = _cli(command, str(copy), *args)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {path}: unreadable Parquet")
+    repair = "lead-stream index" if table.startswith("index/") else "lead-stream shard"
+    assert repair in done.stderr and "Traceback" not in done.stderr

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from lead_stream.cache import features
 from lead_stream.cache.frame import load_frame
 from lead_stream.cache.manifest import sample_sha256
 from lead_stream.cache.tar_writer import TarShardWriter, route_hash, sample_key
-from lead_stream.core import container
+from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
 from lead_stream.index.tables import read_bucket_members, table_path
@@ -51,7 +50,13 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
     routes_file = table_path(data_root, "routes")
     if not routes_file.is_file():
         raise LeadFormatError(routes_file, "missing (build the index first: lead-stream index)")
-    routes = pl.from_arrow(pq.read_table(routes_file, columns=["route_id", "fingerprint"]))
+    routes = pl.from_arrow(
+        parquet.read_table(
+            routes_file,
+            columns=["route_id", "fingerprint"],
+            repair=f"rebuild it: lead-stream index {data_root}",
+        )
+    )
     fingerprints = dict(zip(routes["route_id"].to_list(), routes["fingerprint"].to_list(), strict=True))
     plan, keys = [], {}
     for (route_id,), group in members.group_by(["route_id"], maintain_order=True):

@@ -31,6 +31,7 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lead_stream.core import parquet
 from lead_stream.core.batch import Batch
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import sampling
@@ -287,11 +288,26 @@ def make_loader(
         pipeline_id=manifest.pipeline_id,
         samples=manifest.samples,
         shards=manifest.shards,
-        buckets=pl.read_parquet(buckets_path),
+        buckets=pl.from_arrow(
+            parquet.read_table(buckets_path, repair=f"rebuild it: lead-stream index {data_root}")
+        ),
         buckets_path=buckets_path,
     )
     locations = [
         config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name)
         for name in catalog.shard_names
     ]
+    if not config.shard_url:
+        _check_shards_present(cache_dir, catalog.shard_names, data_root)
     return StreamingLoader(catalog, config, locations, rank=rank, world_size=world_size)
+
+
+def _check_shards_present(cache_dir: Path, shard_names: list[str], data_root: Path) -> None:
+    """Every shard the plan reads is on disk (one stat each), so a deleted shard is named before training."""
+    missing = [name for name in shard_names if not (cache_dir / name).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LeadFormatError(
+            cache_dir / missing[0],
+            f"shard listed in shards.parquet is missing{more}; rebuild it: lead-stream shard {data_root}",
+        )
