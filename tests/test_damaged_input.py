@@ -7,16 +7,19 @@ found slipping through, then runs the real command or library call on it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
-from lead_stream.cache.shard import ShardConfig, write_shards
+from lead_stream.cache.manifest import read_manifest, resolve_cache_dir, verify_cache
+from lead_stream.cache.shard import LOCK_FILENAME, ShardConfig, write_shards
 from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.locks import exclusive_lock
 from lead_stream.loader import LoaderConfig, make_loader
 
 TEST_CONFIG = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
@@ -123,3 +126,37 @@ def test_a_corrupt_table_is_a_named_error_with_the_repair_command_16(
     assert done.returncode == 2 and done.stderr.startswith(f"error: {path}: unreadable Parquet")
     repair = "lead-stream index" if table.startswith("index/") else "lead-stream shard"
     assert repair in done.stderr and "Traceback" not in done.stderr
+
+
+def _shard_cmd(root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lead_stream.cli.main", "shard", str(root), "--workers", "1", "--no-progress",
+            "--max-samples-per-shard", "16", *extra]  # fmt: skip
+
+
+def test_two_shard_runs_started_together_leave_the_clean_cache_16(sharded_root: Path, tmp_path: Path) -> None:
+    copy = _copy(sharded_root, tmp_path, with_cache=False)
+    runs = [subprocess.Popen(_shard_cmd(copy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    time.sleep(1.0)  # the corpus case: the second one second later
+    runs.append(subprocess.Popen(_shard_cmd(copy), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert (
+        "locked by pid" in outputs[1][1] and "waiting" in outputs[1][1]
+    )  # the second one said whom it waits for
+    assert "built 0 routes" in outputs[1][0]  # it found the first one's work finished and reused it
+    clean = read_manifest(resolve_cache_dir(sharded_root))
+    built = read_manifest(resolve_cache_dir(copy))
+    assert built.pipeline_id == clean.pipeline_id
+    assert built.samples.drop("shard").equals(clean.samples.drop("shard"))
+    assert sorted(built.shards["sha256"]) == sorted(clean.shards["sha256"])
+    assert verify_cache(copy).ok
+    assert {p.name for p in built.cache_dir.glob("shard-*.tar")} == set(built.shards["shard"])
+
+
+def test_shard_no_wait_exits_2_naming_the_holder_16(sharded_root: Path, tmp_path: Path) -> None:
+    copy = _copy(sharded_root, tmp_path, with_cache=True)
+    cache_dir = resolve_cache_dir(copy)
+    with exclusive_lock(cache_dir / LOCK_FILENAME, wait=False, what="test"):
+        done = subprocess.run(_shard_cmd(copy, "--no-wait"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {cache_dir / LOCK_FILENAME}: ")
+    assert f"locked by pid {os.getpid()}" in done.stderr
