@@ -7,6 +7,7 @@ found slipping through, then runs the real command or library call on it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -160,3 +161,44 @@ def test_shard_no_wait_exits_2_naming_the_holder_16(sharded_root: Path, tmp_path
         done = subprocess.run(_shard_cmd(copy, "--no-wait"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.startswith(f"error: {cache_dir / LOCK_FILENAME}: ")
     assert f"locked by pid {os.getpid()}" in done.stderr
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 3 MiB tmpfs (needs root: skipped elsewhere); its size is changed with `resize(mb)`."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+
+    def resize(mb: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={mb}m", str(mount)], check=True)
+
+    try:
+        yield mount, resize
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_a_named_error_and_leaves_nothing_half_written_16(
+    indexed_root: Path, tmp_path: Path, small_disk
+) -> None:
+    mount, resize = small_disk
+    copy = _copy(indexed_root, tmp_path, with_cache=False)
+    (copy / "cache").symlink_to(mount)  # the cache lives on the small disk
+    done = subprocess.run(_shard_cmd(copy), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.splitlines()[-1]
+    assert error.startswith("error: ") and "No space left on device" in error and "lead-stream shard" in error
+    assert "Traceback" not in done.stderr
+    (cache_dir,) = [p for p in mount.iterdir() if p.is_dir()]
+    assert not list(cache_dir.rglob("*.tmp"))  # nothing half-written
+    assert not (cache_dir / "manifest.json").exists()  # nothing passed off as complete
+    for shard in cache_dir.glob("shard-*.tar"):  # what stayed is finished: journaled, full size
+        entry = json.loads((cache_dir / "journal" / f"{shard.stem}.json").read_text())
+        assert shard.stat().st_size == entry["shard"]["size_bytes"]
+
+    resize(256)  # space freed: the rerun completes the cache
+    summary = write_shards(copy, config=TEST_CONFIG)
+    assert summary.complete and verify_cache(copy).ok

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -60,6 +62,7 @@ from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamErro
 from lead_stream.core.locks import exclusive_lock
 from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 LOCK_FILENAME = ".shard.lock"  # held by the one `shard` run writing this cache directory
 CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
 
@@ -204,7 +207,29 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     cache_dir = cache_root(data_root) / pid
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _cache_lock(cache_dir, config):  # a concurrent run on this cache waits here (or fails)
-        return _write_shards_locked(data_root, cache_dir, pid, plan, config, started)
+        try:
+            return _write_shards_locked(data_root, cache_dir, pid, plan, config, started)
+        except OSError as error:
+            if error.errno not in _DISK_FULL:
+                raise
+            raise _disk_full(data_root, cache_dir, config, error) from None
+
+
+def _disk_full(data_root: Path, cache_dir: Path, config: ShardConfig, error: OSError) -> LeadFormatError:
+    """Remove this run's unfinished files and name the full disk (finished, journaled shards stay)."""
+    if config.world_size == 1:
+        remove_stale_tmp(cache_dir)
+    else:
+        for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
+            stale.unlink(missing_ok=True)
+    free_mb = shutil.disk_usage(cache_dir).free / 1e6
+    records, _ = load_journal(cache_dir)
+    return LeadFormatError(
+        cache_dir,
+        f"{os.strerror(error.errno)} while writing {Path(error.filename).name if error.filename else 'the cache'} "
+        f"({free_mb:.1f} MB free); nothing half-written is left and {len(records)} finished routes are kept: "
+        f"free space, then rerun lead-stream shard {data_root}",
+    )
 
 
 def _write_shards_locked(
