@@ -202,3 +202,54 @@ def test_a_full_disk_is_a_named_error_and_leaves_nothing_half_written_16(
     resize(256)  # space freed: the rerun completes the cache
     summary = write_shards(copy, config=TEST_CONFIG)
     assert summary.complete and verify_cache(copy).ok
+
+
+def _rename_route(root: Path, new_name: str) -> str:
+    route = _first_route(root)
+    route.rename(route.with_name(new_name))
+    return f"{route.parent.name}/{new_name}"
+
+
+def test_a_utf8_route_name_works_from_index_to_batches_16(lead_root: Path, tmp_path: Path) -> None:
+    from lead_stream.index import IndexConfig, build_index
+
+    copy = _copy(lead_root, tmp_path, with_cache=False)
+    shutil.rmtree(copy / "index", ignore_errors=True)
+    route_id = _rename_route(copy, "Town13_Rep0_route_Straße_日本語_ñ_01_16_11_45_42")
+    build_index(copy, config=IndexConfig(workers=1, progress=False))
+    summary = write_shards(copy, config=TEST_CONFIG)
+    manifest = read_manifest(summary.cache_dir)
+    assert summary.num_failures == 0 and route_id in set(manifest.samples["route_id"])
+    assert verify_cache(copy).ok
+    import webdataset as wds  # a plain reader sees the UTF-8 keys too
+
+    shard = manifest.shards.filter(manifest.shards["route_id"] == route_id)["shard"][0]
+    keys = {
+        sample["__key__"] for sample in wds.WebDataset(str(summary.cache_dir / shard), shardshuffle=False)
+    }
+    assert keys == set(manifest.samples.filter(manifest.samples["shard"] == shard)["key"])
+    for num_workers in (0, 2):
+        loader = make_loader(copy, config=LoaderConfig(batch_size=8, num_workers=num_workers))
+        served = [route for batch in loader for route in batch.route_id]
+        assert served.count(route_id) == int((manifest.samples["route_id"] == route_id).sum())
+    done = _cli("show", f"{route_id}/0003", "--root", str(copy), "--out", str(tmp_path / "s.png"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_route_name_too_long_for_a_tar_header_is_a_named_failure_16(
+    lead_root: Path, tmp_path: Path
+) -> None:
+    from lead_stream.index import IndexConfig, build_index
+
+    copy = _copy(lead_root, tmp_path, with_cache=False)
+    shutil.rmtree(copy / "index", ignore_errors=True)
+    route_id = _rename_route(
+        copy, "Town13_" + "日本" * 38
+    )  # 235 bytes: a valid file name, too long for USTAR
+    build_index(copy, config=IndexConfig(workers=1, progress=False))
+    summary = write_shards(copy, config=TEST_CONFIG)
+    failures = read_manifest(summary.cache_dir).failures
+    assert summary.complete and set(failures["route_id"]) == {route_id}
+    assert "UTF-8" in failures["reason"][0] and "USTAR" in failures["reason"][0]
+    done = _cli("shard", str(copy), "--workers", "1", "--no-progress", "--strict")
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "USTAR" in done.stderr

@@ -16,7 +16,7 @@ import polars as pl
 from lead_stream.cache import features
 from lead_stream.cache.frame import load_frame
 from lead_stream.cache.manifest import sample_sha256
-from lead_stream.cache.tar_writer import TarShardWriter, route_hash, sample_key
+from lead_stream.cache.tar_writer import TarShardWriter, member_name_problem, route_hash, sample_key
 from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
@@ -126,9 +126,13 @@ def build_chunk(task: ChunkTask) -> ChunkResult:
             shards.append(TmpShard(writer.path, rows, writer.size_bytes, digest))
             writer, rows = None, []
 
+    longest = max(features.MEMBER_NAMES, key=lambda name: len(name.encode()))
     try:
         for frame_idx in task.frames:
             try:
+                problem = member_name_problem(sample_key(task.route_id, frame_idx), longest)
+                if problem is not None:  # a route name no tar header can hold: every frame is a failure row
+                    raise LeadFormatError(route.path, problem)
                 members = features.build_sample(load_frame(route, frame_idx))
             except LeadFormatError as error:
                 failures.append(
