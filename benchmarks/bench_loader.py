@@ -8,6 +8,10 @@ one process, one thread (`torch.set_num_threads(1)`), so every rate is per core:
   (a) decode simplejpeg.decode_jpeg of the same served camera images, already in memory
   (b) lead   LEAD-style: one xz-pickle file per (frame, variant) holding the JPEG + PNG-encoded arrays
              (LEAD §3.2), open + unpickle + PNG/JPEG decode + default_collate
+then with worker processes (num_workers = 2, and 4 where the machine has >= 4 cores; persistent, warm):
+  workers    samples/s the trainer receives from N workers, each packing into its reused arena pool, and the
+             same with a fresh shared block per batch (`reuse_shared_memory=False`: the hand-over before #16)
+  (c) floor  N processes decoding the JPEGs of the batches their worker would serve, in parallel
 and peak RSS of a loader worker (num_workers=2), and the trainer-side cost of taking one batch from a worker
 (median time in `next()` while the workers are ahead): one packed block (`lead_stream.packed`, what the
 loader sends) vs the same batch as separate tensors (torch's default: one descriptor round trip per tensor).
@@ -23,6 +27,7 @@ import dataclasses
 import io
 import json
 import lzma
+import multiprocessing
 import os
 import pickle
 import platform
@@ -116,6 +121,79 @@ def time_jpeg_decode(members: list[tuple[dict[str, bytes], bool]], passes: int =
         for payload in jpegs:
             simplejpeg.decode_jpeg(payload, colorspace="RGB")
     return passes * len(jpegs) / (time.perf_counter() - t0)
+
+
+def worker_loaders(root: Path, batch_size: int, epoch_size: int, num_workers: int) -> dict[str, object]:
+    """Persistent-worker loaders of one long epoch: pooled arenas ("reused") and a fresh block per batch."""
+    return {
+        name: make_loader(
+            root,
+            config=LoaderConfig(
+                batch_size=batch_size,
+                num_workers=num_workers,
+                persistent_workers=True,
+                epoch_size=epoch_size,
+                reuse_shared_memory=reuse,
+            ),
+        )
+        for name, reuse in (("reused", True), ("fresh", False))
+    }
+
+
+def time_epoch(loader) -> float:
+    """Samples/s the trainer receives over one whole epoch of a warm loader (workers already started)."""
+    loader.set_epoch(0)
+    t0 = time.perf_counter()
+    count = sum(batch.size for batch in loader)
+    return count / (time.perf_counter() - t0)
+
+
+def worker_jpegs(loader, num_workers: int) -> list[list[bytes]]:
+    """The served camera JPEGs of the loader's epoch 0, split as its workers split batches (g mod N)."""
+    from lead_stream.loader import build_epoch
+
+    epoch = build_epoch(loader.catalog, loader.config, epoch=0, mixture=None)
+    samples = [(int(epoch.slot_rows[s]), bool(epoch.perturbated[s])) for s in range(len(epoch.slot_rows))]
+    members = raw_members(loader, samples)
+    batch = loader.config.batch_size
+    return [
+        [
+            variant_member_payload(m, pert)
+            for g in range(w, epoch.num_batches, num_workers)
+            for m, pert in members[g * batch : (g + 1) * batch]
+        ]
+        for w in range(num_workers)
+    ]
+
+
+def variant_member_payload(members: dict[str, bytes], perturbated: bool) -> bytes:
+    return members[variant_member("rgb.jpg", perturbated)]
+
+
+def _decode_share(jpegs: list[bytes], passes: int, barrier, results, idx: int) -> None:
+    for payload in jpegs[:8]:  # warm-up (allocator, code pages), as the warm loader it is compared with
+        simplejpeg.decode_jpeg(payload, colorspace="RGB")
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(passes):
+        for payload in jpegs:
+            simplejpeg.decode_jpeg(payload, colorspace="RGB")
+    results[idx] = time.perf_counter() - t0
+
+
+def time_parallel_decode(shares: list[list[bytes]], passes: int) -> float:
+    """Images/s of N processes decoding their shares at once (wall time of the slowest): the N-core floor."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(len(shares)), ctx.Array("d", len(shares))
+    procs = [
+        ctx.Process(target=_decode_share, args=(jpegs, passes, barrier, results, i))
+        for i, jpegs in enumerate(shares)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return passes * sum(len(jpegs) for jpegs in shares) / max(results[:])
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -283,8 +361,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    num_routes, num_frames, num_batches, batch_size, rounds, passes = (
-        (3, 24, 8, 8, 5, 3) if args.quick else (4, 60, 24, 8, 5, 1)
+    num_routes, num_frames, num_batches, batch_size, rounds, passes, worker_epoch = (
+        (3, 24, 8, 8, 5, 3, 192) if args.quick else (4, 60, 24, 8, 5, 1, 768)
     )
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         root = (args.keep or Path(tmp)) / "carla_leaderboard2"
@@ -312,6 +390,22 @@ def main() -> None:
             lead_rates.append(time_lead_style(pairs, batch_size))
         loader_rate, decode_rate, lead_rate = max(loader_rates), max(decode_rates), max(lead_rates)
         host_rate = max(host_rates)
+        worker_rows = {}
+        for num_workers in [2] + ([4] if (os.cpu_count() or 1) >= 4 else []):
+            loaders = worker_loaders(root, batch_size, worker_epoch, num_workers)
+            shares = worker_jpegs(loaders["reused"], num_workers)
+            for one in loaders.values():
+                time_epoch(one)  # warm-up: starts the workers, fills their pools
+            rates: dict[str, list[float]] = {"floor": [], "reused": [], "fresh": []}
+            for _ in range(rounds):  # interleaved, best of each
+                rates["floor"].append(time_parallel_decode(shares, passes))
+                rates["reused"].append(time_epoch(loaders["reused"]))
+                rates["fresh"].append(time_epoch(loaders["fresh"]))
+            best = {name: max(values) for name, values in rates.items()}
+            best["allocs"] = loaders["reused"].telemetry()["shm_allocs_per_worker"]
+            best["fallbacks"] = loaders["reused"].telemetry()["shm_fallbacks_per_worker"]
+            worker_rows[num_workers] = best
+            del loaders
         rss, rss_growth = worker_peak_rss_mb(root, batch_size, 2 * num_batches)
         loader.set_epoch(0)
         handoff_batch = next(iter(loader))
@@ -345,6 +439,33 @@ def main() -> None:
         ),
         ("loader / (a)", f"{loader_rate / decode_rate:8.3f}", "target >= 0.85"),
         ("loader / (b)", f"{loader_rate / lead_rate:8.2f}x", "target >= 5"),
+        *[
+            row
+            for n, best in worker_rows.items()
+            for row in (
+                (
+                    f"loader, {n} workers (reused arenas)",
+                    f"{best['reused'] / n:8.1f} samples/s/core",
+                    f"{best['reused']:.1f} samples/s received; {worker_epoch} samples/epoch, best of {rounds}",
+                ),
+                (
+                    "  same, a fresh shared block per batch",
+                    f"{best['fresh'] / n:8.1f} samples/s/core",
+                    f"reuse_shared_memory=False (before #16); {best['fresh'] / best['floor']:.3f} of (c)",
+                ),
+                (
+                    f"(c) {n} processes decoding their JPEGs",
+                    f"{best['floor'] / n:8.1f} images/s/core",
+                    f"{best['floor']:.1f} images/s in all, same run",
+                ),
+                (
+                    f"loader {n} workers / (c)",
+                    f"{best['reused'] / best['floor']:8.3f}",
+                    f"target >= 0.75; pool: {best['allocs']} shared allocations/worker, "
+                    f"{best['fallbacks']} fallbacks",
+                ),
+            )
+        ],
         ("peak RSS per worker", f"{rss:8.1f} MB", "num_workers=2, ru_maxrss incl. pages shared with parent"),
         ("  of which grown while loading", f"{rss_growth:8.1f} MB", "peak minus RSS at the worker's start"),
         (
@@ -370,6 +491,17 @@ def main() -> None:
                 "peak_rss_mb_per_worker": round(rss, 1),
                 "cold_start_samples_per_s_per_core": round(cold_rate, 2),
                 "host_expanded_samples_per_s_per_core": round(host_rate, 2),
+                "workers": {
+                    str(n): {
+                        "samples_per_s_per_core": round(best["reused"] / n, 2),
+                        "fresh_block_samples_per_s_per_core": round(best["fresh"] / n, 2),
+                        "jpeg_floor_per_s_per_core": round(best["floor"] / n, 2),
+                        "ratio_vs_floor": round(best["reused"] / best["floor"], 4),
+                        "fresh_block_ratio_vs_floor": round(best["fresh"] / best["floor"], 4),
+                        "shm_allocs_per_worker": best["allocs"],
+                    }
+                    for n, best in worker_rows.items()
+                },
                 "handoff_ms_per_batch": round(handoff_packed, 3),
                 "handoff_ms_per_batch_tensor_by_tensor": round(handoff_tensors, 3),
                 "machine": machine(),

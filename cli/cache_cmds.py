@@ -53,6 +53,10 @@ def shard(
         bool, typer.Option("--strict", help="fail (exit 2) on the first unreadable frame")
     ] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+    wait: Annotated[
+        bool,
+        typer.Option(help="another shard run holds the cache: wait for it (--no-wait: exit 2 naming it)"),
+    ] = True,
 ) -> None:
     """Build (incrementally) the WebDataset shard cache under DATA_ROOT/cache/<pipeline_id>/."""
     from lead_stream.cache.shard import ShardConfig, merge_manifests, write_shards
@@ -66,6 +70,7 @@ def shard(
             strict=strict,
             rank=rank,
             world_size=world_size,
+            wait_for_lock=wait,
             collections=tuple(collection) if collection else ("pretrain", "posttrain"),
         )
         build = merge_manifests if merge else write_shards

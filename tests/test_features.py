@@ -107,7 +107,7 @@ def _meta(**extra) -> dict:
 
 def _sensors(rng: np.random.Generator) -> FR.SensorInputs:
     return FR.SensorInputs(
-        rgb_jpeg=b"\xff\xd8\xff\xe0 not a real jpeg",
+        rgb_jpeg=codecs.encode_jpg(rng.integers(0, 256, (384, 1152, 3), dtype=np.uint8)),  # must decode (#16)
         semantics=rng.integers(0, 10, (384, 1152), dtype=np.uint8),
         depth_m=(rng.integers(0, 256, (96, 288)) / 255 * 50).astype(np.float32),
         hdmap=rng.choice(np.array([0, 1, 3, 4], dtype=np.uint8), (256, 256)),

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from lead_stream.cache import features
 from lead_stream.cache.frame import load_frame
 from lead_stream.cache.manifest import sample_sha256
-from lead_stream.cache.tar_writer import TarShardWriter, route_hash, sample_key
-from lead_stream.core import container
+from lead_stream.cache.tar_writer import TarShardWriter, member_name_problem, route_hash, sample_key
+from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
 from lead_stream.index.tables import read_bucket_members, table_path
@@ -52,7 +51,13 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
     routes_file = table_path(data_root, "routes")
     if not routes_file.is_file():
         raise LeadFormatError(routes_file, "missing (build the index first: lead-stream index)")
-    routes = pl.from_arrow(pq.read_table(routes_file, columns=["route_id", "fingerprint"]))
+    routes = pl.from_arrow(
+        parquet.read_table(
+            routes_file,
+            columns=["route_id", "fingerprint"],
+            repair=f"rebuild it: lead-stream index {data_root}",
+        )
+    )
     fingerprints = dict(zip(routes["route_id"].to_list(), routes["fingerprint"].to_list(), strict=True))
     plan, keys = [], {}
     for (route_id,), group in members.group_by(["route_id"], maintain_order=True):
@@ -134,9 +139,13 @@ def build_chunk(task: ChunkTask) -> ChunkResult:
             shards.append(TmpShard(writer.path, rows, writer.size_bytes, digest))
             writer, rows = None, []
 
+    longest = max(features.MEMBER_NAMES, key=lambda name: len(name.encode()))
     try:
         for frame_idx in task.frames:
             try:
+                problem = member_name_problem(sample_key(task.route_id, frame_idx), longest)
+                if problem is not None:  # a route name no tar header can hold: every frame is a failure row
+                    raise LeadFormatError(route.path, problem)
                 members = features.build_sample(load_frame(route, frame_idx))
             except LeadFormatError as error:
                 failures.append(

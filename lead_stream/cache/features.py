@@ -81,11 +81,11 @@ LZ4_HC_LEVEL = 4
 
 
 def _rgb(frame: Frame, perturbated: bool) -> bytes:
+    """The original JPEG bytes, stored only if they decode in full (a damaged image never reaches the cache)."""
     payload = frame.sensors(perturbated).rgb_jpeg
-    if payload[:2] != b"\xff\xd8":
-        raise LeadFormatError(
-            source_file(frame.inputs, "rgb", perturbated), "not a JPEG (missing SOI marker)"
-        )
+    problem = codecs.jpeg_problem(payload, (RGB_HEIGHT_PX, RGB_WIDTH_PX))
+    if problem is not None:
+        raise LeadFormatError(source_file(frame.inputs, "rgb", perturbated), problem)
     return payload
 
 

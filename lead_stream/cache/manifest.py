@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from lead_stream.core import parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, manifest_version_problem
 
@@ -82,7 +82,7 @@ def _read_table(cache_dir: Path, name: str) -> pl.DataFrame:
     path = cache_dir / TABLE_FILENAMES[name]
     if not path.is_file():
         raise LeadFormatError(path, "missing (the manifest lists it)")
-    table = pq.read_table(path)
+    table = parquet.read_table(path, repair=f"rebuild the cache: lead-stream shard {cache_dir.parent.parent}")
     problem = manifest_version_problem(table.schema, name)
     if problem:
         raise LeadFormatError(path, problem)

@@ -19,10 +19,13 @@ The tar bytes and the journal files are written by `tar_writer`, the chunks by `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -56,8 +59,11 @@ from lead_stream.cache.tar_writer import (
 )
 from lead_stream.core.atomic import atomic_path, atomic_write_text, remove_stale_tmp
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.core.locks import exclusive_lock
 from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+LOCK_FILENAME = ".shard.lock"  # held by the one `shard` run writing this cache directory
 CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
 
 
@@ -74,6 +80,7 @@ class ShardConfig:
     strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
     rank: int = 0  # this machine's part of a distributed build...
     world_size: int = 1  # ...routes i (sorted) with i % world_size == rank; merge with --merge
+    wait_for_lock: bool = True  # another shard run holds this cache: wait for it (False: fail naming it)
 
     def __post_init__(self) -> None:
         if isinstance(self.collections, str) or not self.collections:
@@ -121,6 +128,19 @@ class ShardSummary:
             f"({self.num_samples_built:,} samples, {self.bytes_written / 1e6:.1f} MB, "
             f"{self.samples_per_s:.1f} samples/s), reused {self.num_routes_reused}"
         )
+
+
+def _lock_path(cache_dir: Path, config: ShardConfig) -> Path:
+    """One writer per cache directory (per rank in a distributed build; merge takes the single-build lock)."""
+    if config.world_size == 1:
+        return cache_dir / LOCK_FILENAME
+    return cache_dir / f".shard-rank-{config.rank}-of-{config.world_size}.lock"
+
+
+def _cache_lock(cache_dir: Path, config: ShardConfig) -> contextlib.AbstractContextManager[None]:
+    return exclusive_lock(
+        _lock_path(cache_dir, config), wait=config.wait_for_lock, what=f"shard cache {cache_dir.name}"
+    )
 
 
 def _partial_manifest_path(cache_dir: Path, rank: int, world_size: int) -> Path:
@@ -186,6 +206,35 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     pid = pipeline_id(config)
     cache_dir = cache_root(data_root) / pid
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with _cache_lock(cache_dir, config):  # a concurrent run on this cache waits here (or fails)
+        try:
+            return _write_shards_locked(data_root, cache_dir, pid, plan, config, started)
+        except OSError as error:
+            if error.errno not in _DISK_FULL:
+                raise
+            raise _disk_full(data_root, cache_dir, config, error) from None
+
+
+def _disk_full(data_root: Path, cache_dir: Path, config: ShardConfig, error: OSError) -> LeadFormatError:
+    """Remove this run's unfinished files and name the full disk (finished, journaled shards stay)."""
+    if config.world_size == 1:
+        remove_stale_tmp(cache_dir)
+    else:
+        for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
+            stale.unlink(missing_ok=True)
+    free_mb = shutil.disk_usage(cache_dir).free / 1e6
+    records, _ = load_journal(cache_dir)
+    return LeadFormatError(
+        cache_dir,
+        f"{os.strerror(error.errno)} while writing {Path(error.filename).name if error.filename else 'the cache'} "
+        f"({free_mb:.1f} MB free); nothing half-written is left and {len(records)} finished routes are kept: "
+        f"free space, then rerun lead-stream shard {data_root}",
+    )
+
+
+def _write_shards_locked(
+    data_root: Path, cache_dir: Path, pid: str, plan: list[RoutePlan], config: ShardConfig, started: float
+) -> ShardSummary:
     journal_dir(cache_dir).mkdir(exist_ok=True)
     if config.world_size == 1:
         remove_stale_tmp(cache_dir)
@@ -362,6 +411,14 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
     cache_dir = cache_root(data_root) / pid
+    with exclusive_lock(cache_dir / LOCK_FILENAME, wait=config.wait_for_lock, what=f"shard cache {pid}"):
+        summary = _merge_locked(data_root, cache_dir, pid, plan, config)
+    return dataclasses.replace(summary, seconds=time.perf_counter() - started)
+
+
+def _merge_locked(
+    data_root: Path, cache_dir: Path, pid: str, plan: list[RoutePlan], config: ShardConfig
+) -> ShardSummary:
     records, shard_entries = load_journal(cache_dir)
     missing = [
         r.route_id
@@ -386,7 +443,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     summary = _write_manifest(data_root, cache_dir, pid, config, plan)
     for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
         partial.unlink()
-    return dataclasses.replace(summary, seconds=time.perf_counter() - started)
+    return summary
 
 
 def _write_manifest(

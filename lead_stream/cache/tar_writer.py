@@ -64,6 +64,17 @@ def tar_header(name: str, size: int) -> bytes:
     return info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
 
 
+def member_name_problem(key: str, member: str) -> str | None:
+    """Why "<key>.<member>" cannot be a USTAR member name, or None (UTF-8 names fit when the directory part
+    is <= 155 bytes and the file part <= 100 bytes once encoded)."""
+    name = f"{key}.{member}"
+    try:
+        tar_header(name, 0)
+    except ValueError as error:
+        return f"tar member name {name!r} is {len(name.encode())} bytes in UTF-8: {error} for USTAR"
+    return None
+
+
 class TarShardWriter:
     """Append samples to one tar file, tracking each sample's byte range and the file's sha256."""
 

@@ -78,6 +78,27 @@ def decode_jpg(payload: bytes) -> np.ndarray:
     return simplejpeg.decode_jpeg(payload, colorspace="RGB")
 
 
+def jpeg_problem(payload: bytes, size_hw: tuple[int, int]) -> str | None:
+    """What keeps `payload` from decoding as a full `size_hw` JPEG, or None when it decodes.
+
+    Checks the SOI and EOI markers (a cut-short file has no EOI), the frame size in the header, then decodes
+    every entropy-coded segment (as grayscale, with libjpeg's warnings, e.g. "premature end of data", as
+    errors), so truncation or a damaged scan is found without the colour conversion of a real decode.
+    """
+    if payload[:2] != b"\xff\xd8":
+        return f"not a JPEG: expected SOI marker ff d8, found {payload[:2].hex(' ')!r}"
+    if payload[-2:] != b"\xff\xd9":
+        return f"truncated JPEG: no EOI marker ff d9 at the end ({len(payload)} bytes, ends {payload[-2:].hex(' ')!r})"
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(payload)
+        if (height, width) != tuple(size_hw):
+            return f"JPEG is {height} x {width}, expected {size_hw[0]} x {size_hw[1]}"
+        simplejpeg.decode_jpeg(payload, colorspace="GRAY", fastdct=True, strict=True)
+    except ValueError as error:
+        return f"corrupt JPEG: {error}"
+    return None
+
+
 ENCODERS: dict[str, Callable[[np.ndarray], bytes]] = {"jpg": encode_jpg, "lz4": encode_lz4, "npy": encode_npy}
 DECODERS: dict[str, Callable[[bytes], Any]] = {"jpg": decode_jpg, "lz4": decode_lz4_any, "npy": decode_npy}
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from lead_stream.core import parquet
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.index.tables import BUCKETS_DIR, collection_names, index_dir, table_path
 from lead_stream.schemas.tables import SchemaError, check_version
@@ -31,7 +31,9 @@ def load_tables(data_root: Path) -> dict[str, pl.LazyFrame]:
         if not path.is_file():
             raise LeadFormatError(path, f"missing (build the index first: lead-stream index {data_root})")
         try:
-            check_version(pq.read_schema(path), kind, path)
+            check_version(
+                parquet.read_schema(path, repair=f"rebuild it: lead-stream index {data_root}"), kind, path
+            )
         except SchemaError as error:
             raise LeadFormatError(path, str(error).split(": ", 1)[-1]) from None
         out[name] = pl.scan_parquet(path)

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_stream.core import parquet
 from lead_stream.core.atomic import atomic_path, list_finished
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.schemas.tables import SchemaError, check_version
@@ -38,7 +39,7 @@ def read_checked(path: Path, name: str) -> pa.Table:
         raise LeadFormatError(
             path, f"missing (build the index first: lead-stream index {path.parent.parent})"
         )
-    table = pq.read_table(path)
+    table = parquet.read_table(path, repair=f"rebuild it: lead-stream index {path.parent.parent}")
     try:
         check_version(table.schema, name, path)
     except SchemaError as error:

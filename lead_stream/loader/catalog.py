@@ -29,7 +29,7 @@ class Catalog:
     sample_shard: np.ndarray  # (N,) int32 shard index
     sample_offset: np.ndarray  # (N,) int64 byte offset of the sample's first tar header
     sample_size: np.ndarray  # (N,) int64 bytes of the sample's headers + payloads
-    sample_key: np.ndarray  # (N,) bytes_ key "<route_id>/<frame_idx:04d>"
+    sample_key: np.ndarray  # (N,) bytes_ UTF-8 key "<route_id>/<frame_idx:04d>"
     sample_route: np.ndarray  # (N,) int32 code into `routes`
     sample_frame: np.ndarray  # (N,) int32 frame_idx
     routes: tuple[str, ...]  # route_id per code
@@ -119,7 +119,7 @@ class Catalog:
             sample_shard=np.array([shard_of[s] for s in samples["shard"].to_list()], dtype=np.int32),
             sample_offset=samples["offset"].to_numpy().astype(np.int64),
             sample_size=samples["size_bytes"].to_numpy().astype(np.int64),
-            sample_key=np.array(samples["key"].to_list(), dtype=np.bytes_),
+            sample_key=np.array([key.encode() for key in samples["key"].to_list()], dtype=np.bytes_),  # UTF-8
             sample_route=np.array([route_code[r] for r in samples["route_id"].to_list()], dtype=np.int32),
             sample_frame=samples["frame_idx"].to_numpy().astype(np.int32),
             routes=tuple(routes.to_list()),

@@ -25,6 +25,9 @@ class LoaderConfig:
     persistent_workers: bool = True  # keep workers across epochs (new epochs still reach them)
     prefetch_factor: int = 2  # batches in flight per worker
     pin_memory: bool = False  # pin batches for faster host→GPU copies
+    reuse_shared_memory: bool = (
+        True  # workers pack into a reused pool of shared arenas (False: fresh per batch)
+    )
     max_open_shards: int = 4  # open shard files kept per worker (LRU)
     shard_url: str | None = None  # remote shards: template with "{shard}", e.g. "pipe:cat /x/{shard}"
     local_cache_dir: str | None = None  # download remote shards here (whole, atomically) before seeking

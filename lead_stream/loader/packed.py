@@ -8,12 +8,26 @@ offsets, plus a small layout, so a batch crosses with ONE descriptor; `unpack()`
 views of the arena (no copy). A tensor whose memory is a permutation of a dense layout (the channels-last
 `rgb`, the transposed `depth_u8`) keeps its strides; anything else is stored contiguous. Pinning a packed
 batch pins the arena once (one host copy instead of ~25).
+
+A fresh block of shared memory costs a page fault per 4 KiB page on first touch (~6 µs each on a VM: ~29 ms
+for 16 MiB, against ~2 ms to refill a block already mapped), paid per batch by every worker. So a worker
+packs into its own `ArenaPool`: a few arenas (its in-flight depth), reused once the trainer has let go of
+them. Who holds what is a small shared table (`ArenaBoard`, worker x slot → token) made by the trainer's
+process before the workers start: a worker writes a token into a slot's cell when it lends that arena, and
+the trainer's process clears the cell when the last view of the batch is gone (a `weakref.finalize` on the
+lease it unpacks from, so pinning, `Batch.to(device)` and dropping the batch all release it). A cell is only
+cleared if it still holds the token of the batch released, so a stale release after a worker restart never
+frees a slot its successor lent. A worker never writes into a lent arena; with every slot lent (a trainer
+holding many batches) it packs into a fresh, unpooled block instead and counts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import os
+import secrets
+import weakref
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,6 +59,12 @@ class PackedBatch:
     tensors: dict[str, TensorSlot]  # field → slot; RunCoded fields as "<field>.values/.lengths"
     coded_shapes: dict[str, tuple[int, ...]]  # RunCoded field → its dense shape
     lists: dict[str, list]  # non-tensor fields (route_id)
+    lent: Lent | None = field(default=None)  # set while the arena belongs to a worker's pool
+
+    def __reduce__(self) -> tuple:
+        # a lent arena is rebuilt as a lease in the receiving process (see `_receive_lent`)
+        fields = (self.arena, self.tensors, self.coded_shapes, self.lists, self.lent)
+        return (_receive_lent, fields) if self.lent is not None else (PackedBatch, fields)
 
     def unpack(self) -> Batch:
         """The `Batch`, every tensor a view of the arena (pinned views when the arena is pinned)."""
@@ -62,7 +82,7 @@ class PackedBatch:
 
     def pin_memory(self) -> PackedBatch:
         """Called by torch's DataLoader pin thread when pin_memory=True: one copy into page-locked memory."""
-        return dataclasses.replace(self, arena=self.arena.pin_memory())
+        return dataclasses.replace(self, arena=self.arena.pin_memory(), lent=None)
 
 
 def _dense_order(t: torch.Tensor) -> list[int] | None:
@@ -88,16 +108,7 @@ def _layout(t: torch.Tensor, offset: int) -> TensorSlot:
     return TensorSlot(offset, t.dtype, tuple(t.shape), tuple(strides), t.numel() * t.element_size())
 
 
-def pack_batch(batch: Batch, *, shared: bool = True) -> PackedBatch:
-    """Copy every tensor of `batch` into one arena (in shared memory when `shared`, for a worker's queue).
-
-    Args:
-        batch: a host batch (tensors on the CPU; RunCoded rasters stay coded).
-        shared: allocate the arena in shared memory, as torch would move it to the worker queue anyway.
-
-    Returns:
-        The packed batch; `unpack()` gives an equal `Batch`.
-    """
+def _flatten(batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]], dict[str, list]]:
     flat: dict[str, torch.Tensor] = {}
     coded_shapes: dict[str, tuple[int, ...]] = {}
     lists: dict[str, list] = {}
@@ -110,15 +121,157 @@ def pack_batch(batch: Batch, *, shared: bool = True) -> PackedBatch:
             flat[f.name] = value
         else:
             lists[f.name] = list(value)
+    return flat, coded_shapes, lists
+
+
+def _plan(flat: dict[str, torch.Tensor]) -> tuple[dict[str, TensorSlot], int]:
+    """Each tensor's slot and the arena bytes they need."""
     slots: dict[str, TensorSlot] = {}
     offset = 0
     for name, t in flat.items():
         slots[name] = _layout(t, offset)
         offset += _aligned(t.numel() * t.element_size())
-    if shared:  # allocated in shared memory directly: share_memory_() would copy a fresh arena once more
-        arena = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(offset, 1)))
-    else:
-        arena = torch.empty(max(offset, 1), dtype=torch.uint8)
+    return slots, max(offset, 1)
+
+
+def _fresh_shared(nbytes: int) -> torch.Tensor:
+    # allocated in shared memory directly: share_memory_() would copy a fresh arena once more
+    return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
+
+
+def _fill(arena: torch.Tensor, flat: dict[str, torch.Tensor], slots: dict[str, TensorSlot]) -> None:
     for name, t in flat.items():
         slots[name].view(arena).copy_(t)
+
+
+def pack_batch(batch: Batch, *, shared: bool = True) -> PackedBatch:
+    """Copy every tensor of `batch` into one fresh arena (in shared memory when `shared`).
+
+    Args:
+        batch: a host batch (tensors on the CPU; RunCoded rasters stay coded).
+        shared: allocate the arena in shared memory, as torch would move it to the worker queue anyway.
+
+    Returns:
+        The packed batch; `unpack()` gives an equal `Batch`.
+    """
+    flat, coded_shapes, lists = _flatten(batch)
+    slots, nbytes = _plan(flat)
+    arena = _fresh_shared(nbytes) if shared else torch.empty(nbytes, dtype=torch.uint8)
+    _fill(arena, flat, slots)
     return PackedBatch(arena, slots, coded_shapes, lists)
+
+
+# ---------------------------------------------------------------------------------------------------
+# reused arenas: the worker's pool and the trainer-side board of lent slots
+# ---------------------------------------------------------------------------------------------------
+_TOKEN_PID_SHIFT = 32  # token = pid << 32 | lend counter: a cell names the worker process that lent it
+_GROWTH = 1.25  # an arena too small for a batch is replaced by one this much larger than needed
+_ROUND_BYTES = 1 << 20
+_BOARDS: weakref.WeakValueDictionary[str, ArenaBoard] = weakref.WeakValueDictionary()
+
+
+@dataclass(frozen=True)
+class Lent:
+    """Which pooled arena a packed batch lives in, and the token its worker wrote into the board."""
+
+    board_id: str
+    worker: int
+    slot: int
+    token: int
+    nbytes: int  # bytes of the arena the batch uses (the lease covers these)
+
+
+class ArenaBoard:
+    """The shared table of lent arenas of one loader: `flags[worker, slot]` is 0 (free) or a lend token.
+
+    Made in the trainer's process before workers start (forked or pickled into them). In that process it
+    also keeps each received arena mapped, so a reused arena is not mapped again per batch.
+    """
+
+    def __init__(self, num_workers: int, num_slots: int) -> None:
+        self.board_id = secrets.token_hex(8)
+        self.flags = torch.zeros((max(num_workers, 1), num_slots), dtype=torch.int64).share_memory_()
+        self._mapped: dict[tuple[int, int], torch.Tensor] = {}
+        _BOARDS[self.board_id] = self
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.flags.shape[1])
+
+    def __getstate__(self) -> dict:
+        return {"board_id": self.board_id, "flags": self.flags}  # mappings stay in their process
+
+    def __setstate__(self, state: dict) -> None:
+        self.board_id, self.flags, self._mapped = state["board_id"], state["flags"], {}
+
+    def lease(self, arena: torch.Tensor, lent: Lent) -> torch.Tensor:
+        """A tensor over the first `lent.nbytes` of `arena` whose death hands the slot back to its worker."""
+        self._mapped[(lent.worker, lent.slot)] = arena  # keep the mapping for the slot's next batch
+        view = arena.numpy()[: lent.nbytes]  # a new ndarray: only the lease below refers to it
+        weakref.finalize(view, self.release, lent.worker, lent.slot, lent.token)
+        return torch.from_numpy(view)
+
+    def release(self, worker: int, slot: int, token: int) -> None:
+        """Free the slot, unless a later lend (by a restarted worker) owns it now."""
+        cells = self.flags.numpy()
+        if cells[worker, slot] == token:
+            cells[worker, slot] = 0
+
+    def num_lent(self) -> int:
+        return int((self.flags != 0).sum())
+
+
+def _receive_lent(
+    arena: torch.Tensor,
+    tensors: dict[str, TensorSlot],
+    coded_shapes: dict[str, tuple[int, ...]],
+    lists: dict[str, list],
+    lent: Lent,
+) -> PackedBatch:
+    """Unpickling a lent batch in the trainer's process: its arena becomes a lease (see `ArenaBoard`)."""
+    board = _BOARDS.get(lent.board_id)
+    if board is None or os.getpid() == lent.token >> _TOKEN_PID_SHIFT:  # loader gone, or its own process
+        return PackedBatch(arena, tensors, coded_shapes, lists, lent)
+    return PackedBatch(board.lease(arena, lent), tensors, coded_shapes, lists, None)
+
+
+class ArenaPool:
+    """One worker's reused arenas: packs a batch into a free slot (or a fresh block when all are lent)."""
+
+    def __init__(self, board: ArenaBoard, worker: int) -> None:
+        self.board, self.worker, self.pid = board, worker, os.getpid()
+        self._cells = board.flags[worker].numpy()  # this worker's row of the shared board
+        self._arenas: list[torch.Tensor | None] = [None] * board.num_slots
+        self._lends = 0
+        self.num_allocs = 0  # shared blocks allocated (start-up, growth, fallbacks)
+        self.num_fallbacks = 0  # batches packed into an unpooled block because every slot was lent
+
+    def _free_slot(self) -> int | None:
+        for slot, cell in enumerate(self._cells.tolist()):
+            if cell == 0 or cell >> _TOKEN_PID_SHIFT != self.pid:  # free, or lent by a previous worker
+                return slot
+        return None
+
+    def pack(self, batch: Batch) -> PackedBatch:
+        """`batch` packed into a pooled arena (lent until the trainer releases it)."""
+        flat, coded_shapes, lists = _flatten(batch)
+        slots, nbytes = _plan(flat)
+        slot = self._free_slot()
+        if slot is None:
+            self.num_fallbacks += 1
+            self.num_allocs += 1
+            arena = _fresh_shared(nbytes)
+            _fill(arena, flat, slots)
+            return PackedBatch(arena, slots, coded_shapes, lists)
+        arena = self._arenas[slot]
+        if arena is None or arena.numel() < nbytes:
+            capacity = -(-int(nbytes * _GROWTH) // _ROUND_BYTES) * _ROUND_BYTES
+            arena = self._arenas[slot] = _fresh_shared(capacity)
+            self.num_allocs += 1
+        self._lends += 1
+        token = (self.pid << _TOKEN_PID_SHIFT) | (self._lends & 0xFFFFFFFF)
+        self._cells[slot] = token  # lent before it is written: the trainer releases only what it received
+        _fill(arena, flat, slots)
+        return PackedBatch(
+            arena, slots, coded_shapes, lists, Lent(self.board.board_id, self.worker, slot, token, nbytes)
+        )

@@ -29,7 +29,7 @@ from lead_stream.core.errors import ConfigError, LeadFormatError
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import Catalog
 from lead_stream.loader.collate import BatchBuffers, BufferPool
-from lead_stream.loader.packed import pack_batch
+from lead_stream.loader.packed import ArenaBoard, ArenaPool, pack_batch
 from lead_stream.loader.tar_reader import ShardFiles, split_members
 
 if TYPE_CHECKING:
@@ -125,10 +125,12 @@ class PlanStream(IterableDataset):
         rank: int,
         world_size: int,
         control: torch.Tensor,
+        board: ArenaBoard | None = None,
     ) -> None:
         self.catalog, self.config, self.locations = catalog, config, locations
-        self.rank, self.world_size, self.control = rank, world_size, control
+        self.rank, self.world_size, self.control, self.board = rank, world_size, control, board
         self._files: ShardFiles | None = None
+        self._arenas: ArenaPool | None = None
         self._pool = BufferPool()
         self._files_pid = 0
         self._rss_start_mb = 0.0
@@ -157,6 +159,7 @@ class PlanStream(IterableDataset):
             self._files_pid = os.getpid()
             self._rss_start_mb = _peak_rss_mb()
             self._pool = BufferPool()  # never refill arrays a parent process handed out
+            self._arenas = ArenaPool(self.board, worker) if self.board is not None and info else None
             self._files = ShardFiles(
                 self.locations,
                 local_cache_dir=self.config.local_cache_dir,
@@ -176,7 +179,7 @@ class PlanStream(IterableDataset):
             pads = int((slots >= len(epoch.plan)).sum())
             rss_mb = _peak_rss_mb()
             yield (
-                pack_batch(batch) if info is not None else batch,  # a worker's batch crosses as one block
+                self._pack(batch) if info is not None else batch,  # a worker's batch crosses as one block
                 {
                     "worker": worker,
                     "skipped": skipped,
@@ -184,8 +187,14 @@ class PlanStream(IterableDataset):
                     "peak_rss_mb": rss_mb,
                     "rss_growth_mb": rss_mb - self._rss_start_mb,
                     "shard_opens": self._files.num_opens,
+                    "shm_allocs": self._arenas.num_allocs if self._arenas else -1,
+                    "shm_fallbacks": self._arenas.num_fallbacks if self._arenas else 0,
                 },
             )
+
+    def _pack(self, batch: Batch) -> Any:
+        """A worker's batch as one shared block: a reused arena of its pool, or a fresh one."""
+        return self._arenas.pack(batch) if self._arenas is not None else pack_batch(batch)
 
     def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
         """Read the batch's samples, decode every image, then every array group (two phases: see

@@ -31,12 +31,13 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader
 
+from lead_stream.core import parquet
 from lead_stream.core.batch import Batch
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import Catalog
 from lead_stream.loader.config import LoaderConfig
-from lead_stream.loader.packed import PackedBatch
+from lead_stream.loader.packed import ArenaBoard, PackedBatch
 from lead_stream.loader.sample_layout import expected_members
 from lead_stream.loader.stream import PlanStream, WorkerError, build_epoch
 
@@ -60,7 +61,13 @@ class StreamingLoader:
         self.catalog, self.config, self.rank, self.world_size = catalog, config, rank, world_size
         self.bucket_names = catalog.bucket_names
         self._control = torch.zeros(_CONTROL_BYTES, dtype=torch.uint8).share_memory_()
-        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control)
+        # in-flight batches of a worker (prefetch_factor) + the one the trainer holds + one spare
+        self._board = (
+            ArenaBoard(config.num_workers, config.prefetch_factor + 2)
+            if config.num_workers > 0 and config.reuse_shared_memory
+            else None
+        )
+        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control, self._board)
         self._dataloader: DataLoader | None = None
         self._epoch_idx, self._mixture = 0, dict(config.mixture) if config.mixture else None
         self._epoch = build_epoch(catalog, config, epoch=0, mixture=self._mixture)
@@ -75,6 +82,8 @@ class StreamingLoader:
             "peak_rss_mb_per_worker": 0.0,
             "rss_growth_mb_per_worker": 0.0,
             "shard_opens": 0,
+            "shm_allocs_per_worker": 0,
+            "shm_fallbacks_per_worker": 0,
         }
 
     # --- epoch / mixture ---
@@ -140,6 +149,9 @@ class StreamingLoader:
                 payload, info = next(iterator)
             except StopIteration:
                 break
+            except Exception:
+                self._dataloader = None  # e.g. a worker died: the next __iter__ starts fresh workers
+                raise
             finally:
                 tele["data_wait_s"] += time.perf_counter() - t0
             if isinstance(payload, WorkerError):
@@ -155,11 +167,15 @@ class StreamingLoader:
             tele["pads"] += info["pads"]
             tele["skipped"] += info["skipped"]
             tele["shard_opens"] = max(tele["shard_opens"], info["shard_opens"])
+            for name in ("shm_allocs", "shm_fallbacks"):
+                key = f"{name}_per_worker"
+                tele[key] = max(tele[key], info.get(name, 0))
             tele["peak_rss_mb_per_worker"] = max(tele["peak_rss_mb_per_worker"], info["peak_rss_mb"])
             tele["rss_growth_mb_per_worker"] = max(tele["rss_growth_mb_per_worker"], info["rss_growth_mb"])
             t_now = time.perf_counter()
             tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
             yield payload
+            del payload  # not held while waiting for the next one: its arena can go back to its worker
 
     def _loader(self) -> DataLoader:
         cfg = self.config
@@ -272,11 +288,26 @@ def make_loader(
         pipeline_id=manifest.pipeline_id,
         samples=manifest.samples,
         shards=manifest.shards,
-        buckets=pl.read_parquet(buckets_path),
+        buckets=pl.from_arrow(
+            parquet.read_table(buckets_path, repair=f"rebuild it: lead-stream index {data_root}")
+        ),
         buckets_path=buckets_path,
     )
     locations = [
         config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name)
         for name in catalog.shard_names
     ]
+    if not config.shard_url:
+        _check_shards_present(cache_dir, catalog.shard_names, data_root)
     return StreamingLoader(catalog, config, locations, rank=rank, world_size=world_size)
+
+
+def _check_shards_present(cache_dir: Path, shard_names: list[str], data_root: Path) -> None:
+    """Every shard the plan reads is on disk (one stat each), so a deleted shard is named before training."""
+    missing = [name for name in shard_names if not (cache_dir / name).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LeadFormatError(
+            cache_dir / missing[0],
+            f"shard listed in shards.parquet is missing{more}; rebuild it: lead-stream shard {data_root}",
+        )

@@ -207,7 +207,12 @@ class ShardFiles:
             return handle
         if len(self._open) >= self.max_open:
             self._evict(next(iter(self._open)))
-        handle = self._open_location(self.locations[shard_idx])
+        try:
+            handle = self._open_location(self.locations[shard_idx])
+        except FileNotFoundError:  # deleted after make_loader checked it
+            raise LeadFormatError(
+                self.locations[shard_idx], "shard is missing (deleted while loading?); rebuild the cache"
+            ) from None
         self.num_opens += 1
         self._open[shard_idx] = handle
         if self.use_mmap and isinstance(handle, io.BufferedReader):

@@ -1,0 +1,102 @@
+"""Worker batches reuse a small pool of shared arenas, and a batch the trainer holds is never rewritten (#16)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lead_stream.core.batch import BATCH_TENSOR_FIELDS, Batch
+from lead_stream.loader import LoaderConfig, make_loader
+from lead_stream.loader.packed import ArenaBoard, ArenaPool
+from lead_stream.model.random_batch import random_batch
+
+CONFIG = dict(batch_size=4, epoch_size=64, seed=5, prefetch_factor=2)  # 16 batches, 8 per worker
+
+
+def _dense(batch: Batch) -> dict[str, torch.Tensor]:
+    dense = batch.dense()
+    return {name: getattr(dense, name).clone() for name in BATCH_TENSOR_FIELDS}
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    for name in BATCH_TENSOR_FIELDS:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def in_process(sharded_root: Path) -> list[dict[str, torch.Tensor]]:
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=0, **CONFIG))
+    loader.set_epoch(0)
+    return [_dense(batch) for batch in loader]
+
+
+def test_workers_reuse_their_arenas_across_epochs_and_serve_the_same_batches_16(
+    sharded_root: Path, in_process: list[dict[str, torch.Tensor]]
+) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=2, persistent_workers=True, **CONFIG))
+    for _ in range(2):
+        loader.set_epoch(0)  # the same epoch twice: the second pass must reuse the pool, not grow it
+        served = [_dense(batch) for batch in loader]  # each batch dropped right after its copy
+        assert len(served) == len(in_process)
+        for a, b in zip(in_process, served):
+            _assert_same(a, b)
+    tele = loader.telemetry()
+    slots = CONFIG["prefetch_factor"] + 2
+    assert tele["shm_fallbacks_per_worker"] == 0
+    # 16 batches per worker over the two passes: allocations happen only while the pool fills (and grows)
+    assert 1 <= tele["shm_allocs_per_worker"] <= slots + 2 < 16
+    assert loader._board.num_lent() <= 2 * slots  # nothing leaks once batches are dropped
+
+
+def test_a_trainer_holding_every_batch_gets_intact_batches_from_fresh_blocks_16(
+    sharded_root: Path, in_process: list[dict[str, torch.Tensor]]
+) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=2, persistent_workers=False, **CONFIG))
+    loader.set_epoch(0)
+    held = list(loader)  # every batch stays referenced: no pooled arena is ever handed back
+    for a, b in zip(in_process, held):
+        _assert_same(a, _dense(b))
+    assert loader.telemetry()["shm_fallbacks_per_worker"] > 0  # fresh blocks once the pool was all lent
+
+
+def test_held_batches_survive_a_killed_worker_and_its_successors_16(
+    sharded_root: Path, in_process: list[dict[str, torch.Tensor]]
+) -> None:
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=2, persistent_workers=True, **CONFIG))
+    loader.set_epoch(0)
+    iterator = iter(loader)
+    held = [next(iterator) for _ in range(3)]
+    copies = [_dense(batch) for batch in held]
+    workers = multiprocessing.active_children()
+    assert len(workers) >= 2
+    os.kill(workers[0].pid, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="(?i)worker"):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            next(iterator)
+    loader.set_epoch(0)  # fresh workers (new pids) write into their own pools
+    again = [_dense(batch) for batch in loader]
+    for a, b in zip(in_process, again):
+        _assert_same(a, b)
+    for batch, copy in zip(held, copies):  # the old arenas were never rewritten
+        _assert_same(copy, _dense(batch))
+
+
+def test_a_stale_release_never_frees_the_slot_of_a_restarted_worker_16() -> None:
+    board = ArenaBoard(1, 2)
+    first = ArenaPool(board, 0)
+    lent_first = first.pack(random_batch(2, seed=0)).lent
+    successor = ArenaPool(board, 0)
+    successor.pid = first.pid + 1  # another process in the same worker position (a restart)
+    lent_next = successor.pack(random_batch(2, seed=1)).lent
+    assert lent_next.slot == lent_first.slot  # the old lend names a dead process: its slot is reusable
+    board.release(0, lent_first.slot, lent_first.token)  # the trainer drops the old batch late
+    assert board.flags[0, lent_next.slot] == lent_next.token  # still lent to the successor
+    board.release(0, lent_next.slot, lent_next.token)
+    assert board.num_lent() == 0
