@@ -83,7 +83,9 @@ def recorded_source(data_root: Path, route_id: str) -> str | None:
 
 @functools.lru_cache(maxsize=4)
 def _recorded_sources(routes_file: str, mtime_ns: int) -> dict[str, str]:
-    table = pq.read_table(routes_file, columns=["route_id", "source"])
+    table = parquet.read_table(
+        Path(routes_file), columns=["route_id", "source"], repair="rerun `lead-stream index` to rebuild it"
+    )
     return dict(zip(table.column("route_id").to_pylist(), table.column("source").to_pylist()))
 
 
