@@ -267,7 +267,7 @@ class Trainer:
     def _log_images(self, batch: Any, outputs: dict, step_idx: int) -> None:
         if not (self.rank0 and self.config.visualize_training):
             return
-        from lead_stream.train.visualize import bev_image, camera_image
+        from lead_stream.evaluate.visualize import bev_image, camera_image
 
         self.metrics.log_image("viz/bev", bev_image(batch, outputs, self._last_targets.heatmap), step_idx)
         self.metrics.log_image("viz/camera", camera_image(batch, outputs), step_idx)
