@@ -263,3 +263,37 @@ def flat_scalars(results: dict) -> dict[str, float]:
 
     walk("", {k: v for k, v in results.items() if k != "ap_by_threshold"})
     return {k: v for k, v in scalars.items() if "/ap_by_threshold/" not in k and "/num_labels" not in k}
+
+
+def json_safe(value: object) -> object:
+    """The results dict with NaN / inf as None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+HEADLINE = (
+    ("planning", "ade_m", "ADE {:.2f} m"),
+    ("planning", "fde_m", "FDE {:.2f} m"),
+    ("target_speed", "accuracy", "speed acc {:.1%}"),
+    ("bev_semantic", "miou", "BEV mIoU {:.3f}"),
+    ("semantic", "miou", "sem mIoU {:.3f}"),
+    ("depth", "abs_rel", "depth AbsRel {:.3f}"),
+    ("boxes", "map", "box mAP {:.3f}"),
+    ("radar", "map", "radar mAP {:.3f}"),
+)
+
+
+def headline(results: dict) -> str:
+    """The few numbers a summary line shows: "ADE 1.23 m, FDE 2.50 m, ..., box mAP 0.412" (n/a when NaN)."""
+    parts = []
+    for section, key, fmt in HEADLINE:
+        if section in results:
+            value = results[section].get(key)
+            ok = isinstance(value, (int, float)) and np.isfinite(value)
+            parts.append(fmt.format(value) if ok else fmt.split(" {")[0] + " n/a")
+    return ", ".join(parts)

@@ -27,6 +27,17 @@ class TrainConfig:
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
+    # --- validation (held-out frames, open-loop metrics; README "Evaluation") ---
+    val_collection: str | None = (
+        None  # held-out bucket collection, e.g. town13_heldout_posttrain; None = none
+    )
+    val_buckets: tuple[str, ...] | None = None  # only these buckets of it (e.g. town13); None = all of them
+    val_every_steps: int = 0  # also validate every N global steps; 0 = at epoch ends only
+    val_max_samples: int | None = None  # evenly spaced subset of this many held-out frames; None = all
+    val_batch_size: int | None = None  # global validation batch; None = batch_size
+    val_overlap: Literal["exclude", "error", "allow"] = (
+        "exclude"  # held-out frames in the training collection: leave out of training | fail | train on them
+    )
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
     description: str = "TFv6"  # free text stored in config.json
@@ -73,6 +84,11 @@ class TrainConfig:
             "log_images_frequency": self.log_images_frequency >= 1,
             "num_workers": self.num_workers >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
+            "val_every_steps": self.val_every_steps >= 0,
+            "val_max_samples": self.val_max_samples is None or self.val_max_samples >= 1,
+            "val_batch_size": self.val_batch_size is None or self.val_batch_size >= 1,
+            "val_overlap": self.val_overlap in ("exclude", "error", "allow"),
+            "val_buckets": self.val_buckets is None or len(self.val_buckets) > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -26,7 +26,12 @@ from lead_stream.model import TFv6, centernet_targets, compute_losses, model_inp
 from lead_stream.model.losses import active_losses, planning_metrics
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
-from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
+from lead_stream.train.components import (
+    build_loader,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+)
 from lead_stream.train.config import TrainConfig
 from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
 from lead_stream.train.distributed import (
@@ -40,6 +45,7 @@ from lead_stream.train.distributed import (
 )
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.summary import TrainSummary
+from lead_stream.train.validation import Validator
 
 
 class Trainer:
@@ -74,6 +80,13 @@ class Trainer:
             if loader is not None
             else build_loader(config, self.device, self.info.rank, self.info.world_size)
         )
+        self.validator = (
+            Validator(config, self.loader, device=self.device, precision=self.precision, info=self.info)
+            if config.val_collection is not None
+            else None
+        )
+        self.validation: dict | None = None
+        self.validation_step: int | None = None
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -223,6 +236,13 @@ class Trainer:
         barrier()
         return path
 
+    # --- validation ---
+    def _validate_due(self, *, epoch_end: bool, stop: bool) -> bool:
+        if self.validator is None or self.validation_step == self.step:
+            return False
+        every = self.config.val_every_steps
+        return epoch_end or stop or bool(every and self.step % every == 0)
+
     # --- logging ---
     def _log_scalars(
         self,
@@ -337,6 +357,11 @@ class Trainer:
                     stop or (config.checkpoint_every_steps and self.step % config.checkpoint_every_steps == 0)
                 ):
                     last_checkpoint = self.save(epoch) or last_checkpoint
+                if self._validate_due(epoch_end=epoch_end, stop=stop):
+                    self.validation = self.validator.run(
+                        self.model, self.metrics, step=self.step, epoch=epoch
+                    )
+                    self.validation_step = self.step
                 if stop or epoch_end:
                     break
             del iterator
@@ -362,6 +387,8 @@ class Trainer:
             precision=self.precision,
             device=str(self.device),
             checkpoint=last_checkpoint,
+            validation=self.validation,
+            validation_step=self.validation_step,
         )
 
 
