@@ -17,6 +17,13 @@ from collections.abc import Sequence
 SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 BAR_H, LABEL_W, PLOT_W = 14, 170, 360
 
+BAR_CHARTS = (  # (title, results section, its {category: value} field)
+    ("BEV semantic IoU per class", "bev_semantic", "iou"),
+    ("Perspective semantic IoU per class", "semantic", "iou"),
+    ("Box AP per class (mean over 0.5/1/2/4 m)", "boxes", "ap"),
+    ("Box mAP by centre distance (m)", "boxes", "map_by_threshold"),
+    ("Radar detection AP by centre distance (m)", "radar", "ap_by_threshold"),
+)
 SUMMARY_ROWS = (
     ("num_samples", "frames"),
     ("planning/ade_m", "waypoint ADE (m)"),
@@ -186,43 +193,12 @@ def render_report(
     )
     body.append(f'<table class="summary"><tr><th>metric</th>{head}</tr>{table_rows}</table>')
     charts = []
-    for key, name in (
-        ("bev_semantic", "BEV semantic IoU per class"),
-        ("semantic", "Perspective semantic IoU per class"),
-    ):
-        if any(key in r for _, r in runs):
-            classes = next(list(r[key]["iou"]) for _, r in runs if key in r)
-            series = [(label, [lookup(r, f"{key}/iou/{c}") for c in classes]) for label, r in runs]
-            charts.append(_bars(name, classes, series))
-    if any("boxes" in r for _, r in runs):
-        classes = next(list(r["boxes"]["ap"]) for _, r in runs if "boxes" in r)
-        charts.append(
-            _bars(
-                "Box AP per class (mean over 0.5/1/2/4 m)",
-                classes,
-                [(label, [lookup(r, f"boxes/ap/{c}") for c in classes]) for label, r in runs],
-            )
-        )
-        thresholds = next(list(r["boxes"]["map_by_threshold"]) for _, r in runs if "boxes" in r)
-        charts.append(
-            _bars(
-                "Box mAP by centre distance (m)",
-                thresholds,
-                [
-                    (label, [lookup(r, f"boxes/map_by_threshold/{t}") for t in thresholds])
-                    for label, r in runs
-                ],
-            )
-        )
-    if any("radar" in r for _, r in runs):
-        thresholds = next(list(r["radar"]["ap_by_threshold"]) for _, r in runs if "radar" in r)
-        charts.append(
-            _bars(
-                "Radar detection AP by centre distance (m)",
-                thresholds,
-                [(label, [lookup(r, f"radar/ap_by_threshold/{t}") for t in thresholds]) for label, r in runs],
-            )
-        )
+    for title, section, field in BAR_CHARTS:
+        have = [r for _, r in runs if section in r]
+        if have:
+            categories = list(have[0][section][field])
+            series = [(label, [lookup(r, f"{section}/{field}/{c}") for c in categories]) for label, r in runs]
+            charts.append(_bars(title, categories, series))
     planned = [r for _, r in runs if "planning" in r]
     if planned:
         xs = planned[0]["planning"]["horizons_s"]
