@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from lead_stream.cli import cache_cmds, data_cmds, demo_cmds, train_cmds
+from lead_stream.cli import cache_cmds, data_cmds, demo_cmds, eval_cmds, train_cmds
 from lead_stream.core.errors import LeadStreamError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 data_cmds.register(app)
 cache_cmds.register(app)
 train_cmds.register(app)
+eval_cmds.register(app)
 demo_cmds.register(app)
 
 USER_ERROR_EXIT_CODE = 2

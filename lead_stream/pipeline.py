@@ -1,9 +1,11 @@
-"""The whole pipeline on one machine: synthetic routes → index → shards → pretrain → posttrain.
+"""The whole pipeline on one machine: synthetic routes → index → shards → pretrain → posttrain → eval.
 
 This is the README's demo: every stage is the same library call the CLI makes, in the order of the data
-flow, on a small synthetic LEAD tree it generates (unless routes are already there). Outputs: the index and
-cache under `data_root`, and two training runs (`<logdir>/pretrain`, `<logdir>/posttrain`) with LEAD-named
-checkpoints and TensorBoard event files.
+flow, on a small synthetic LEAD tree it generates (unless routes are already there). Both phases validate
+on held-out frames (LEAD's Town13 held-out collections when the routes have Town13 frames, else one
+held-out route) that training never sees. Outputs: the index and cache under `data_root`, two training
+runs (`<logdir>/pretrain`, `<logdir>/posttrain`) with LEAD-named checkpoints, TensorBoard event files and
+metrics.jsonl, and `<logdir>/eval/` (metrics.json, report.html) comparing the two checkpoints.
 """
 
 from __future__ import annotations
@@ -36,12 +38,44 @@ class DemoSummary:
     lines: tuple[str, ...]  # one line per stage
     pretrain_dir: Path
     posttrain_dir: Path
+    report: Path | None = None  # the evaluation report of both checkpoints
+
+
+def heldout_collections(data_root: Path) -> dict[str, tuple[str, str]]:
+    """Write the demo's validation collections; phase → (collection, held-out bucket).
+
+    LEAD's town13_heldout_<phase> when its `town13` bucket has frames; else demo_heldout_<phase>, holding
+    out the last route (by route_id) of the phase.
+    """
+    import polars as pl
+
+    from lead_stream.index import write_bucket_collection
+    from lead_stream.index.buckets import RATE_FILL, BucketCollection, town13_heldout_collection
+    from lead_stream.loader.selection import read_members
+
+    chosen = {}
+    for phase in ("pretrain", "posttrain"):
+        write_bucket_collection(data_root, town13_heldout_collection(phase))
+        name = f"town13_heldout_{phase}"
+        if read_members(data_root, name).filter(pl.col("bucket") == "town13").height:
+            chosen[phase] = (name, "town13")
+            continue
+        last = read_members(data_root, phase)["route_id"].max()
+        demo = BucketCollection.from_sql(
+            f"demo_heldout_{phase}",
+            {"heldout": f"route_id = '{last}'", "other": "TRUE"},
+            {"heldout": 0.0, "other": RATE_FILL},
+            where=phase,
+        )
+        write_bucket_collection(data_root, demo)
+        chosen[phase] = (demo.name, "heldout")
+    return chosen
 
 
 def run_demo(
     data_root: Path, *, logdir: Path, config: DemoConfig = DemoConfig(), progress: bool = True, echo=print
 ) -> DemoSummary:
-    """Run synth (if `data_root` has no routes) → index → shard → train pretrain → train posttrain.
+    """Run synth (if `data_root` has no routes) → index → shard → pretrain → posttrain → eval.
 
     Args:
         data_root: LEAD data root (`carla_root`); routes are generated under `data_root/data/` when absent.
@@ -54,6 +88,7 @@ def run_demo(
         The stage lines and the two run directories.
     """
     from lead_stream.cache.shard import ShardConfig, write_shards
+    from lead_stream.evaluate.checkpoints import EvalConfig, evaluate_checkpoints
     from lead_stream.index.build import IndexConfig, build_index
     from lead_stream.synthetic import write_synthetic_lead
     from lead_stream.train.config import posttrain_config, pretrain_config, resolve_config
@@ -74,12 +109,12 @@ def run_demo(
             seed=config.seed,
             lead_version="current",  # the meta schema of LEAD today (kesai-labs/lead 4489176)
         )
-        say(f"[1/5] synth: {synth.one_line()}")
+        say(f"[1/6] synth: {synth.one_line()}")
     else:
-        say(f"[1/5] synth: routes already under {layout.routes_root(data_root)}, kept")
-    say(f"[2/5] index: {build_index(data_root, config=IndexConfig(progress=progress)).one_line()}")
+        say(f"[1/6] synth: routes already under {layout.routes_root(data_root)}, kept")
+    say(f"[2/6] index: {build_index(data_root, config=IndexConfig(progress=progress)).one_line()}")
     say(
-        f"[3/5] shard: {write_shards(data_root, config=ShardConfig(progress=progress, max_samples_per_shard=64)).one_line()}"
+        f"[3/6] shard: {write_shards(data_root, config=ShardConfig(progress=progress, max_samples_per_shard=64)).one_line()}"
     )
 
     common = [
@@ -92,15 +127,46 @@ def run_demo(
         f"progress={str(progress).lower()}",
         *config.extra_overrides,
     ]
+    heldout = heldout_collections(data_root)
+    val = {
+        phase: [f"val_collection={name}", f"val_buckets={bucket}"]
+        for phase, (name, bucket) in heldout.items()
+    }
     pretrain_dir, posttrain_dir = Path(logdir) / "pretrain", Path(logdir) / "posttrain"
-    pre = train(resolve_config(pretrain_config(), [*common, f"logdir={pretrain_dir}"]))
-    say(f"[4/5] {pre.one_line()}")
+    pre = train(resolve_config(pretrain_config(), [*common, *val["pretrain"], f"logdir={pretrain_dir}"]))
+    say(f"[4/6] {pre.one_line()}")
     post = train(
         resolve_config(
             posttrain_config(),
-            [*common, f"logdir={posttrain_dir}", f"load_file={pre.checkpoint}", "use_planning_decoder=true"],
+            [
+                *common,
+                *val["posttrain"],
+                f"logdir={posttrain_dir}",
+                f"load_file={pre.checkpoint}",
+                "use_planning_decoder=true",
+            ],
         )
     )
-    say(f"[5/5] {post.one_line()}")
-    say(f"TensorBoard: tensorboard --logdir {logdir}")
-    return DemoSummary(lines=tuple(lines), pretrain_dir=pretrain_dir, posttrain_dir=posttrain_dir)
+    say(f"[5/6] {post.one_line()}")
+    evaluation = evaluate_checkpoints(
+        [pre.checkpoint, post.checkpoint],
+        out_dir=Path(logdir) / "eval",
+        config=EvalConfig(
+            data_root=data_root,
+            collection=heldout["posttrain"][0],
+            buckets=(heldout["posttrain"][1],),
+            batch_size=config.batch_size,
+            worst_k=4,
+        ),
+        echo=lambda line: None,
+    )
+    say(f"[6/6] eval: {evaluation.one_line()}")
+    for line in evaluation.table().splitlines():
+        say(f"      {line}")
+    say(f"TensorBoard: tensorboard --logdir {logdir}; report: {evaluation.report_path}")
+    return DemoSummary(
+        lines=tuple(lines),
+        pretrain_dir=pretrain_dir,
+        posttrain_dir=posttrain_dir,
+        report=evaluation.report_path,
+    )

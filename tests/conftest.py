@@ -61,3 +61,19 @@ def legacy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root, num_routes=2, num_frames=NUM_FRAMES, seed=3, num_rejected=1, lead_version="legacy"
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def heldout_root(sharded_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of `sharded_root` with LEAD's Town13 held-out collections written (validation sets, issue 14).
+
+    The shared tree has one Town13 route: `town13_heldout_<phase>` bucket `town13` holds its frames.
+    """
+    from lead_stream.index import write_bucket_collection
+    from lead_stream.index.buckets import town13_heldout_collection
+
+    root = tmp_path_factory.mktemp("heldout") / "carla_leaderboard2"
+    shutil.copytree(sharded_root, root)
+    for phase in ("pretrain", "posttrain"):
+        write_bucket_collection(root, town13_heldout_collection(phase))
+    return root

@@ -57,8 +57,19 @@ def test_the_stages_import_only_downstream_10():
             "from lead_stream.cli import main",
             "lead_stream.cache.shard -> lead_stream.cli",
         ),
+        (
+            "lead_stream/evaluate/metrics.py",
+            "from lead_stream.train import train",
+            "lead_stream.evaluate.metrics -> lead_stream.train",
+        ),
     ],
-    ids=["index-imports-train", "core-imports-sources", "loader-imports-model-sibling", "cache-imports-cli"],
+    ids=[
+        "index-imports-train",
+        "core-imports-sources",
+        "loader-imports-model-sibling",
+        "cache-imports-cli",
+        "evaluate-imports-train-14",
+    ],
 )
 def test_a_backwards_import_fails_the_contract_and_is_named_10(tmp_path, module, bad_import, chain):
     root = _copy_repo(tmp_path)

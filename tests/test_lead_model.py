@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lead_stream.core.errors import ConfigError, LeadFormatError
+from lead_stream.evaluate.visualize import bev_image, camera_image
 from lead_stream.model import ModelConfig, build_model, compute_losses, model_inputs
 from lead_stream.model.lead_tfv6 import lead_state_dict_layout
 from lead_stream.model.losses import model_losses
@@ -19,7 +20,6 @@ from lead_stream.model.pretrained import load_image_pretrained, offline_message
 from lead_stream.model.random_batch import FixedBatchLoader, random_batch
 from lead_stream.model.targets import centernet_targets
 from lead_stream.train import Trainer, posttrain_config, pretrain_config, resolve_config
-from lead_stream.train.visualize import bev_image, camera_image
 
 LEAD_LAYOUT = json.loads((Path(__file__).parent / "assets" / "lead_tfv6_state_dict.json").read_text())
 PHASES = [("pretrain", False), ("posttrain", True)]

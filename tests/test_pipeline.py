@@ -44,7 +44,13 @@ def test_demo_runs_the_whole_pipeline_end_to_end(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[5/5] posttrain" in done.stdout
+    assert "[5/6] posttrain" in done.stdout
+    # both phases validated on held-out frames and printed their metrics; eval compared the checkpoints
+    assert "pretrain:" in done.stdout and "val @ step" in done.stdout.split("[5/6]")[0].split("[4/6]")[1]
+    assert "ADE" in done.stdout.split("[5/6]")[1].split("[6/6]")[0]
+    assert "[6/6] eval: evaluated 2 checkpoint(s)" in done.stdout
+    assert (logdir / "eval" / "report.html").exists() and (logdir / "eval" / "metrics.json").exists()
+    assert (logdir / "posttrain" / "metrics.jsonl").exists()
     assert (data_root / "index" / "buckets" / "posttrain.parquet").exists()
     routes = pl.read_parquet(
         data_root / "index" / "routes.parquet"

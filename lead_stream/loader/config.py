@@ -17,9 +17,15 @@ class LoaderConfig:
     seed: int = 0  # plan + perturbation seed
     collection: str = "pretrain"  # bucket table <data_root>/index/buckets/<collection>.parquet
     mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None keeps the table's rates
-    epoch_size: int | None = None  # None: collection size; 0: LEAD's Σ int(len·rate); >0: cut/repeat
+    epoch_size: int | None = (
+        None  # None: collection size; 0: LEAD's Σ int(len·rate); >0: cut/repeat (sequential: cut)
+    )
     sample_with_replacement: bool = False  # rate > 1: LEAD's draws with replacement (default: permutations)
     perturbation_prob: float = 0.5  # chance a sample serves its perturbated variant
+    order: Literal["shuffled", "sequential"] = "shuffled"  # sequential: each frame once, (route, frame) order
+    buckets: tuple[str, ...] | None = None  # only these buckets of the collection; None = all
+    exclude_collection: str | None = None  # leave out every frame of this collection (held-out frames)...
+    exclude_buckets: tuple[str, ...] | None = None  # ...or only of these of its buckets; None = all
     # --- reading ---
     num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)
     persistent_workers: bool = True  # keep workers across epochs (new epochs still reach them)
@@ -48,5 +54,9 @@ class LoaderConfig:
             raise ConfigError(f"locality_window must be >= 0, got {self.locality_window}")
         if self.on_bad_sample not in ("raise", "skip"):
             raise ConfigError(f"on_bad_sample must be 'raise' or 'skip', got {self.on_bad_sample!r}")
+        if self.order not in ("shuffled", "sequential"):
+            raise ConfigError(f"order must be 'shuffled' or 'sequential', got {self.order!r}")
+        if self.buckets is not None and not self.buckets:
+            raise ConfigError("buckets must name at least one bucket (None = all)")
         if self.shard_url is not None and "{shard}" not in self.shard_url:
             raise ConfigError(f"shard_url must contain '{{shard}}', got {self.shard_url!r}")

@@ -156,6 +156,41 @@ def epoch_plan(
     )
 
 
+def sequential_plan(
+    bucket_rows: Sequence[np.ndarray], sample_key: np.ndarray, *, max_samples: int | None = None
+) -> EpochPlan:
+    """Every distinct sample of the buckets once, in key order (route_id, then frame_idx): evaluation's plan.
+
+    Rates are ignored (a held-out set is measured, not re-weighted); a row in several buckets is served once,
+    for its first bucket. No randomness: the same manifest always gives the same plan.
+
+    Args:
+        bucket_rows: per bucket, the manifest row ids of its members.
+        sample_key: (num_samples,) sample keys "<route_id>/<frame_idx:04d>" of the manifest rows.
+        max_samples: serve an evenly spaced subset of this many samples (spread over all routes); None = all.
+
+    Returns:
+        The plan (bucket_idx = each row's first bucket).
+
+    Raises:
+        ValueError: no sample, or max_samples < 1.
+    """
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be None or >= 1, got {max_samples}")
+    rows = np.concatenate([np.asarray(r, dtype=np.int64) for r in bucket_rows]) if bucket_rows else None
+    if rows is None or rows.shape[0] == 0:
+        raise ValueError("empty evaluation plan: the buckets have no sample in the cache")
+    bucket_idx = np.concatenate([np.full(len(r), b, dtype=np.int64) for b, r in enumerate(bucket_rows)])
+    rows, first = np.unique(rows, return_index=True)  # first occurrence = the row's first bucket
+    bucket_idx = bucket_idx[first]
+    order = np.argsort(sample_key[rows], kind="stable")
+    rows, bucket_idx = rows[order], bucket_idx[order]
+    if max_samples is not None and max_samples < rows.shape[0]:
+        pick = np.linspace(0, rows.shape[0] - 1, max_samples).round().astype(np.int64)
+        rows, bucket_idx = rows[pick], bucket_idx[pick]
+    return EpochPlan(rows=rows, bucket_idx=bucket_idx, fingerprint=_fingerprint(rows, bucket_idx, -1, 0))
+
+
 def localize(plan: EpochPlan, sample_shard: np.ndarray, *, window: int, seed: int, epoch: int) -> EpochPlan:
     """Reorder a plan so each window of `window` consecutive slots reads from few shards (cold/remote I/O).
 

@@ -84,15 +84,20 @@ def build_epoch(
     """
     size = config.epoch_size if config.epoch_size is not None else catalog.collection_size
     try:
-        rates = sampling.resolve_rates(catalog.bucket_names, catalog.bucket_rates, mixture)
-        plan = sampling.epoch_plan(
-            catalog.bucket_rows,
-            rates,
-            seed=config.seed,
-            epoch=epoch,
-            epoch_size=size or None,
-            with_replacement=config.sample_with_replacement,
-        )
+        if config.order == "sequential":  # evaluation: each frame once, in order (epoch_size = a subset)
+            plan = sampling.sequential_plan(
+                catalog.bucket_rows, catalog.sample_key, max_samples=config.epoch_size or None
+            )
+        else:
+            rates = sampling.resolve_rates(catalog.bucket_names, catalog.bucket_rates, mixture)
+            plan = sampling.epoch_plan(
+                catalog.bucket_rows,
+                rates,
+                seed=config.seed,
+                epoch=epoch,
+                epoch_size=size or None,
+                with_replacement=config.sample_with_replacement,
+            )
     except ValueError as err:
         raise ConfigError(f"collection {config.collection!r}: {err}") from None
     if config.locality_window:

@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lead_stream.core import parquet
 from lead_stream.core.batch import Batch
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import sampling
@@ -39,6 +37,7 @@ from lead_stream.loader.catalog import Catalog
 from lead_stream.loader.config import LoaderConfig
 from lead_stream.loader.packed import ArenaBoard, PackedBatch
 from lead_stream.loader.sample_layout import expected_members
+from lead_stream.loader.selection import selected_members
 from lead_stream.loader.stream import PlanStream, WorkerError, build_epoch
 
 _LOG = logging.getLogger(__name__)
@@ -126,6 +125,17 @@ class StreamingLoader:
     def plan(self) -> sampling.EpochPlan:
         """The current epoch's plan (before padding)."""
         return self._epoch.plan
+
+    def real_samples(self, batch_idx: int) -> np.ndarray:
+        """(per-rank B,) bool: which rows of this rank's `batch_idx`-th batch of the epoch are plan samples.
+
+        False marks padding (the plan's first samples served again to fill the last global batch); metrics
+        that count every sample once leave those rows out.
+        """
+        slots = sampling.rank_slots(
+            batch_idx, global_batch=self.config.batch_size, rank=self.rank, world_size=self.world_size
+        )
+        return slots < len(self._epoch.plan)
 
     # --- iteration ---
     def __iter__(self) -> Iterator[Batch]:
@@ -279,18 +289,12 @@ def make_loader(
             f"samples lack members {sorted(lacking)} the loader "
             f"decodes (has {list(manifest.members)}); rebuild the cache",
         )
-    buckets_path = data_root / "index" / "buckets" / f"{config.collection}.parquet"
-    if not buckets_path.exists():
-        raise LeadFormatError(
-            buckets_path, f"no bucket table for collection {config.collection!r} (run `index`)"
-        )
+    members, buckets_path = selected_members(data_root, config)  # buckets kept, held-out frames left out
     catalog = Catalog.from_tables(
         pipeline_id=manifest.pipeline_id,
         samples=manifest.samples,
         shards=manifest.shards,
-        buckets=pl.from_arrow(
-            parquet.read_table(buckets_path, repair=f"rebuild it: lead-stream index {data_root}")
-        ),
+        buckets=members,
         buckets_path=buckets_path,
     )
     locations = [

@@ -122,6 +122,33 @@ def build_model(config: ModelConfig, *, use_planning_decoder: bool) -> nn.Module
     return TFv6(config, use_planning_decoder=use_planning_decoder)
 
 
+# LEAD TrainingConfig keys of the model → lead-stream's `ModelConfig` fields (LEAD's spelling on the left).
+LEAD_MODEL_KEYS = {
+    "use_semantic": "use_semantic",
+    "use_depth": "use_depth",
+    "use_bev_semantic": "use_bev_semantic",
+    "detect_boxes": "detect_boxes",
+    "use_radar_detection": "use_radar_detection",
+    "radar_detection": "use_radar_detection",
+    "n_layer": "gpt_layers",
+    "n_head": "gpt_heads",
+    "transfuser_token_dim": "token_dim",
+    "radar_token_dim": "radar_token_dim",
+    "transfuser_num_bev_cross_attention_layers": "planning_layers",
+    "transfuser_num_bev_cross_attention_heads": "attention_heads",
+    "radar_num_layers": "radar_layers",
+    "radar_tf_dim_ff": "radar_ff_dim",
+}
+
+
+def lead_model_config(data: dict) -> ModelConfig:
+    """A config.json written by LEAD itself (its TrainingConfig keys at the top level) → preset lead's config."""
+    fields = {
+        LEAD_MODEL_KEYS[k]: v for k, v in data.items() if k in LEAD_MODEL_KEYS and k != "radar_detection"
+    }
+    return ModelConfig(preset="lead", **fields)
+
+
 def lead_state_dict_layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, dtype) of every state-dict entry, in order (the form of the committed LEAD fixture)."""
     return [(name, tuple(t.shape), str(t.dtype)) for name, t in model.state_dict().items()]

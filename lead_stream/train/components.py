@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from lead_stream.core.config import to_dict
 from lead_stream.core.errors import ConfigError
+from lead_stream.evaluate.evaluator import evaluation_loader
 from lead_stream.loader import LoaderConfig, make_loader
 from lead_stream.model import build_model
 from lead_stream.model.lead_tfv6 import lead_training_keys
@@ -45,8 +47,14 @@ def run_config_json(config: TrainConfig) -> dict[str, Any]:
 
 
 def build_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:
-    """The streaming loader of this rank, with the run's plan, batch and worker keys."""
+    """The streaming loader of this rank, with the run's plan, batch and worker keys.
+
+    With a validation set and `val_overlap="exclude"`, its frames are left out of the training collection.
+    """
+    exclude = config.val_collection is not None and config.val_overlap == "exclude"
     loader_config = LoaderConfig(
+        exclude_collection=config.val_collection if exclude else None,
+        exclude_buckets=config.val_buckets if exclude else None,
         batch_size=config.batch_size,
         seed=config.seed,
         collection=config.collection or config.phase,
@@ -64,6 +72,46 @@ def build_loader(config: TrainConfig, device: torch.device, rank: int, world_siz
         rank=rank,
         world_size=world_size,
         cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+    )
+
+
+def build_val_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:
+    """This rank's share of the validation frames (fixed order, normal sensors, each frame once)."""
+    return evaluation_loader(
+        Path(config.carla_root),
+        collection=config.val_collection,
+        buckets=config.val_buckets,
+        max_samples=config.val_max_samples,
+        batch_size=config.val_batch_size or config.batch_size,
+        num_workers=config.num_workers,
+        rank=rank,
+        world_size=world_size,
+        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def check_overlap(config: TrainConfig, train_loader: Any, val_loader: Any) -> str:
+    """One line on how the held-out frames relate to training; raises on overlap with `val_overlap="error"`.
+
+    Raises:
+        ConfigError: the training plan contains held-out frames and `val_overlap` is "error".
+    """
+    val_keys = set(val_loader.catalog.sample_key[val_loader.plan.rows].tolist())
+    catalog = train_loader.catalog
+    train_rows = np.unique(np.concatenate(catalog.bucket_rows)) if catalog.bucket_rows else np.array([], int)
+    shared = len(val_keys & set(catalog.sample_key[train_rows].tolist()))
+    name = config.val_collection + (f"[{','.join(config.val_buckets)}]" if config.val_buckets else "")
+    if shared and config.val_overlap == "error":
+        raise ConfigError(
+            f"{shared} of the {len(val_keys)} validation frames of {name} are in the training collection "
+            f"{train_loader.config.collection!r}; set val_overlap=exclude to leave them out of training "
+            "or val_overlap=allow to train on them"
+        )
+    left_out = " (left out of training)" if config.val_overlap == "exclude" else ""
+    return (
+        f"validation: {len(val_keys)} frames of {name}{left_out}; training serves {len(train_rows)} frames, "
+        f"{shared} of them held out (val_overlap={config.val_overlap})"
     )
 
 

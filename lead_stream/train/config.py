@@ -12,6 +12,7 @@ from typing import Literal
 from lead_stream.core.config import apply_overrides, from_dict
 from lead_stream.core.errors import ConfigError
 from lead_stream.model import LossWeights, ModelConfig
+from lead_stream.model.lead_tfv6 import LEAD_MODEL_KEYS
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 
@@ -30,6 +31,17 @@ class TrainConfig:
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
     use_color_aug: bool = True  # LEAD use_color_aug: its six colour ops on training images (train/augment.py)
     use_color_aug_prob: float = 0.2  # LEAD use_color_aug_prob: chance of each op (Leaderboard mode 0.2)
+    # --- validation (held-out frames, open-loop metrics; README "Evaluation") ---
+    val_collection: str | None = (
+        None  # held-out bucket collection, e.g. town13_heldout_posttrain; None = none
+    )
+    val_buckets: tuple[str, ...] | None = None  # only these buckets of it (e.g. town13); None = all of them
+    val_every_steps: int = 0  # also validate every N global steps; 0 = at epoch ends only
+    val_max_samples: int | None = None  # evenly spaced subset of this many held-out frames; None = all
+    val_batch_size: int | None = None  # global validation batch; None = batch_size
+    val_overlap: Literal["exclude", "error", "allow"] = (
+        "exclude"  # held-out frames in the training collection: leave out of training | fail | train on them
+    )
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
     description: str = "TFv6"  # free text stored in config.json
@@ -83,6 +95,11 @@ class TrainConfig:
             "num_workers": self.num_workers >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
             "use_color_aug_prob": 0.0 <= self.use_color_aug_prob <= 1.0,
+            "val_every_steps": self.val_every_steps >= 0,
+            "val_max_samples": self.val_max_samples is None or self.val_max_samples >= 1,
+            "val_batch_size": self.val_batch_size is None or self.val_batch_size >= 1,
+            "val_overlap": self.val_overlap in ("exclude", "error", "allow"),
+            "val_buckets": self.val_buckets is None or len(self.val_buckets) > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -106,22 +123,7 @@ def posttrain_config(load_file: Path | None = None) -> TrainConfig:
 
 
 # LEAD TrainingConfig keys that lead-stream keeps under `model.` (given as LEAD spells them, they are renamed).
-LEAD_KEY_ALIASES = {
-    "use_semantic": "model.use_semantic",
-    "use_depth": "model.use_depth",
-    "use_bev_semantic": "model.use_bev_semantic",
-    "detect_boxes": "model.detect_boxes",
-    "use_radar_detection": "model.use_radar_detection",
-    "radar_detection": "model.use_radar_detection",
-    "n_layer": "model.gpt_layers",
-    "n_head": "model.gpt_heads",
-    "transfuser_token_dim": "model.token_dim",
-    "radar_token_dim": "model.radar_token_dim",
-    "transfuser_num_bev_cross_attention_layers": "model.planning_layers",
-    "transfuser_num_bev_cross_attention_heads": "model.attention_heads",
-    "radar_num_layers": "model.radar_layers",
-    "radar_tf_dim_ff": "model.radar_ff_dim",
-}
+LEAD_KEY_ALIASES = {key: f"model.{field}" for key, field in LEAD_MODEL_KEYS.items()}
 
 
 def lead_aliases(overrides: list[str] | None) -> list[str] | None:

@@ -23,6 +23,8 @@ class TrainSummary:
     precision: str
     device: str
     checkpoint: Path | None = None  # newest model file written
+    validation: dict | None = None  # the last validation's results (`OpenLoopMetrics.compute()`), if any
+    validation_step: int | None = None  # the global step it was measured at
 
     def one_line(self) -> str:
         last = f"{self.losses[-1][1]:.4f}" if self.losses else "n/a"
@@ -30,5 +32,14 @@ class TrainSummary:
             f"{self.phase}: {self.steps} steps ({self.epochs_completed} epochs), last loss {last}, "
             f"{self.samples_per_s:.1f} samples/s ({self.precision} on {self.device}, "
             f"{self.data_wait_share:.1%} waiting for data), "
-            f"{self.gradient_steps_skipped} skipped, checkpoint {self.checkpoint}"
+            f"{self.gradient_steps_skipped} skipped, checkpoint {self.checkpoint}" + self._validation_part()
+        )
+
+    def _validation_part(self) -> str:
+        if self.validation is None:
+            return ""
+        from lead_stream.evaluate.metrics import headline
+
+        return f"; val @ step {self.validation_step} on {self.validation['num_samples']} frames: " + headline(
+            self.validation
         )

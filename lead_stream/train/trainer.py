@@ -48,6 +48,7 @@ from lead_stream.train.distributed import (
 )
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.summary import TrainSummary
+from lead_stream.train.validation import Validator
 
 
 class Trainer:
@@ -84,6 +85,13 @@ class Trainer:
             if loader is not None
             else build_loader(config, self.device, self.info.rank, self.info.world_size)
         )
+        self.validator = (
+            Validator(config, self.loader, device=self.device, precision=self.precision, info=self.info)
+            if config.val_collection is not None
+            else None
+        )
+        self.validation: dict | None = None
+        self.validation_step: int | None = None
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
             raise ConfigError(
@@ -254,6 +262,13 @@ class Trainer:
         barrier()
         return path
 
+    # --- validation ---
+    def _validate_due(self, *, epoch_end: bool, stop: bool) -> bool:
+        if self.validator is None or self.validation_step == self.step:
+            return False
+        every = self.config.val_every_steps
+        return epoch_end or stop or bool(every and self.step % every == 0)
+
     # --- logging ---
     def _log_scalars(
         self,
@@ -298,7 +313,7 @@ class Trainer:
     def _log_images(self, batch: Any, outputs: dict, step_idx: int) -> None:
         if not (self.rank0 and self.config.visualize_training):
             return
-        from lead_stream.train.visualize import bev_image, camera_image
+        from lead_stream.evaluate.visualize import bev_image, camera_image
 
         self.metrics.log_image("viz/bev", bev_image(batch, outputs, self._last_targets.heatmap), step_idx)
         self.metrics.log_image("viz/camera", camera_image(batch, outputs), step_idx)
@@ -368,6 +383,11 @@ class Trainer:
                     stop or (config.checkpoint_every_steps and self.step % config.checkpoint_every_steps == 0)
                 ):
                     last_checkpoint = self.save(epoch) or last_checkpoint
+                if self._validate_due(epoch_end=epoch_end, stop=stop):
+                    self.validation = self.validator.run(
+                        self.model, self.metrics, step=self.step, epoch=epoch
+                    )
+                    self.validation_step = self.step
                 if stop or epoch_end:
                     break
             del iterator
@@ -393,6 +413,8 @@ class Trainer:
             precision=self.precision,
             device=str(self.device),
             checkpoint=last_checkpoint,
+            validation=self.validation,
+            validation_step=self.validation_step,
         )
 
 
