@@ -151,7 +151,7 @@ def buckets(
     """Print frames per bucket (and per town/scenario); --define writes a user collection from SQL."""
     import polars as pl
 
-    from lead_stream.index import write_bucket_collection
+    from lead_stream.index import collection_names, write_bucket_collection
     from lead_stream.index.buckets import RATE_FILL, BucketCollection
     from lead_stream.index.query import bucket_report
 
@@ -166,8 +166,9 @@ def buckets(
         if not definition:
             raise ConfigError("--define needs at least one --bucket NAME=SQL")
         new = BucketCollection.from_sql(define, definition, rates, where=where)
+        existed = define in collection_names(data_root)
         path = write_bucket_collection(data_root, new)
-        typer.echo(f"wrote collection {define!r} -> {path}")
+        typer.echo(f"{'replaced' if existed else 'wrote'} collection {define!r} -> {path}")
         collection = [define]
     elif bucket or rate:
         raise ConfigError("--bucket/--rate need --define NAME")
