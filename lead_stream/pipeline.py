@@ -93,6 +93,10 @@ def run_demo(
         *config.extra_overrides,
     ]
     pretrain_dir, posttrain_dir = Path(logdir) / "pretrain", Path(logdir) / "posttrain"
+    previous = [d for d in (pretrain_dir, posttrain_dir) if d.is_dir() and any(d.iterdir())]
+    if previous:  # the demo's own runs: replaced (overwrite=true), and said so
+        say(f"replacing the previous demo runs in {', '.join(str(d) for d in previous)}")
+        common.append("overwrite=true")
     pre = train(resolve_config(pretrain_config(), [*common, f"logdir={pretrain_dir}"]))
     say(f"[4/5] {pre.one_line()}")
     post = train(

@@ -133,8 +133,8 @@ def test_resume_after_kill_continues_the_loss_curve_exactly(sharded_root, tmp_pa
     )
     assert resumed.start_step == 6 and [s for s, _ in resumed.losses] == [6]
     assert resumed.losses[0][1] == pytest.approx(expected[6], rel=1e-6, abs=1e-7)
-    # a kill while writing epoch 1's set leaves it incomplete: fall back to the end of epoch 0 (step 4)
-    checkpoint_paths(run, 1)["resume"].unlink()
+    # a kill while writing the mid-epoch set of step 7 leaves it incomplete: fall back to the end of epoch 0
+    checkpoint_paths(run, 1, step=7)["resume"].unlink()
     again = train(
         resolve_config(
             pretrain_config(), [f"logdir={run}", "max_steps=7", "continue_failed_training=true", *common]

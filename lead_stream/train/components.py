@@ -12,8 +12,17 @@ from lead_stream.loader import LoaderConfig, make_loader
 from lead_stream.train.config import TrainConfig
 
 
-def build_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:
-    """The streaming loader of this rank, with the run's plan, batch and worker keys."""
+def run_cache_dir(config: TrainConfig) -> Path:
+    """The cache the run reads: `cache_dir`, else the newest complete cache under `carla_root/cache`."""
+    from lead_stream.cache.manifest import resolve_cache_dir
+
+    return Path(config.cache_dir) if config.cache_dir else resolve_cache_dir(Path(config.carla_root))
+
+
+def build_loader(
+    config: TrainConfig, device: torch.device, rank: int, world_size: int, cache_dir: Path
+) -> Any:
+    """The streaming loader of this rank over `cache_dir`, with the run's plan, batch and worker keys."""
     loader_config = LoaderConfig(
         batch_size=config.batch_size,
         seed=config.seed,
@@ -31,7 +40,7 @@ def build_loader(config: TrainConfig, device: torch.device, rank: int, world_siz
         config=loader_config,
         rank=rank,
         world_size=world_size,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        cache_dir=cache_dir,
     )
 
 

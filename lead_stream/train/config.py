@@ -30,6 +30,7 @@ class TrainConfig:
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
+    overwrite: bool = False  # a fresh run in a non-empty logdir: delete the old run's files (else an error)
     description: str = "TFv6"  # free text stored in config.json
     seed: int = 0  # model init, dropout and loader plan seed
     # --- schedule ---
@@ -75,6 +76,10 @@ class TrainConfig:
             "num_workers": self.num_workers >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
         }
+        if self.overwrite and self.continue_failed_training:
+            raise ConfigError(
+                "overwrite=true deletes the run that continue_failed_training=true resumes; pick one"
+            )
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
@@ -128,6 +133,7 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
         use_planning_decoder=preset.use_planning_decoder,
         load_file=preset.load_file,
         continue_failed_training=False,
+        overwrite=False,
         max_steps=preset.max_steps,
     )
     return apply_overrides(base, overrides)

@@ -20,13 +20,19 @@ import torch
 from torch import nn
 
 from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
-from lead_stream.core.config import format_config, to_dict
+from lead_stream.core.config import to_dict
 from lead_stream.core.errors import ConfigError
 from lead_stream.model import TFv6, centernet_targets, compute_losses, model_inputs
 from lead_stream.model.losses import active_losses, planning_metrics
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
-from lead_stream.train.components import build_loader, make_optimizer, make_scaler, make_scheduler
+from lead_stream.train.components import (
+    build_loader,
+    make_optimizer,
+    make_scaler,
+    make_scheduler,
+    run_cache_dir,
+)
 from lead_stream.train.config import TrainConfig
 from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
 from lead_stream.train.distributed import (
@@ -39,6 +45,7 @@ from lead_stream.train.distributed import (
     log0,
 )
 from lead_stream.train.metrics import MetricsLogger
+from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
 from lead_stream.train.summary import TrainSummary
 
 
@@ -60,19 +67,32 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
+        # on every rank, before rank 0 writes anything: one run per logdir, a resume only of this run
+        self.identity, self._latest = identity_of(config), None
+        if config.continue_failed_training:
+            self._latest = ckpt.find_latest_checkpoint(self.logdir) if self.logdir.is_dir() else None
+            if self._latest is not None:
+                self.identity = check_resume(self.logdir, self._latest, self.identity)
+        else:
+            check_fresh_logdir(config)
+        barrier()
         if self.rank0:
+            if config.overwrite and not config.continue_failed_training:
+                removed = clear_run_files(self.logdir)
+                if removed:
+                    log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {self.logdir}")
             self.logdir.mkdir(parents=True, exist_ok=True)
             remove_stale_tmp(self.logdir)
             atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
-            log0(format_config(config))
         barrier()
         torch.manual_seed(config.seed)
         self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
         self.num_parameters = count_parameters(self.model)
+        self.cache_dir = run_cache_dir(config) if loader is None else None
         self.loader = (
             loader
             if loader is not None
-            else build_loader(config, self.device, self.info.rank, self.info.world_size)
+            else build_loader(config, self.device, self.info.rank, self.info.world_size, self.cache_dir)
         )
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch < 1:
@@ -96,6 +116,7 @@ class Trainer:
             use_planning_decoder=config.use_planning_decoder,
         )
         self.loss_weights = config.loss_weights.normalized(names)
+        log0(self.start_line())
         self.metrics = MetricsLogger(
             self.logdir,
             enabled=self.rank0,
@@ -105,11 +126,23 @@ class Trainer:
             purge_step=self.step if self.resume_state is not None else None,
         )
 
+    def start_line(self) -> str:
+        """One line naming the run, where its config went and what it reads."""
+        loader = self.loader
+        data = ""
+        if hasattr(loader, "catalog"):
+            data = (
+                f", cache {self.cache_dir}, collection "
+                f"{loader.config.collection!r} ({loader.catalog.collection_size:,} samples, "
+                f"{self.steps_per_epoch} steps per epoch)"
+            )
+        return f"{self.config.phase} run {self.identity.run_id}: config {self.logdir / 'config.json'}{data}"
+
     # --- start / resume ---
     def _restore(self) -> ckpt.ResumeState | None:
         config = self.config
         if config.continue_failed_training:
-            state = ckpt.find_latest_checkpoint(self.logdir)
+            state = self._latest
             if state is not None:
                 ckpt.load_checkpoint(
                     self.logdir,
@@ -209,6 +242,9 @@ class Trainer:
                 gradient_steps_skipped=self.skipped,
                 loader=self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
                 rng=ckpt.rng_state(),
+                run_id=self.identity.run_id,
+                config_sha256=self.identity.config_sha256,
+                run_keys=self.identity.keys,
             )
             path = ckpt.save_checkpoint(
                 self.logdir,
@@ -218,8 +254,12 @@ class Trainer:
                 scaler=self.scaler,
                 state=state,
             )["model"]
-            if state.epoch_complete and epoch > 0:
-                ckpt.remove_checkpoint(self.logdir, epoch - 1)
+            if state.epoch_complete:
+                ckpt.remove_mid_epoch_checkpoints(self.logdir)
+                if epoch > 0:
+                    ckpt.remove_checkpoint(self.logdir, epoch - 1)
+            else:
+                ckpt.remove_mid_epoch_checkpoints(self.logdir, keep_step=state.step)
         barrier()
         return path
 
