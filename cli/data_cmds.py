@@ -78,7 +78,9 @@ def index(
     from lead_stream.index import IndexConfig, build_index
     from lead_stream.sources.byte_sources import is_url
 
-    sources = list(source or ())
+    # a local source outside the data root is recorded by its absolute path (relative to the cwd it would not
+    # be found from the data root again)
+    sources = [s if is_url(s) else str(Path(s).resolve()) for s in source or ()]
     if is_url(data_root):
         if out is None:
             raise ConfigError(f"{data_root} is a URL: give --out LOCAL_DIR for the index and cache")
@@ -87,7 +89,7 @@ def index(
     else:
         root = Path(data_root) if out is None else out
         if out is not None:
-            sources.insert(0, data_root)
+            sources.insert(0, str(Path(data_root).resolve()))
     summary = build_index(
         root,
         config=IndexConfig(

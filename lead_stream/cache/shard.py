@@ -58,7 +58,8 @@ from lead_stream.core.atomic import atomic_path, atomic_write_text, remove_stale
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
-CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
+CONTENT_FIELDS = ("collections",)  # what the samples are; packing (how they are cut into shards) is not
+PACKING_FIELDS = ("max_samples_per_shard", "max_shard_bytes")  # recorded in the manifest, not in the id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +70,7 @@ class ShardConfig:
     max_samples_per_shard: int = 1000  # close a shard after this many samples...
     max_shard_bytes: int = 384 << 20  # ...or once it reaches this size (a shard never mixes routes)
     # --- execution (not part of the pipeline id) ---
+    cache_root: Path | None = None  # where cache/<pipeline_id>/ goes; None = <data_root>/cache
     workers: int | None = None  # build processes; None = os.cpu_count(); 1 = in this process
     progress: bool = True  # tqdm bar on stderr (samples/s, MB/s)
     strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
@@ -90,6 +92,14 @@ class ShardConfig:
         return {
             name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in CONTENT_FIELDS
         }
+
+    def packing(self) -> dict[str, int]:
+        """How samples are cut into shards (a rebuild with other values reuses every unchanged route's shards)."""
+        return {name: getattr(self, name) for name in PACKING_FIELDS}
+
+    def cache_dir(self, data_root: Path) -> Path:
+        """`<cache_root or data_root/cache>/<pipeline_id>`."""
+        return (Path(self.cache_root) if self.cache_root else cache_root(data_root)) / pipeline_id(self)
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     data_root = Path(data_root)
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
-    cache_dir = cache_root(data_root) / pid
+    cache_dir = config.cache_dir(data_root)
     cache_dir.mkdir(parents=True, exist_ok=True)
     journal_dir(cache_dir).mkdir(exist_ok=True)
     if config.world_size == 1:
@@ -361,7 +371,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     data_root = Path(data_root)
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
-    cache_dir = cache_root(data_root) / pid
+    cache_dir = config.cache_dir(data_root)
     records, shard_entries = load_journal(cache_dir)
     missing = [
         r.route_id
@@ -412,6 +422,7 @@ def _write_manifest(
         "manifest_version": MANIFEST_VERSION,
         "pipeline_id": pid,
         "config": identity["config"],
+        "packing": config.packing(),  # of the build that wrote this manifest; reused routes keep theirs
         "preprocess_version": identity["preprocess_version"],
         "preprocessing_sha256": identity["preprocessing_sha256"],
         "code_version": _code_version(),

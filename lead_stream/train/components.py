@@ -13,10 +13,24 @@ from lead_stream.train.config import TrainConfig
 
 
 def run_cache_dir(config: TrainConfig) -> Path:
-    """The cache the run reads: `cache_dir`, else the newest complete cache under `carla_root/cache`."""
-    from lead_stream.cache.manifest import resolve_cache_dir
+    """The cache the run reads: `cache_dir` (one cache, or the newest complete one of a cache root), else
+    the newest complete cache under `carla_root/cache`."""
+    from lead_stream.cache.inventory import find_cache
 
-    return Path(config.cache_dir) if config.cache_dir else resolve_cache_dir(Path(config.carla_root))
+    return find_cache(Path(config.cache_dir) if config.cache_dir else Path(config.carla_root))
+
+
+def cache_choice(cache_dir: Path) -> str:
+    """How `cache_dir` was chosen, when its cache root holds other complete caches (else "")."""
+    from lead_stream.cache.inventory import list_caches
+
+    others = [c for c in list_caches(cache_dir.parent) if c.complete and c.cache_dir != cache_dir]
+    if not others:
+        return ""
+    return (
+        f"; newest of {len(others) + 1} complete caches (cache_dir=<folder> picks another; "
+        f"list them: lead-stream caches --cache-dir {cache_dir.parent})"
+    )
 
 
 def build_loader(

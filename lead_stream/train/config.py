@@ -20,7 +20,9 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 class TrainConfig:
     # --- data (LEAD: carla_root holds data/; we also need index/ and cache/ there) ---
     carla_root: Path = Path("data/carla_leaderboard2")  # data root with index/ and cache/<pipeline_id>/
-    cache_dir: Path | None = None  # a specific cache dir; None = newest complete cache under carla_root/cache
+    cache_dir: Path | None = (
+        None  # one cache, or a cache root (its newest complete one); None = carla_root/cache
+    )
     collection: str | None = None  # bucket collection; None = "pretrain" / "posttrain" by phase
     mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None = the bucket table's rates
     epoch_size: int | None = None  # samples per epoch; None = the collection's size, 0 = LEAD's Σ len·rate

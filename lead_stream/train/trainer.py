@@ -28,6 +28,7 @@ from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
 from lead_stream.train.components import (
     build_loader,
+    cache_choice,
     make_optimizer,
     make_scaler,
     make_scheduler,
@@ -134,7 +135,7 @@ class Trainer:
             data = (
                 f", cache {self.cache_dir}, collection "
                 f"{loader.config.collection!r} ({loader.catalog.collection_size:,} samples, "
-                f"{self.steps_per_epoch} steps per epoch)"
+                f"{self.steps_per_epoch} steps per epoch){cache_choice(self.cache_dir)}"
             )
         return f"{self.config.phase} run {self.identity.run_id}: config {self.logdir / 'config.json'}{data}"
 
