@@ -53,6 +53,7 @@ class TrainConfig:
     # --- hardware ---
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
     precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU
+    check_memory: bool = True  # measure a step's memory before the first step; stop if it cannot fit
     # --- checkpoints ---
     checkpoint_every_steps: int = (
         0  # also save mid-epoch every N global steps (step-exact resume); 0 = epoch ends

@@ -1,6 +1,6 @@
 """torchrun environment → rank info and a process group; rank-0 printing (nanochat's get_dist_info/print0).
 
-`dist_info()` is the only place that reads RANK / WORLD_SIZE / LOCAL_RANK. `init_distributed()` picks nccl
+`dist_info()` is the only place that reads RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE. `init_distributed()` picks nccl
 when the process drives a CUDA device and gloo on CPU; multi-node runs only need torchrun's
 --nnodes/--node-rank/--rdzv-endpoint flags (MASTER_ADDR/PORT come from torchrun).
 """
@@ -23,6 +23,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # ranks on this host (they share its memory and cores)
 
     @property
     def is_distributed(self) -> bool:
@@ -35,6 +36,7 @@ def dist_info() -> DistInfo:
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
     )
 
 

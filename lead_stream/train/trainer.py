@@ -45,6 +45,14 @@ from lead_stream.train.distributed import (
     is_rank_zero,
     log0,
 )
+from lead_stream.train.memory import (
+    LOADER_WORKER_BYTES,
+    OPTIMIZER_BYTES_PER_PARAM,
+    MemoryEstimate,
+    available_bytes,
+    check_fits,
+    saved_activation_bytes,
+)
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
 from lead_stream.train.summary import TrainSummary
@@ -77,7 +85,11 @@ class Trainer:
         else:
             check_fresh_logdir(config)
         barrier()
-        if self.rank0:
+        torch.manual_seed(config.seed)
+        self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
+        self.num_parameters = count_parameters(self.model)
+        self.memory = self._check_memory() if config.check_memory else None
+        if self.rank0:  # only now that the run can start
             if config.overwrite and not config.continue_failed_training:
                 removed = clear_run_files(self.logdir)
                 if removed:
@@ -86,9 +98,6 @@ class Trainer:
             remove_stale_tmp(self.logdir)
             atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
         barrier()
-        torch.manual_seed(config.seed)
-        self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
-        self.num_parameters = count_parameters(self.model)
         self.cache_dir = run_cache_dir(config) if loader is None else None
         self.loader = (
             loader
@@ -126,6 +135,36 @@ class Trainer:
             run_config=to_dict(config),
             purge_step=self.step if self.resume_state is not None else None,
         )
+
+    def _check_memory(self) -> MemoryEstimate:
+        """Measure what a step needs (one probe sample) and stop before the first step if it cannot fit."""
+        from lead_stream.model.random_batch import random_batch
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            per_sample = saved_activation_bytes(
+                self.model,
+                model_inputs(random_batch(1).to(self.device)),
+                device=self.device,
+                amp_dtype=AMP_DTYPES.get(self.precision),
+            )
+        self.model.zero_grad(set_to_none=True)
+        on_cpu = self.device.type == "cpu"
+        estimate = MemoryEstimate(
+            device=self.device.type,
+            per_sample_bytes=per_sample,
+            batch_per_rank=max(1, self.config.batch_size // self.info.world_size),
+            state_bytes=OPTIMIZER_BYTES_PER_PARAM * self.num_parameters,
+            host_bytes=self.config.num_workers * LOADER_WORKER_BYTES if on_cpu else 0,
+            available_bytes=available_bytes(
+                self.device, ranks_on_host=self.info.local_world_size if on_cpu else 1
+            ),
+        )
+        failing = all_reduce_sum(torch.tensor([0.0 if estimate.fits else 1.0], device=self.device))
+        check_fits(estimate, preset=self.config.model.preset, world_size=self.info.world_size)
+        if float(failing[0]) > 0:
+            raise ConfigError(f"{estimate.one_line()}; another rank's step would not fit (see its message)")
+        log0(estimate.one_line())
+        return estimate
 
     def start_line(self) -> str:
         """One line naming the run, where its config went and what it reads."""
