@@ -29,6 +29,7 @@ class TrainConfig:
     sample_with_replacement: bool = False  # rate > 1: LEAD's draws with replacement (default: permutations)
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
+    num_threads: int = 0  # torch threads per rank; 0 = OMP_NUM_THREADS, else cores/ranks - num_workers (>= 1)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
@@ -77,6 +78,7 @@ class TrainConfig:
             "log_scalars_frequency": self.log_scalars_frequency >= 1,
             "log_images_frequency": self.log_images_frequency >= 1,
             "num_workers": self.num_workers >= 0,
+            "num_threads": self.num_threads >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
         }
         if self.overwrite and self.continue_failed_training:

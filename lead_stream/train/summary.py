@@ -1,9 +1,15 @@
-"""What one `train` call did, as rank 0 saw it: steps, losses, throughput, the newest checkpoint."""
+"""What one `train` call did, as rank 0 saw it: the run, its data, steps, losses, throughput, the newest
+checkpoint; `one_line()` is the run's one summary line."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def plural(count: int, word: str) -> str:
+    """`1 epoch`, `2 epochs`."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 @dataclass
@@ -23,12 +29,26 @@ class TrainSummary:
     precision: str
     device: str
     checkpoint: Path | None = None  # newest model file written
+    run_id: str = ""  # the run's id (kept by its resumes; in every resume file)
+    pipeline_id: str | None = None  # the cache read (None: an injected loader)
+    collection: str | None = None  # the bucket collection read
+    num_samples: int = 0  # samples (all ranks) of the steps this call ran
+    wall_s: float = 0.0  # wall time of this call's loop
+    num_threads: int = 0  # torch threads per rank
 
     def one_line(self) -> str:
         last = f"{self.losses[-1][1]:.4f}" if self.losses else "n/a"
+        tail = [loss for _, loss in self.losses[-10:]]
+        mean = f" (mean of the last {len(tail)}: {sum(tail) / len(tail):.4f})" if len(tail) > 1 else ""
+        data = ""
+        if self.pipeline_id is not None:
+            data = f", cache {self.pipeline_id}, collection {self.collection!r}"
+        resumed = f" from step {self.start_step}" if self.start_step else ""
         return (
-            f"{self.phase}: {self.steps} steps ({self.epochs_completed} epochs), last loss {last}, "
-            f"{self.samples_per_s:.1f} samples/s ({self.precision} on {self.device}, "
-            f"{self.data_wait_share:.1%} waiting for data), "
-            f"{self.gradient_steps_skipped} skipped, checkpoint {self.checkpoint}"
+            f"{self.phase} run {self.run_id}: {plural(self.steps, 'step')}{resumed} "
+            f"({plural(self.epochs_completed, 'epoch')}), {plural(self.num_samples, 'sample')} in "
+            f"{self.wall_s:.1f} s{data}; last loss {last}{mean}; {self.samples_per_s:.1f} samples/s "
+            f"({self.precision} on {self.device}, {plural(self.num_threads, 'thread')}, "
+            f"{self.data_wait_share:.1%} waiting for data), {self.gradient_steps_skipped} skipped, "
+            f"checkpoint {self.checkpoint}"
         )

@@ -35,7 +35,7 @@ from lead_stream.train.components import (
     run_cache_dir,
 )
 from lead_stream.train.config import TrainConfig
-from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
+from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_num_threads, resolve_precision
 from lead_stream.train.distributed import (
     all_reduce_sum,
     barrier,
@@ -85,6 +85,10 @@ class Trainer:
         else:
             check_fresh_logdir(config)
         barrier()
+        self.num_threads, self.threads_reason = resolve_num_threads(
+            config.num_threads, num_workers=config.num_workers, ranks_on_host=self.info.local_world_size
+        )
+        torch.set_num_threads(self.num_threads)
         torch.manual_seed(config.seed)
         self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
         self.num_parameters = count_parameters(self.model)
@@ -176,7 +180,8 @@ class Trainer:
                 f"{loader.config.collection!r} ({loader.catalog.collection_size:,} samples, "
                 f"{self.steps_per_epoch} steps per epoch){cache_choice(self.cache_dir)}"
             )
-        return f"{self.config.phase} run {self.identity.run_id}: config {self.logdir / 'config.json'}{data}"
+        threads = f", {self.num_threads} torch thread(s) per rank ({self.threads_reason})"
+        return f"{self.config.phase} run {self.identity.run_id}: config {self.logdir / 'config.json'}{data}{threads}"
 
     # --- start / resume ---
     def _restore(self) -> ckpt.ResumeState | None:
@@ -360,7 +365,7 @@ class Trainer:
         total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps:
             total_steps = min(total_steps, config.max_steps)
-        start_step = self.step
+        start_step, wall_start = self.step, time.perf_counter()
         losses_seen: list[tuple[int, float]] = []
         window = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
         run = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
@@ -442,6 +447,12 @@ class Trainer:
             precision=self.precision,
             device=str(self.device),
             checkpoint=last_checkpoint,
+            run_id=self.identity.run_id,
+            pipeline_id=self.loader.catalog.pipeline_id if hasattr(self.loader, "catalog") else None,
+            collection=getattr(getattr(self.loader, "config", None), "collection", None),
+            num_samples=int(run["samples"]),
+            wall_s=time.perf_counter() - wall_start,
+            num_threads=self.num_threads,
         )
 
 
