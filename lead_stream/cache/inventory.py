@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from lead_stream.cache.identity import pipeline_id
-from lead_stream.cache.manifest import CACHE_DIRNAME, MANIFEST_FILENAME
+from lead_stream.cache.manifest import CACHE_DIRNAME, MANIFEST_FILENAME, TABLE_FILENAMES
 from lead_stream.core.errors import LeadFormatError
 
 
@@ -155,3 +157,8 @@ def remove_cache(root: Path, pipeline_id: str) -> CacheInfo:
     )  # first: never a half-deleted "complete" cache
     shutil.rmtree(info.cache_dir)
     return info
+
+
+def cache_tables(cache_dir: Path) -> dict[str, pl.LazyFrame]:
+    """Lazy scans of a complete cache's tables by name: `samples`, `shards`, `failures`."""
+    return {name: pl.scan_parquet(Path(cache_dir) / filename) for name, filename in TABLE_FILENAMES.items()}

@@ -6,7 +6,7 @@ against its schema version first; a bucket collection is queried by its name (`p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -42,14 +42,21 @@ class QueryError(LeadStreamError, ValueError):
     """An SQL query over the index tables failed (syntax, unknown table or column)."""
 
 
-def run_query(data_root: Path, sql: str) -> pl.DataFrame:
+def run_query(
+    data_root: Path, sql: str, *, extra_tables: Mapping[str, pl.LazyFrame] | None = None
+) -> pl.DataFrame:
     """Run Polars SQL over the index tables (`frames`, `routes`, `pretrain`, `posttrain`, user collections).
+
+    Args:
+        data_root: LEAD data root with a built index.
+        sql: the query.
+        extra_tables: more tables by name (e.g. a cache's `samples`, `shards`, `failures`).
 
     Raises:
         LeadFormatError: no index.
         QueryError: the query is invalid.
     """
-    context = pl.SQLContext(load_tables(data_root))
+    context = pl.SQLContext({**load_tables(data_root), **(extra_tables or {})})
     try:
         return context.execute(sql, eager=True)
     except (pl.exceptions.PolarsError, ValueError) as error:
