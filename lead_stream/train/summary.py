@@ -3,6 +3,8 @@ checkpoint; `one_line()` is the run's one summary line."""
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class TrainSummary:
     num_samples: int = 0  # samples (all ranks) of the steps this call ran
     wall_s: float = 0.0  # wall time of this call's loop
     num_threads: int = 0  # torch threads per rank
+    rank: int = 0  # the rank that returned it (only rank 0 prints it)
 
     def one_line(self) -> str:
         last = f"{self.losses[-1][1]:.4f}" if self.losses else "n/a"
@@ -52,3 +55,30 @@ class TrainSummary:
             f"{self.data_wait_share:.1%} waiting for data), {self.gradient_steps_skipped} skipped, "
             f"checkpoint {self.checkpoint}"
         )
+
+
+class ProgressLines:
+    """The progress bar's stand-in when stderr is not a terminal (logs, batch jobs): one line per 5 % of the
+    run or per minute, whichever comes first."""
+
+    def __init__(self, total_steps: int, *, enabled: bool, every_s: float = 60.0) -> None:
+        self.total, self.enabled, self.every_s = total_steps, enabled, every_s
+        self.every_steps = max(1, total_steps // 20)
+        self.last_t, self.samples = time.perf_counter(), 0.0
+
+    def update(self, step: int, epoch: int, loss: float, samples: float) -> None:
+        """After global step `step` (1-based count) of `epoch` with this step's loss and samples."""
+        if not self.enabled:
+            return
+        self.samples += samples
+        now = time.perf_counter()
+        if step % self.every_steps and step != self.total and now - self.last_t < self.every_s:
+            return
+        rate = self.samples / max(now - self.last_t, 1e-9)
+        print(
+            f"step {step}/{self.total} ({step / max(self.total, 1):.0%}), epoch {epoch}, loss {loss:.4f}, "
+            f"{rate:.1f} samples/s",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.last_t, self.samples = now, 0.0

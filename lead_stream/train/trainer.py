@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,13 @@ from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_num_thr
 from lead_stream.train.distributed import (
     all_reduce_sum,
     barrier,
+    broadcast_text,
     destroy_distributed,
     dist_info,
     init_distributed,
     is_rank_zero,
     log0,
+    wrap_ddp,
 )
 from lead_stream.train.memory import (
     LOADER_WORKER_BYTES,
@@ -55,7 +58,14 @@ from lead_stream.train.memory import (
 )
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
-from lead_stream.train.summary import TrainSummary
+from lead_stream.train.summary import ProgressLines, TrainSummary
+
+
+def contiguous_inputs(batch: Any) -> dict[str, Any]:
+    """The model's inputs of `batch`, each tensor contiguous: the loader's rgb is a (B, 3, H, W) view of
+    (B, H, W, 3) pixels, and convolutions on such views give weight gradients other strides than the
+    weights (DDP then warns, and copies, on every run)."""
+    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in model_inputs(batch).items()}
 
 
 class Trainer:
@@ -77,7 +87,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
         # on every rank, before rank 0 writes anything: one run per logdir, a resume only of this run
-        self.identity, self._latest = identity_of(config), None
+        self.identity, self._latest = identity_of(config, broadcast_text(identity_of(config).run_id)), None
         if config.continue_failed_training:
             self._latest = ckpt.find_latest_checkpoint(self.logdir) if self.logdir.is_dir() else None
             if self._latest is not None:
@@ -120,11 +130,7 @@ class Trainer:
         self.resume_state = self._restore()
         self.ddp_model: nn.Module = self.model
         if self.info.is_distributed:
-            self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
-            )
+            self.ddp_model = wrap_ddp(self.model, self.device)
         names = active_losses(
             use_radar_detection=self.model.radar_detector is not None,
             use_planning_decoder=config.use_planning_decoder,
@@ -239,7 +245,7 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=AMP_DTYPES.get(self.precision, torch.float32), enabled=amp
         ):
-            outputs = self.ddp_model(**model_inputs(batch))
+            outputs = self.ddp_model(**contiguous_inputs(batch))
         with torch.no_grad():
             targets = centernet_targets(batch.boxes, batch.num_boxes)
         losses = compute_losses(
@@ -371,13 +377,15 @@ class Trainer:
         run = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
         epochs_completed = self.start_epoch
         last_checkpoint = None
+        show = self.rank0 and config.progress
         bar = tqdm(
             total=total_steps,
             initial=self.step,
-            disable=not (self.rank0 and config.progress),
+            disable=not (show and sys.stderr.isatty()),
             desc=config.phase,
             dynamic_ncols=True,
         )
+        lines = ProgressLines(total_steps, enabled=show and not sys.stderr.isatty())  # logs, not a bar
         epoch = self.start_epoch
         stop = self.step >= total_steps
         while epoch < config.epochs and not stop:
@@ -416,6 +424,7 @@ class Trainer:
                 if step_idx % config.log_images_frequency == 0 or step_idx == 1:
                     self._log_images(batch, outputs, step_idx)
                 bar.update(1)
+                lines.update(self.step, epoch, total_value, samples)
                 stop = self.step >= total_steps
                 epoch_end = self.batches_done >= self.steps_per_epoch
                 if not epoch_end and (
@@ -453,6 +462,7 @@ class Trainer:
             num_samples=int(run["samples"]),
             wall_s=time.perf_counter() - wall_start,
             num_threads=self.num_threads,
+            rank=self.info.rank,
         )
 
 
