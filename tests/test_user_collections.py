@@ -16,6 +16,7 @@ from lead_stream.cli.main import app
 from lead_stream.core.errors import ConfigError
 from lead_stream.index import IndexConfig, build_index, read_bucket_members, write_bucket_collection
 from lead_stream.index.buckets import BucketCollection
+from lead_stream.index.query import bucket_report
 from lead_stream.index.tables import DEFINITION_KEY, table_path
 from lead_stream.loader import LoaderConfig, make_loader
 
@@ -53,6 +54,8 @@ def test_bucket_order_survives_reindex_with_and_without_force_13(index_copy: Pat
         assert dict(rates.iter_rows()) == {"junc": 3.0, "all_else": 1.0}
     stored = json.loads(pq.read_schema(table_path(index_copy, "junc_x3")).metadata[DEFINITION_KEY])
     assert [entry["bucket"] for entry in stored["buckets"]] == ["junc", "all_else"]
+    report = bucket_report(index_copy, ["junc_x3"], ("town",))["buckets"]
+    assert report["bucket"].to_list() == ["junc", "all_else"]  # shown in match order too
 
 
 def test_a_definition_stored_with_sorted_buckets_is_refused_not_reordered_13(index_copy: Path) -> None:

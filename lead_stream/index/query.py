@@ -6,6 +6,7 @@ against its schema version first; a bucket collection is queried by its name (`p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
-from lead_stream.index.tables import BUCKETS_DIR, collection_names, index_dir, table_path
+from lead_stream.index.tables import BUCKETS_DIR, DEFINITION_KEY, collection_names, index_dir, table_path
 from lead_stream.schemas.tables import SchemaError, check_version
 
 
@@ -65,6 +66,16 @@ def run_query(
         ) from None
 
 
+def _defined_order(data_root: Path, name: str) -> list[str]:
+    """Bucket names of collection `name` in their match order (from its stored definition; [] if none)."""
+    metadata = pq.read_schema(table_path(data_root, name)).metadata or {}
+    try:
+        stored = json.loads(metadata.get(DEFINITION_KEY, b"{}"))["buckets"]
+    except (KeyError, json.JSONDecodeError):
+        return []
+    return [entry["bucket"] for entry in stored] if isinstance(stored, list) else list(stored)
+
+
 def bucket_report(
     data_root: Path, collections: Iterable[str] | None = None, by: tuple[str, ...] = ("town", "scenario")
 ) -> dict[str, pl.DataFrame]:
@@ -90,11 +101,20 @@ def bucket_report(
     if members is None:
         return {}
     members = members.collect()
+    order = pl.DataFrame(
+        [(n, b, i) for n in names for i, b in enumerate(_defined_order(data_root, n))],
+        schema={"collection": pl.String, "bucket": pl.String, "bucket_idx": pl.Int64},
+        orient="row",
+    )
     report = {
         "buckets": (
             members.group_by("collection", "bucket", maintain_order=True)
             .agg(pl.col("rate").first(), frames=pl.len())
             .with_columns(epoch_frames=(pl.col("frames") * pl.col("rate")).floor().cast(pl.Int64))
+            .join(order, on=["collection", "bucket"], how="left", maintain_order="left")
+            .with_row_index("seen")
+            .sort(pl.col("collection").cast(pl.Enum(names)), "bucket_idx", "seen", nulls_last=True)
+            .drop("seen", "bucket_idx")
         )
     }
     joined = (

@@ -19,6 +19,9 @@ import torch
 from torch import nn
 
 from lead_stream.core.errors import ConfigError
+from lead_stream.model import model_inputs
+from lead_stream.train.config import TrainConfig
+from lead_stream.train.distributed import DistInfo, all_reduce_sum, log0
 
 GIB = float(1 << 30)
 OPTIMIZER_BYTES_PER_PARAM = 16  # fp32 gradient + AdamW exp_avg, exp_avg_sq and amsgrad's max_exp_avg_sq
@@ -133,3 +136,40 @@ def check_fits(estimate: MemoryEstimate, *, preset: str, world_size: int) -> Non
         f"{estimate.one_line()}: it would not fit (at most {HEADROOM:.0%} of the free memory is used); "
         f"change {change}, or set check_memory=false to try anyway"
     )
+
+
+def check_step_memory(
+    model: nn.Module, *, config: TrainConfig, device: torch.device, precision: str, info: DistInfo
+) -> MemoryEstimate:
+    """Measure what a step of `config` needs on `device` (one probe sample, the training RNG untouched) and
+    raise `ConfigError` on every rank if it cannot fit on one of them.
+
+    Raises:
+        ConfigError: the step would not fit (the numbers and the keys to change).
+    """
+    from lead_stream.model.random_batch import random_batch
+    from lead_stream.train.device import AMP_DTYPES
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        per_sample = saved_activation_bytes(
+            model,
+            model_inputs(random_batch(1).to(device)),
+            device=device,
+            amp_dtype=AMP_DTYPES.get(precision),
+        )
+    model.zero_grad(set_to_none=True)
+    on_cpu = device.type == "cpu"
+    estimate = MemoryEstimate(
+        device=device.type,
+        per_sample_bytes=per_sample,
+        batch_per_rank=max(1, config.batch_size // info.world_size),
+        state_bytes=OPTIMIZER_BYTES_PER_PARAM * sum(p.numel() for p in model.parameters() if p.requires_grad),
+        host_bytes=config.num_workers * LOADER_WORKER_BYTES if on_cpu else 0,
+        available_bytes=available_bytes(device, ranks_on_host=info.local_world_size if on_cpu else 1),
+    )
+    failing = all_reduce_sum(torch.tensor([0.0 if estimate.fits else 1.0], device=device))
+    check_fits(estimate, preset=config.model.preset, world_size=info.world_size)
+    if float(failing[0]) > 0:
+        raise ConfigError(f"{estimate.one_line()}; another rank's step would not fit (see its message)")
+    log0(estimate.one_line())
+    return estimate

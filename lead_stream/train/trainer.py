@@ -48,14 +48,7 @@ from lead_stream.train.distributed import (
     log0,
     wrap_ddp,
 )
-from lead_stream.train.memory import (
-    LOADER_WORKER_BYTES,
-    OPTIMIZER_BYTES_PER_PARAM,
-    MemoryEstimate,
-    available_bytes,
-    check_fits,
-    saved_activation_bytes,
-)
+from lead_stream.train.memory import check_step_memory
 from lead_stream.train.metrics import MetricsLogger
 from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
 from lead_stream.train.summary import ProgressLines, TrainSummary
@@ -74,6 +67,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, loader: Any = None) -> None:
         if config.logdir is None:
             raise ConfigError("logdir must be set (checkpoints, config.json and TensorBoard go there)")
+        if config.load_file is not None and not Path(config.load_file).exists():
+            raise ConfigError(f"load_file {config.load_file} does not exist")  # before anything is written
         self.config = config
         self.info = dist_info()
         self.device = resolve_device(config.device, self.info.local_rank)
@@ -102,16 +97,13 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = TFv6(config.model, use_planning_decoder=config.use_planning_decoder).to(self.device)
         self.num_parameters = count_parameters(self.model)
-        self.memory = self._check_memory() if config.check_memory else None
-        if self.rank0:  # only now that the run can start
-            if config.overwrite and not config.continue_failed_training:
-                removed = clear_run_files(self.logdir)
-                if removed:
-                    log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {self.logdir}")
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.logdir)
-            atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
-        barrier()
+        self.memory = (
+            check_step_memory(
+                self.model, config=config, device=self.device, precision=self.precision, info=self.info
+            )
+            if config.check_memory
+            else None
+        )
         self.cache_dir = run_cache_dir(config) if loader is None else None
         self.loader = (
             loader
@@ -123,6 +115,15 @@ class Trainer:
             raise ConfigError(
                 f"the loader yields no batch per epoch (batch_size {config.batch_size} too large?)"
             )
+        if self.rank0:  # only now that the run can start (memory, cache and collection checked)
+            if config.overwrite and not config.continue_failed_training:
+                removed = clear_run_files(self.logdir)
+                if removed:
+                    log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {self.logdir}")
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(self.logdir)
+            atomic_write_text(self.logdir / "config.json", json.dumps(to_dict(config), indent=2) + "\n")
+        barrier()
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = make_scaler(self.precision, self.device)
@@ -145,36 +146,6 @@ class Trainer:
             run_config=to_dict(config),
             purge_step=self.step if self.resume_state is not None else None,
         )
-
-    def _check_memory(self) -> MemoryEstimate:
-        """Measure what a step needs (one probe sample) and stop before the first step if it cannot fit."""
-        from lead_stream.model.random_batch import random_batch
-
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            per_sample = saved_activation_bytes(
-                self.model,
-                model_inputs(random_batch(1).to(self.device)),
-                device=self.device,
-                amp_dtype=AMP_DTYPES.get(self.precision),
-            )
-        self.model.zero_grad(set_to_none=True)
-        on_cpu = self.device.type == "cpu"
-        estimate = MemoryEstimate(
-            device=self.device.type,
-            per_sample_bytes=per_sample,
-            batch_per_rank=max(1, self.config.batch_size // self.info.world_size),
-            state_bytes=OPTIMIZER_BYTES_PER_PARAM * self.num_parameters,
-            host_bytes=self.config.num_workers * LOADER_WORKER_BYTES if on_cpu else 0,
-            available_bytes=available_bytes(
-                self.device, ranks_on_host=self.info.local_world_size if on_cpu else 1
-            ),
-        )
-        failing = all_reduce_sum(torch.tensor([0.0 if estimate.fits else 1.0], device=self.device))
-        check_fits(estimate, preset=self.config.model.preset, world_size=self.info.world_size)
-        if float(failing[0]) > 0:
-            raise ConfigError(f"{estimate.one_line()}; another rank's step would not fit (see its message)")
-        log0(estimate.one_line())
-        return estimate
 
     def start_line(self) -> str:
         """One line naming the run, where its config went and what it reads."""
@@ -388,6 +359,11 @@ class Trainer:
         lines = ProgressLines(total_steps, enabled=show and not sys.stderr.isatty())  # logs, not a bar
         epoch = self.start_epoch
         stop = self.step >= total_steps
+        if stop:
+            log0(
+                f"{config.phase}: the run is already at step {self.step} of {total_steps}: nothing to train "
+                "(raise epochs= or max_steps= to go on)"
+            )
         while epoch < config.epochs and not stop:
             if self.batches_done == 0:
                 self.loader.set_epoch(epoch)
