@@ -56,7 +56,7 @@ def test_pretrain_then_posttrain_writes_lead_checkpoints_and_reuses_weights(shar
     common = [f"carla_root={sharded_root}", "batch_size=4", "epoch_size=8", *TINY]
     result = runner.invoke(app, ["train", "pretrain", f"logdir={pre}", "epochs=2", *common])
     assert result.exit_code == 0, result.output
-    assert re.search(r"pretrain run [0-9a-f]{12}: 4 steps \(2 epochs\), 8 samples in ", result.output)
+    assert re.search(r"pretrain run [0-9a-f]{12}: 4 steps \(2 epochs\), 16 samples in ", result.output)
     # LEAD names, previous epoch removed, everything loadable with weights_only=True
     names = sorted(p.name for p in pre.iterdir() if not p.name.startswith("events."))
     assert names == [
