@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first")
     parser.add_argument("--num-workers", type=int, default=2, help="loader workers")
     parser.add_argument(
+        "--num-threads", type=int, default=0, help="torch threads (0: the trainer's default for the workers)"
+    )
+    parser.add_argument(
         "--epoch-size",
         type=int,
         default=None,
@@ -210,12 +213,12 @@ def main() -> None:
     warmup = args.warmup if args.warmup is not None else ((1 if big else 2) if args.quick else 5)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_train_"))
     overrides = [
-        f"logdir={workdir / 'run'}",
         f"model.preset={args.preset}",
         f"batch_size={batch_size}",
         f"device={args.device}",
         f"precision={args.precision}",
         f"num_workers={args.num_workers}",
+        f"num_threads={args.num_threads}",
         "progress=false",
         "visualize_training=false",
         f"use_color_aug={'false' if args.no_color_aug else 'true'}",
@@ -232,7 +235,8 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
         epoch_size = args.epoch_size or (warmup + steps + 1) * batch_size
         cfg = resolve_config(
-            pretrain_config(), [*overrides, f"carla_root={data_root}", f"epoch_size={epoch_size}"]
+            pretrain_config(),
+            [*overrides, f"logdir={workdir / 'run'}", f"carla_root={data_root}", f"epoch_size={epoch_size}"],
         )
         trainer = Trainer(cfg)
         loader_result = _measure(trainer, _cycle(trainer.loader), warmup=warmup, steps=steps)
@@ -247,7 +251,7 @@ def main() -> None:
         trainer.metrics.close()
         del trainer
     batch = random_batch(batch_size, seed=0)
-    cfg = resolve_config(pretrain_config(), overrides)
+    cfg = resolve_config(pretrain_config(), [*overrides, f"logdir={workdir / 'run_model_only'}"])
     trainer = Trainer(cfg, loader=FixedBatchLoader([batch], steps_per_epoch=1))
     fixed = batch.to(trainer.device)
     model_result = _measure(trainer, iter(lambda: fixed, None), warmup=warmup, steps=steps)
@@ -257,7 +261,7 @@ def main() -> None:
     device = trainer.device
     print(
         f"bench_train: preset={args.preset} params={trainer.num_parameters / 1e6:.2f}M batch={batch_size} "
-        f"precision={trainer.precision} device={device} torch={torch.__version__}"
+        f"precision={trainer.precision} device={device} threads={trainer.num_threads} torch={torch.__version__}"
     )
     print(f"{'input':<18} {'samples/s':>10} {'step s':>8} {'data wait':>10} {'wait ms median/max':>19}  note")
     for name, result, note in rows:
@@ -284,6 +288,7 @@ def main() -> None:
                 "batch_size": batch_size,
                 "steps": steps,
                 "num_workers": args.num_workers,
+                "num_threads": trainer.num_threads,
                 "num_parameters": trainer.num_parameters,
                 "peak_memory_mib": round(peak_mib, 1),
                 "color_aug": not args.no_color_aug,

@@ -1,4 +1,5 @@
-"""Cache commands: `shard` (build / merge the shard cache), `verify` (re-hash shards), `show` (sample → PNG).
+"""Cache commands: `shard` (build / merge the shard cache), `verify` (re-hash shards), `show` (sample → PNG),
+`caches` (list the caches of a root, remove stale ones).
 
 Exit codes: 0 success; 2 user error (`error: <path>: <problem>`: no index, no cache, unreadable frame under
 --strict, unknown key); `verify` exits 1 when it finds missing or corrupt shards (the cache is readable but
@@ -18,6 +19,10 @@ DEFAULT_DATA_ROOT = Path("data/carla_leaderboard2")
 USER_ERROR_EXIT_CODE = 2
 VERIFY_BAD_EXIT_CODE = 1
 DataRoot = Annotated[Path, typer.Argument(help="LEAD data root (holds index/ and cache/)")]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="cache root holding <pipeline_id>/ folders, or one cache (default: DATA_ROOT/cache)"),
+]
 
 
 def _exit(code: int) -> None:
@@ -57,6 +62,9 @@ def shard(
         bool,
         typer.Option(help="another shard run holds the cache: wait for it (--no-wait: exit 2 naming it)"),
     ] = True,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="write <pipeline_id>/ here instead of DATA_ROOT/cache")
+    ] = None,
 ) -> None:
     """Build (incrementally) the WebDataset shard cache under DATA_ROOT/cache/<pipeline_id>/."""
     from lead_stream.cache.shard import ShardConfig, merge_manifests, write_shards
@@ -72,6 +80,7 @@ def shard(
             world_size=world_size,
             wait_for_lock=wait,
             collections=tuple(collection) if collection else ("pretrain", "posttrain"),
+            cache_root=cache_dir,
         )
         build = merge_manifests if merge else write_shards
         summary = build(data_root, config=config)
@@ -83,12 +92,14 @@ def shard(
 def verify(
     data_root: DataRoot = DEFAULT_DATA_ROOT,
     pipeline_id: Annotated[str | None, typer.Option(help="cache to check (default: newest complete)")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Re-hash every shard against the manifest; exit 1 if any is missing or corrupt."""
+    from lead_stream.cache.inventory import find_cache
     from lead_stream.cache.manifest import verify_cache
 
     try:
-        report = verify_cache(data_root, pipeline_id=pipeline_id)
+        report = verify_cache(find_cache(cache_dir or data_root, pipeline_id))
     except LeadStreamError as error:
         _fail(error)
     for shard_name in report.missing:
@@ -106,15 +117,49 @@ def show(
     root: Annotated[Path, typer.Option(help="LEAD data root (holds cache/)")] = DEFAULT_DATA_ROOT,
     pipeline_id: Annotated[str | None, typer.Option(help="cache to read (default: newest complete)")] = None,
     perturbated: Annotated[bool, typer.Option("--perturbated", help="show the perturbated variant")] = False,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Render one cached sample: cameras with boxes and waypoints, LiDAR BEV, BEV semantics, scalars."""
+    from lead_stream.cache.inventory import find_cache
     from lead_stream.cache.show import show_sample
 
     try:
-        path = show_sample(root, key, out, pipeline_id=pipeline_id, perturbated=perturbated)
+        path = show_sample(find_cache(cache_dir or root, pipeline_id), key, out, perturbated=perturbated)
     except LeadStreamError as error:
         _fail(error)
     typer.echo(f"wrote {path}")
+
+
+def caches(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    cache_dir: CacheDir = None,
+    remove: Annotated[
+        list[str] | None, typer.Option(help="delete the cache with this pipeline id (repeatable)")
+    ] = None,
+) -> None:
+    """List the caches (complete or not, size, date, collections, code) and which one `train` reads."""
+    from lead_stream.cache.inventory import cache_root_of, list_caches, newest_complete, remove_cache
+
+    root = cache_dir or data_root
+    try:
+        for pipeline_id in remove or ():
+            info = remove_cache(root, pipeline_id)
+            typer.echo(f"removed {info.cache_dir} ({info.size_bytes / 1e6:.1f} MB)")
+        found = list_caches(root)
+    except LeadStreamError as error:
+        _fail(error)
+    if not found:
+        typer.echo(f"no cache under {cache_root_of(root)} (build one: lead-stream shard {data_root})")
+        return
+    newest = newest_complete(found)
+    for info in found:
+        typer.echo(f"{info.one_line()}{'  <- train reads this one' if info is newest else ''}")
+    others = [info for info in found if info is not newest]
+    total = sum(info.size_bytes for info in found)
+    typer.echo(f"{len(found)} caches, {total / 1e6:.1f} MB in {cache_root_of(root)}")
+    if others:
+        ids = " ".join(f"--remove {info.pipeline_id}" for info in others)
+        typer.echo(f"remove the others: lead-stream caches {root} {ids}")
 
 
 def register(app: typer.Typer) -> None:
@@ -122,3 +167,4 @@ def register(app: typer.Typer) -> None:
     app.command()(shard)
     app.command()(verify)
     app.command()(show)
+    app.command()(caches)

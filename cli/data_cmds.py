@@ -78,7 +78,9 @@ def index(
     from lead_stream.index import IndexConfig, build_index
     from lead_stream.sources.byte_sources import is_url
 
-    sources = list(source or ())
+    # a local source outside the data root is recorded by its absolute path (relative to the cwd it would not
+    # be found from the data root again)
+    sources = [s if is_url(s) else str(Path(s).resolve()) for s in source or ()]
     if is_url(data_root):
         if out is None:
             raise ConfigError(f"{data_root} is a URL: give --out LOCAL_DIR for the index and cache")
@@ -87,7 +89,7 @@ def index(
     else:
         root = Path(data_root) if out is None else out
         if out is not None:
-            sources.insert(0, data_root)
+            sources.insert(0, str(Path(data_root).resolve()))
     summary = build_index(
         root,
         config=IndexConfig(
@@ -100,19 +102,37 @@ def index(
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="Polars SQL over frames, routes, pretrain, posttrain, ...")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="Polars SQL over frames, routes, pretrain, posttrain, ..., samples, shards, failures"
+        ),
+    ],
     root: Annotated[Path, typer.Option(help="LEAD data root with a built index")] = DEFAULT_DATA_ROOT,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     max_rows: Annotated[int, typer.Option(help="rows shown by --format table (-1: all)")] = 40,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="cache whose samples/shards/failures tables to add (default: newest)")
+    ] = None,
+    pipeline_id: Annotated[str | None, typer.Option(help="that cache by its pipeline id")] = None,
 ) -> None:
-    """Run an SQL query over the index tables and print the result."""
+    """Run an SQL query over the index tables (and the newest complete cache's samples, shards and failures
+    tables, when there is one) and print the result."""
     import polars as pl
 
+    from lead_stream.cache.inventory import cache_tables, find_cache
+    from lead_stream.core.errors import LeadFormatError
     from lead_stream.index.query import run_query
 
     if fmt not in ("table", "csv", "json"):
         raise ConfigError(f"--format: expected table, csv or json, got {fmt!r}")
-    result = run_query(root, sql)
+    try:
+        extra = cache_tables(find_cache(cache_dir or root, pipeline_id))
+    except LeadFormatError:
+        if cache_dir is not None or pipeline_id is not None:
+            raise
+        extra = {}  # no cache yet: the index tables alone
+    result = run_query(root, sql, extra_tables=extra)
     if fmt == "csv":
         typer.echo(result.write_csv(), nl=False)
     elif fmt == "json":
@@ -151,7 +171,7 @@ def buckets(
     """Print frames per bucket (and per town/scenario); --define writes a user collection from SQL."""
     import polars as pl
 
-    from lead_stream.index import write_bucket_collection
+    from lead_stream.index import collection_names, write_bucket_collection
     from lead_stream.index.buckets import RATE_FILL, BucketCollection
     from lead_stream.index.query import bucket_report
 
@@ -166,8 +186,9 @@ def buckets(
         if not definition:
             raise ConfigError("--define needs at least one --bucket NAME=SQL")
         new = BucketCollection.from_sql(define, definition, rates, where=where)
+        existed = define in collection_names(data_root)
         path = write_bucket_collection(data_root, new)
-        typer.echo(f"wrote collection {define!r} -> {path}")
+        typer.echo(f"{'replaced' if existed else 'wrote'} collection {define!r} -> {path}")
         collection = [define]
     elif bucket or rate:
         raise ConfigError("--bucket/--rate need --define NAME")
@@ -178,9 +199,53 @@ def buckets(
             typer.echo(str(table))
 
 
+def failures(
+    data_root: DataRoot = DEFAULT_DATA_ROOT,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="cache to report (default: the newest complete)")
+    ] = None,
+    pipeline_id: Annotated[str | None, typer.Option(help="that cache by its pipeline id")] = None,
+    max_rows: Annotated[int, typer.Option(help="rows shown (-1: all)")] = 100,
+) -> None:
+    """Print the routes the index could not read and the frames the cache could not build (file, reason)."""
+    import polars as pl
+
+    from lead_stream.cache.inventory import cache_tables, find_cache
+    from lead_stream.core.errors import LeadFormatError
+    from lead_stream.index.tables import read_checked, table_path
+
+    routes = pl.from_arrow(read_checked(table_path(data_root, "routes"), "routes"))
+    unreadable = routes.filter(pl.col("read_error").is_not_null()).select("route_id", "read_error")
+    try:
+        target = find_cache(cache_dir or data_root, pipeline_id)
+    except LeadFormatError:
+        if cache_dir is not None or pipeline_id is not None:
+            raise
+        target = None
+    frames = cache_tables(target)["failures"].collect() if target is not None else None
+    limit = None if max_rows < 0 else max_rows
+    typer.echo(f"{unreadable.height} unreadable routes in {table_path(data_root, 'routes')}")
+    for route_id, problem in unreadable.head(limit).iter_rows():
+        typer.echo(f"  {route_id}: {problem}")
+    if frames is None:
+        typer.echo(f"no complete cache under {data_root} (lead-stream shard {data_root})")
+        return
+    typer.echo(f"{frames.height} failed frames in cache {target}")
+    for route_id, frame_idx, file, reason in (
+        frames.select("route_id", "frame_idx", "file", "reason").head(limit).iter_rows()
+    ):
+        typer.echo(f"  {route_id} frame {frame_idx}: {file}: {reason}")
+    shown = max(unreadable.height, frames.height)
+    if limit is not None and shown > limit:
+        typer.echo(
+            f'  ... (--max-rows -1 shows all; lead-stream query "SELECT * FROM failures" --root {data_root})'
+        )
+
+
 def register(app: typer.Typer) -> None:
-    """Add synth, index, query and buckets to `app`."""
+    """Add synth, index, query, buckets and failures to `app`."""
     app.command()(synth)
     app.command()(index)
     app.command()(query)
     app.command()(buckets)
+    app.command()(failures)

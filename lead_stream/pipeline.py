@@ -42,7 +42,7 @@ class DemoSummary:
 
 
 def heldout_collections(data_root: Path) -> dict[str, tuple[str, str]]:
-    """Write the demo's validation collections; phase → (collection, held-out bucket).
+    """The demo's validation collections (written here when needed); phase → (collection, held-out bucket).
 
     LEAD's town13_heldout_<phase> when its `town13` bucket has frames; else demo_heldout_<phase>, holding
     out the last route (by route_id) of the phase.
@@ -50,13 +50,12 @@ def heldout_collections(data_root: Path) -> dict[str, tuple[str, str]]:
     import polars as pl
 
     from lead_stream.index import write_bucket_collection
-    from lead_stream.index.buckets import RATE_FILL, BucketCollection, town13_heldout_collection
+    from lead_stream.index.buckets import RATE_FILL, BucketCollection
     from lead_stream.loader.selection import read_members
 
     chosen = {}
     for phase in ("pretrain", "posttrain"):
-        write_bucket_collection(data_root, town13_heldout_collection(phase))
-        name = f"town13_heldout_{phase}"
+        name = f"town13_heldout_{phase}"  # written by `index` (a built-in collection)
         if read_members(data_root, name).filter(pl.col("bucket") == "town13").height:
             chosen[phase] = (name, "town13")
             continue
@@ -133,6 +132,10 @@ def run_demo(
         for phase, (name, bucket) in heldout.items()
     }
     pretrain_dir, posttrain_dir = Path(logdir) / "pretrain", Path(logdir) / "posttrain"
+    previous = [d for d in (pretrain_dir, posttrain_dir) if d.is_dir() and any(d.iterdir())]
+    if previous:  # the demo's own runs: replaced (overwrite=true), and said so
+        say(f"replacing the previous demo runs in {', '.join(str(d) for d in previous)}")
+        common.append("overwrite=true")
     pre = train(resolve_config(pretrain_config(), [*common, *val["pretrain"], f"logdir={pretrain_dir}"]))
     say(f"[4/6] {pre.one_line()}")
     post = train(

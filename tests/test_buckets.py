@@ -149,7 +149,7 @@ def test_user_collection_is_written_queried_and_rederived_by_reindex(
     root = tmp_path / "root"
     shutil.copytree(indexed_root, root)
     collection = BucketCollection.from_sql(
-        "junction_x3", {"junction": "is_junction", "other": "TRUE"}, {"junction": 3.0}, where="pretrain"
+        "junction_x3", {"junction": "frame_idx % 4 = 0", "other": "TRUE"}, {"junction": 3.0}, where="pretrain"
     )
     write_bucket_collection(root, collection)
     members = read_bucket_members(root, "junction_x3")

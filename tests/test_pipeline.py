@@ -46,7 +46,7 @@ def test_demo_runs_the_whole_pipeline_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[5/6] posttrain" in done.stdout
     # both phases validated on held-out frames and printed their metrics; eval compared the checkpoints
-    assert "pretrain:" in done.stdout and "val @ step" in done.stdout.split("[5/6]")[0].split("[4/6]")[1]
+    assert "pretrain run " in done.stdout and "val @ step" in done.stdout.split("[5/6]")[0].split("[4/6]")[1]
     assert "ADE" in done.stdout.split("[5/6]")[1].split("[6/6]")[0]
     assert "[6/6] eval: evaluated 2 checkpoint(s)" in done.stdout
     assert (logdir / "eval" / "report.html").exists() and (logdir / "eval" / "metrics.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def test_pretrain_then_posttrain_writes_lead_checkpoints_and_reuses_weights(shar
     common = [f"carla_root={sharded_root}", "batch_size=4", "epoch_size=8", *TINY]
     result = runner.invoke(app, ["train", "pretrain", f"logdir={pre}", "epochs=2", *common])
     assert result.exit_code == 0, result.output
-    assert "pretrain: 4 steps (2 epochs)" in result.output
+    assert re.search(r"pretrain run [0-9a-f]{12}: 4 steps \(2 epochs\), 16 samples in ", result.output)
     # LEAD names, previous epoch removed, everything loadable with weights_only=True
     names = sorted(p.name for p in pre.iterdir() if not p.name.startswith("events."))
     assert names == [
@@ -133,8 +134,8 @@ def test_resume_after_kill_continues_the_loss_curve_exactly(sharded_root, tmp_pa
     )
     assert resumed.start_step == 6 and [s for s, _ in resumed.losses] == [6]
     assert resumed.losses[0][1] == pytest.approx(expected[6], rel=1e-6, abs=1e-7)
-    # a kill while writing epoch 1's set leaves it incomplete: fall back to the end of epoch 0 (step 4)
-    checkpoint_paths(run, 1)["resume"].unlink()
+    # a kill while writing the mid-epoch set of step 7 leaves it incomplete: fall back to the end of epoch 0
+    checkpoint_paths(run, 1, step=7)["resume"].unlink()
     again = train(
         resolve_config(
             pretrain_config(), [f"logdir={run}", "max_steps=7", "continue_failed_training=true", *common]

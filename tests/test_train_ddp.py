@@ -50,6 +50,11 @@ def test_two_ranks_match_one_process_and_only_rank0_writes(sharded_root, tmp_pat
         env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # issue 13: one summary line (rank 0), one start line, no warning printed on every DDP run
+    assert len(done.stdout.strip().splitlines()) == 1 and done.stdout.startswith("pretrain run ")
+    assert done.stderr.count("pretrain run ") == 1
+    for warning in ("Grad strides do not match", "broadcast_buffers", "Warning"):
+        assert warning not in done.stderr, done.stderr[-3000:]
     one, two = tensorboard_scalars(single, "loss/total"), tensorboard_scalars(ddp, "loss/total")
     assert sorted(one) == sorted(two) == [0, 1]
     assert two[0] == pytest.approx(one[0], rel=1e-5)  # same global batch, same init

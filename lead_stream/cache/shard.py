@@ -64,7 +64,8 @@ from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 LOCK_FILENAME = ".shard.lock"  # held by the one `shard` run writing this cache directory
-CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
+CONTENT_FIELDS = ("collections",)  # what the samples are; packing (how they are cut into shards) is not
+PACKING_FIELDS = ("max_samples_per_shard", "max_shard_bytes")  # recorded in the manifest, not in the id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +76,7 @@ class ShardConfig:
     max_samples_per_shard: int = 1000  # close a shard after this many samples...
     max_shard_bytes: int = 384 << 20  # ...or once it reaches this size (a shard never mixes routes)
     # --- execution (not part of the pipeline id) ---
+    cache_root: Path | None = None  # where cache/<pipeline_id>/ goes; None = <data_root>/cache
     workers: int | None = None  # build processes; None = os.cpu_count(); 1 = in this process
     progress: bool = True  # tqdm bar on stderr (samples/s, MB/s)
     strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
@@ -97,6 +99,14 @@ class ShardConfig:
         return {
             name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in CONTENT_FIELDS
         }
+
+    def packing(self) -> dict[str, int]:
+        """How samples are cut into shards (a rebuild with other values reuses every unchanged route's shards)."""
+        return {name: getattr(self, name) for name in PACKING_FIELDS}
+
+    def cache_dir(self, data_root: Path) -> Path:
+        """`<cache_root or data_root/cache>/<pipeline_id>`."""
+        return (Path(self.cache_root) if self.cache_root else cache_root(data_root)) / pipeline_id(self)
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     data_root = Path(data_root)
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
-    cache_dir = cache_root(data_root) / pid
+    cache_dir = config.cache_dir(data_root)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _cache_lock(cache_dir, config):  # a concurrent run on this cache waits here (or fails)
         try:
@@ -250,6 +260,11 @@ def _write_shards_locked(
         r for r in mine if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
     ]
     reused = len(mine) - len(to_build)
+    if config.strict:  # a failure recorded by an earlier run is as much an error as a new one
+        building = {r.route_id for r in to_build}
+        _refuse_recorded_failures(
+            data_root, [records[r.route_id] for r in mine if r.route_id not in building]
+        )
 
     # Shards that no current route record references: killed builds, changed or removed routes.
     stale_ids = {r.route_id for r in to_build}
@@ -392,6 +407,18 @@ def _write_shards_locked(
     )
 
 
+def _refuse_recorded_failures(data_root: Path, reused_records: list[dict]) -> None:
+    """`--strict` on a cache whose reused routes carry failure rows: the first one, as a named error."""
+    for record in reused_records:
+        if record["failures"]:
+            failure = record["failures"][0]
+            raise LeadFormatError(
+                data_root / failure["file"],
+                f"{failure['reason']} (recorded by an earlier shard run; --strict accepts no failure: repair "
+                f"the file, then lead-stream index and lead-stream shard again)",
+            )
+
+
 def _record_samples(cache_dir: Path, record: dict) -> int:
     total = 0
     for shard in record["shards"]:
@@ -410,7 +437,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     data_root = Path(data_root)
     plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
-    cache_dir = cache_root(data_root) / pid
+    cache_dir = config.cache_dir(data_root)
     with exclusive_lock(cache_dir / LOCK_FILENAME, wait=config.wait_for_lock, what=f"shard cache {pid}"):
         summary = _merge_locked(data_root, cache_dir, pid, plan, config)
     return dataclasses.replace(summary, seconds=time.perf_counter() - started)
@@ -469,6 +496,7 @@ def _write_manifest(
         "manifest_version": MANIFEST_VERSION,
         "pipeline_id": pid,
         "config": identity["config"],
+        "packing": config.packing(),  # of the build that wrote this manifest; reused routes keep theirs
         "preprocess_version": identity["preprocess_version"],
         "preprocessing_sha256": identity["preprocessing_sha256"],
         "code_version": _code_version(),

@@ -33,7 +33,7 @@ import polars as pl
 from lead_stream.core.errors import ConfigError
 
 RATE_FILL = "fill"  # rate = total frames of the collection / frames of the bucket
-RESERVED_NAMES = ("frames", "routes")  # SQL table names taken by the index itself
+RESERVED_NAMES = ("frames", "routes", "samples", "shards", "failures")  # SQL tables of the index and cache
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # LEAD's frame ranges (LEAD_FORMAT §2.2/2.4): range(skip_first, num_frames - skip_last) of usable routes.
@@ -191,11 +191,15 @@ class BucketCollection:
         )
 
     def definition(self) -> dict[str, Any]:
-        """JSON-able definition (stored in the Parquet metadata; `from_definition` inverts it)."""
+        """JSON-able definition (stored in the Parquet metadata; `from_definition` inverts it).
+
+        Buckets are a list of `{"bucket": name, "sql"|"expr": ...}` in match order: a JSON object would
+        lose the order (first match wins) as soon as anything sorts its keys.
+        """
         return {
             "name": self.name,
             "where": _expr_to_json(self.where),
-            "buckets": {b: _expr_to_json(e) for b, e in self.buckets.items()},
+            "buckets": [{"bucket": b, **_expr_to_json(e)} for b, e in self.buckets.items()],
             "rates": dict(self.rates),
             "params": dict(self.params),
             "lead_name": self.lead_name,
@@ -203,17 +207,34 @@ class BucketCollection:
 
     @classmethod
     def from_definition(cls, definition: Mapping[str, Any]) -> BucketCollection:
-        """Rebuild a collection from `definition()` output."""
+        """Rebuild a collection from `definition()` output.
+
+        Definitions written before issue 13 stored the buckets as a JSON object with sorted keys, so
+        their match order is lost: such a collection with several buckets raises `ConfigError` (define
+        it again) instead of silently matching in alphabetical order.
+        """
+        stored = definition["buckets"]
+        if isinstance(stored, Mapping):
+            if len(stored) > 1:
+                raise ConfigError(
+                    f"collection {definition['name']!r} was stored by an older lead-stream with its "
+                    f"buckets {sorted(stored)} in alphabetical order, not in the order they were defined "
+                    "(first match wins); define it again (lead-stream buckets --define ...)"
+                )
+            buckets = {b: _expr_from_json(e) for b, e in stored.items()}
+        else:
+            buckets = {entry["bucket"]: _expr_from_json(entry) for entry in stored}
         return cls(
             name=definition["name"],
             where=_expr_from_json(definition["where"]),
-            buckets={b: _expr_from_json(e) for b, e in definition["buckets"].items()},
+            buckets=buckets,
             rates=definition.get("rates", {}),
             params=definition.get("params", {}),
             lead_name=definition.get("lead_name"),
         )
 
     def definition_json(self) -> str:
+        """`definition()` as canonical JSON (sorted object keys; the bucket list keeps its order)."""
         return json.dumps(self.definition(), sort_keys=True)
 
 
@@ -295,6 +316,11 @@ def default_collections() -> tuple[BucketCollection, ...]:
         town13_heldout_collection("posttrain"),
         failed_collection(),
     )
+
+
+def builtin_names() -> tuple[str, ...]:
+    """Names of the collections `build_index` writes itself (reserved: a user collection cannot take one)."""
+    return tuple(c.name for c in default_collections())
 
 
 def epoch_size(members: pl.DataFrame) -> int:

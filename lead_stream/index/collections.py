@@ -1,6 +1,11 @@
 """Bucket collections ↔ `index/buckets/<name>.parquet`: a collection's members are evaluated over the
 frames table and written with the collection's definition in the file's metadata, so user collections
-are re-derived on every rebuild."""
+are re-derived on every rebuild, with their buckets in the order they were defined (first match wins).
+
+A user collection cannot take a built-in name (`pretrain`, `posttrain`, ...), and one that selects no
+frame, or has a bucket that gets none, is refused when it is defined; when a re-index leaves a user
+collection or one of its buckets empty, a warning names it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_stream.core.errors import ConfigError, LeadFormatError
-from lead_stream.index.buckets import BucketCollection, default_collections
+from lead_stream.index.buckets import BucketCollection, builtin_names, default_collections
 from lead_stream.index.tables import (
     COLLECTION_KEY,
     DEFINITION_KEY,
@@ -34,7 +39,7 @@ def write_bucket_collection(
     frames: pl.LazyFrame | None = None,
     compression: str = "zstd",
 ) -> Path:
-    """Evaluate `collection` over frames.parquet and write `index/buckets/<name>.parquet` atomically.
+    """Evaluate a user `collection` over frames.parquet and write `index/buckets/<name>.parquet` atomically.
 
     Args:
         data_root: LEAD data root with a built index.
@@ -47,14 +52,57 @@ def write_bucket_collection(
 
     Raises:
         LeadFormatError: no frames table.
-        ConfigError: an expression names an unknown column or does not evaluate.
+        ConfigError: a built-in collection name; the collection or one of its buckets selects no frame;
+            an expression names an unknown column or does not evaluate.
     """
+    if collection.name in builtin_names():
+        raise ConfigError(
+            f"collection name {collection.name!r} is built in (lead-stream index writes "
+            f"{', '.join(builtin_names())}); give your collection another name"
+        )
     if frames is None:
-        frames = pl.from_arrow(read_checked(table_path(data_root, "frames"), "frames")).lazy()
+        frames = _read_frames(data_root)
+    members = _members(collection, frames)
+    problem = empty_problem(collection, members, frames)
+    if problem is not None:
+        raise ConfigError(f"{problem}; nothing written")
+    return _write_members(data_root, collection, members, compression)
+
+
+def _read_frames(data_root: Path) -> pl.LazyFrame:
+    return pl.from_arrow(read_checked(table_path(data_root, "frames"), "frames")).lazy()
+
+
+def _members(collection: BucketCollection, frames: pl.LazyFrame) -> pl.DataFrame:
     try:
-        members = collection.members(frames).collect()
+        return collection.members(frames).collect()
     except pl.exceptions.PolarsError as error:
         raise ConfigError(f"collection {collection.name!r}: {str(error).strip().splitlines()[0]}") from None
+
+
+def empty_problem(collection: BucketCollection, members: pl.DataFrame, frames: pl.LazyFrame) -> str | None:
+    """Why `members` of `collection` is unusable (no frame at all, or a bucket without frames), or None."""
+    if members.is_empty():
+        where, _ = collection.expressions()
+        eligible = frames.filter(where.fill_null(False)).select(pl.len()).collect().item()
+        return (
+            f"collection {collection.name!r} selects no frame ({eligible:,} frames pass its where "
+            f"{collection.where if isinstance(collection.where, str) else '<expr>'!r}, none matches a bucket)"
+        )
+    counts = dict(members.group_by("bucket").len().iter_rows())
+    empty = [name for name in collection.buckets if counts.get(name, 0) == 0]
+    if not empty:
+        return None
+    sizes = ", ".join(f"{name} {counts.get(name, 0):,}" for name in collection.buckets)
+    return (
+        f"collection {collection.name!r}: bucket {empty[0]!r} gets no frame (frames per bucket, first "
+        f"match wins: {sizes}); change its SQL or its place in the bucket order"
+    )
+
+
+def _write_members(
+    data_root: Path, collection: BucketCollection, members: pl.DataFrame, compression: str
+) -> Path:
     table = conform(
         members.to_arrow(),
         "bucket_members",
@@ -115,8 +163,13 @@ def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -
                 f"{table_path(data_root, name)}: cannot re-derive collection ({error}); left as is",
                 stacklevel=2,
             )
+    builtin = set(builtin_names())
     sizes = {}
     for name, collection in collections.items():
-        path = write_bucket_collection(data_root, collection, frames=frames, compression=compression)
-        sizes[name] = pq.read_metadata(path).num_rows
+        members = _members(collection, frames)
+        problem = None if name in builtin else empty_problem(collection, members, frames)
+        if problem is not None:
+            warnings.warn(f"{table_path(data_root, name)}: {problem}", stacklevel=2)
+        _write_members(data_root, collection, members, compression)
+        sizes[name] = members.height
     return sizes

@@ -6,14 +6,15 @@ against its schema version first; a bucket collection is queried by its name (`p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import polars as pl
 
 from lead_stream.core import parquet
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
-from lead_stream.index.tables import BUCKETS_DIR, collection_names, index_dir, table_path
+from lead_stream.index.tables import BUCKETS_DIR, DEFINITION_KEY, collection_names, index_dir, table_path
 from lead_stream.schemas.tables import SchemaError, check_version
 
 
@@ -44,20 +45,38 @@ class QueryError(LeadStreamError, ValueError):
     """An SQL query over the index tables failed (syntax, unknown table or column)."""
 
 
-def run_query(data_root: Path, sql: str) -> pl.DataFrame:
+def run_query(
+    data_root: Path, sql: str, *, extra_tables: Mapping[str, pl.LazyFrame] | None = None
+) -> pl.DataFrame:
     """Run Polars SQL over the index tables (`frames`, `routes`, `pretrain`, `posttrain`, user collections).
+
+    Args:
+        data_root: LEAD data root with a built index.
+        sql: the query.
+        extra_tables: more tables by name (e.g. a cache's `samples`, `shards`, `failures`).
 
     Raises:
         LeadFormatError: no index.
         QueryError: the query is invalid.
     """
-    context = pl.SQLContext(load_tables(data_root))
+    context = pl.SQLContext({**load_tables(data_root), **(extra_tables or {})})
     try:
         return context.execute(sql, eager=True)
     except (pl.exceptions.PolarsError, ValueError) as error:
         raise QueryError(
             f"query: {str(error).strip().splitlines()[0]} (tables: {', '.join(context.tables())})"
         ) from None
+
+
+def _defined_order(data_root: Path, name: str) -> list[str]:
+    """Bucket names of collection `name` in their match order (from its stored definition; [] if none)."""
+    path = table_path(data_root, name)
+    metadata = parquet.read_schema(path, repair=f"rebuild it: lead-stream index {data_root}").metadata or {}
+    try:
+        stored = json.loads(metadata.get(DEFINITION_KEY, b"{}"))["buckets"]
+    except (KeyError, json.JSONDecodeError):
+        return []
+    return [entry["bucket"] for entry in stored] if isinstance(stored, list) else list(stored)
 
 
 def bucket_report(
@@ -85,11 +104,20 @@ def bucket_report(
     if members is None:
         return {}
     members = members.collect()
+    order = pl.DataFrame(
+        [(n, b, i) for n in names for i, b in enumerate(_defined_order(data_root, n))],
+        schema={"collection": pl.String, "bucket": pl.String, "bucket_idx": pl.Int64},
+        orient="row",
+    )
     report = {
         "buckets": (
             members.group_by("collection", "bucket", maintain_order=True)
             .agg(pl.col("rate").first(), frames=pl.len())
             .with_columns(epoch_frames=(pl.col("frames") * pl.col("rate")).floor().cast(pl.Int64))
+            .join(order, on=["collection", "bucket"], how="left", maintain_order="left")
+            .with_row_index("seen")
+            .sort(pl.col("collection").cast(pl.Enum(names)), "bucket_idx", "seen", nulls_last=True)
+            .drop("seen", "bucket_idx")
         )
     }
     joined = (

@@ -101,7 +101,8 @@ class StreamingLoader:
         """Bucket → rate (LEAD meaning) from now on; call between epochs, before `set_epoch`.
 
         Raises:
-            ConfigError: a resume is pending and `mixture` differs from the checkpointed one.
+            ConfigError: `mixture` names a bucket the collection lacks (the message lists its buckets),
+                or a resume is pending and `mixture` differs from the checkpointed one.
         """
         new = dict(mixture) if mixture else None
         if self._rates(new).tolist() == self._rates(self._mixture).tolist():
@@ -115,7 +116,10 @@ class StreamingLoader:
         self._epoch = build_epoch(self.catalog, self.config, epoch=self._epoch_idx, mixture=self._mixture)
 
     def _rates(self, mixture: Mapping[str, float] | None) -> np.ndarray:
-        return sampling.resolve_rates(self.catalog.bucket_names, self.catalog.bucket_rates, mixture)
+        try:
+            return sampling.resolve_rates(self.catalog.bucket_names, self.catalog.bucket_rates, mixture)
+        except ValueError as error:
+            raise ConfigError(f"collection {self.config.collection!r}: {error}") from None
 
     def __len__(self) -> int:
         """Batches per epoch for this rank (the same on every rank)."""

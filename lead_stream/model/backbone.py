@@ -210,7 +210,10 @@ class TransFuserBackbone(nn.Module):
         )  # (B, T, C)
         tokens = self.transformers[stage_idx](tokens)
         image_out = tokens[:, :num_image_tokens].transpose(1, 2).reshape(B, C, *self.image_anchors)
-        lidar_out = tokens[:, num_image_tokens:].transpose(1, 2).reshape(B, C, *self.lidar_anchors)
+        # contiguous: a conv on the transposed view gives its 1x1 weight a gradient with other strides (DDP warns)
+        lidar_out = (
+            tokens[:, num_image_tokens:].transpose(1, 2).reshape(B, C, *self.lidar_anchors).contiguous()
+        )
         lidar_out = self.image_to_lidar[stage_idx](lidar_out)
         image = image + F.interpolate(image_out, size=(h_img, w_img), mode="bilinear", align_corners=False)
         lidar = lidar + F.interpolate(lidar_out, size=(h_lid, w_lid), mode="bilinear", align_corners=False)

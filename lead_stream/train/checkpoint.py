@@ -1,11 +1,13 @@
 """Training state ↔ LEAD-named files in the run directory (atomic; loadable with weights_only=True).
 
-Per epoch E (0-based, 4 digits), in `logdir`: model_EEEE.pth (state_dict of the unwrapped module),
-optimizer_EEEE.pth, scheduler_EEEE.pth, scaler_EEEE.pth, gradient_steps_skipped_EEEE.txt (LEAD §5.4), plus
-resume_EEEE.json (global step, batches done in the epoch, loader state, RNG states) for step-exact resume.
-A set is complete only when its resume file exists: a save first deletes the old resume file, writes the
-other files (each atomically) and writes the resume file last. Mid-epoch saves overwrite the current
-epoch's set; the previous epoch's set is deleted only after the current epoch's end-of-epoch save.
+At the end of epoch E (0-based, 4 digits), in `logdir`: model_EEEE.pth (state_dict of the unwrapped module),
+optimizer_EEEE.pth, scheduler_EEEE.pth, scaler_EEEE.pth, gradient_steps_skipped_EEEE.txt (LEAD §5.4, LEAD's
+names), plus resume_EEEE.json (global step, batches done in the epoch, loader state, RNG states, run id and
+config hash) for step-exact resume. A mid-epoch set (every `checkpoint_every_steps`, or at `max_steps`) has
+the global step in every name, `model_EEEE_step_SSSSSSS.pth` ... `resume_EEEE_step_SSSSSSS.json`, so it is
+never mistaken for an end-of-epoch set. A set is complete only when its resume file exists: a save first
+deletes the old resume file, writes the other files (each atomically) and writes the resume file last. Only
+the newest mid-epoch set is kept; an end-of-epoch save removes the mid-epoch sets and the previous epoch's set.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from torch import nn
 from lead_stream.core.atomic import atomic_path, atomic_write_text, list_finished
 
 PARTS = ("model", "optimizer", "scheduler", "scaler")
-_RESUME_RE = re.compile(r"^resume_(\d{4,})\.json$")
+_RESUME_RE = re.compile(r"^resume_(\d{4,})(?:_step_(\d{7,}))?\.json$")
 
 
-def checkpoint_paths(logdir: Path, epoch: int) -> dict[str, Path]:
-    """LEAD's file names for `epoch` (plus our resume file)."""
+def checkpoint_paths(logdir: Path, epoch: int, step: int | None = None) -> dict[str, Path]:
+    """LEAD's file names for the end of `epoch` (plus our resume file); with `step`, the mid-epoch set's."""
     logdir = Path(logdir)
-    paths = {part: logdir / f"{part}_{epoch:04d}.pth" for part in PARTS}
-    paths["gradient_steps_skipped"] = logdir / f"gradient_steps_skipped_{epoch:04d}.txt"
-    paths["resume"] = logdir / f"resume_{epoch:04d}.json"
+    tag = f"{epoch:04d}" if step is None else f"{epoch:04d}_step_{step:07d}"
+    paths = {part: logdir / f"{part}_{tag}.pth" for part in PARTS}
+    paths["gradient_steps_skipped"] = logdir / f"gradient_steps_skipped_{tag}.txt"
+    paths["resume"] = logdir / f"resume_{tag}.json"
     return paths
+
+
+def state_paths(logdir: Path, state: ResumeState) -> dict[str, Path]:
+    """The file names of the set `state` describes (end-of-epoch or mid-epoch)."""
+    return checkpoint_paths(logdir, state.epoch, None if state.epoch_complete else state.step)
 
 
 @dataclass
@@ -45,6 +53,9 @@ class ResumeState:
     gradient_steps_skipped: int = 0  # non-finite steps so far
     loader: dict[str, Any] | None = None  # StreamingLoader.state_dict() (None for an injected loader)
     rng: dict[str, Any] = field(default_factory=dict)  # {"torch": [...bytes], "cuda": [[...], ...]}
+    run_id: str | None = None  # the run that wrote the set (None: written before run ids existed)
+    config_sha256: str | None = None  # hash of the run's keys that a resume must keep (`run_dir`)
+    run_keys: dict[str, Any] | None = None  # those keys, to name the ones that differ
 
     @property
     def epoch_complete(self) -> bool:
@@ -89,7 +100,7 @@ def save_checkpoint(
         optimizer, scheduler, scaler: their `state_dict()`s are saved.
         state: resume information, written last.
     """
-    paths = checkpoint_paths(logdir, state.epoch)
+    paths = state_paths(logdir, state)
     paths["resume"].unlink(missing_ok=True)  # the set is incomplete until the resume file is back
     _save_tensor_file(model.state_dict(), paths["model"])
     _save_tensor_file(optimizer.state_dict(), paths["optimizer"])
@@ -100,33 +111,51 @@ def save_checkpoint(
     return paths
 
 
-def remove_checkpoint(logdir: Path, epoch: int) -> None:
-    """Delete the set of `epoch` (resume file first, so a half-deleted set is never taken as complete)."""
-    paths = checkpoint_paths(logdir, epoch)
+def remove_checkpoint(logdir: Path, epoch: int, step: int | None = None) -> None:
+    """Delete the set of `epoch` (or its mid-epoch set at `step`); the resume file first, so a half-deleted
+    set is never taken as complete."""
+    paths = checkpoint_paths(logdir, epoch, step)
     paths["resume"].unlink(missing_ok=True)
     for path in paths.values():
         path.unlink(missing_ok=True)
 
 
+def remove_mid_epoch_checkpoints(logdir: Path, *, keep_step: int | None = None) -> None:
+    """Delete every mid-epoch set in `logdir` except the one at global step `keep_step`."""
+    for epoch, step in resume_file_tags(logdir):
+        if step is not None and step != keep_step:
+            remove_checkpoint(logdir, epoch, step)
+
+
+def resume_file_tags(logdir: Path) -> list[tuple[int, int | None]]:
+    """(epoch, step or None) of every resume file in `logdir`."""
+    tags = []
+    for path in list_finished(Path(logdir), "resume_*.json"):
+        match = _RESUME_RE.match(path.name)
+        if match:
+            tags.append((int(match.group(1)), int(match.group(2)) if match.group(2) else None))
+    return tags
+
+
 def read_resume_state(path: Path) -> ResumeState:
-    """Parse a resume_EEEE.json."""
+    """Parse a resume_EEEE.json (or resume_EEEE_step_SSSSSSS.json)."""
     return ResumeState(**json.loads(Path(path).read_text()))
+
+
+def complete_checkpoints(logdir: Path) -> list[ResumeState]:
+    """Every complete set in `logdir` (end-of-epoch and mid-epoch), fewest steps first."""
+    states = []
+    for epoch, step in resume_file_tags(logdir):
+        paths = checkpoint_paths(logdir, epoch, step)
+        if all(p.exists() for p in paths.values()):
+            states.append(read_resume_state(paths["resume"]))
+    return sorted(states, key=lambda state: state.step)
 
 
 def find_latest_checkpoint(logdir: Path) -> ResumeState | None:
     """The complete set with the most steps in `logdir` (mid-epoch sets included), or None."""
-    best: ResumeState | None = None
-    for path in list_finished(Path(logdir), "resume_*.json"):
-        match = _RESUME_RE.match(path.name)
-        if not match:
-            continue
-        paths = checkpoint_paths(logdir, int(match.group(1)))
-        if not all(p.exists() for p in paths.values()):
-            continue
-        state = read_resume_state(path)
-        if best is None or state.step > best.step:
-            best = state
-    return best
+    states = complete_checkpoints(logdir)
+    return states[-1] if states else None
 
 
 def load_checkpoint(
@@ -139,8 +168,8 @@ def load_checkpoint(
     scaler: Any,
     map_location: torch.device | str = "cpu",
 ) -> None:
-    """Load the set of `state.epoch` into the given objects (strict model load)."""
-    paths = checkpoint_paths(logdir, state.epoch)
+    """Load the set `state` describes into the given objects (strict model load)."""
+    paths = state_paths(logdir, state)
     model.load_state_dict(
         torch.load(paths["model"], map_location=map_location, weights_only=True), strict=True
     )

@@ -46,8 +46,31 @@ def run_config_json(config: TrainConfig) -> dict[str, Any]:
     return data
 
 
-def build_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:
-    """The streaming loader of this rank, with the run's plan, batch and worker keys.
+def run_cache_dir(config: TrainConfig) -> Path:
+    """The cache the run reads: `cache_dir` (one cache, or the newest complete one of a cache root), else
+    the newest complete cache under `carla_root/cache`."""
+    from lead_stream.cache.inventory import find_cache
+
+    return find_cache(Path(config.cache_dir) if config.cache_dir else Path(config.carla_root))
+
+
+def cache_choice(cache_dir: Path) -> str:
+    """How `cache_dir` was chosen, when its cache root holds other complete caches (else "")."""
+    from lead_stream.cache.inventory import list_caches
+
+    others = [c for c in list_caches(cache_dir.parent) if c.complete and c.cache_dir != cache_dir]
+    if not others:
+        return ""
+    return (
+        f"; newest of {len(others) + 1} complete caches (cache_dir=<folder> picks another; "
+        f"list them: lead-stream caches --cache-dir {cache_dir.parent})"
+    )
+
+
+def build_loader(
+    config: TrainConfig, device: torch.device, rank: int, world_size: int, cache_dir: Path
+) -> Any:
+    """The streaming loader of this rank over `cache_dir`, with the run's plan, batch and worker keys.
 
     With a validation set and `val_overlap="exclude"`, its frames are left out of the training collection.
     """
@@ -71,11 +94,13 @@ def build_loader(config: TrainConfig, device: torch.device, rank: int, world_siz
         config=loader_config,
         rank=rank,
         world_size=world_size,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        cache_dir=cache_dir,
     )
 
 
-def build_val_loader(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> Any:
+def build_val_loader(
+    config: TrainConfig, device: torch.device, rank: int, world_size: int, cache_dir: Path | None
+) -> Any:
     """This rank's share of the validation frames (fixed order, normal sensors, each frame once)."""
     return evaluation_loader(
         Path(config.carla_root),
@@ -86,7 +111,7 @@ def build_val_loader(config: TrainConfig, device: torch.device, rank: int, world
         num_workers=config.num_workers,
         rank=rank,
         world_size=world_size,
-        cache_dir=Path(config.cache_dir) if config.cache_dir else None,
+        cache_dir=cache_dir if cache_dir is not None else run_cache_dir(config),
         pin_memory=device.type == "cuda",
     )
 

@@ -21,13 +21,16 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 class TrainConfig:
     # --- data (LEAD: carla_root holds data/; we also need index/ and cache/ there) ---
     carla_root: Path = Path("data/carla_leaderboard2")  # data root with index/ and cache/<pipeline_id>/
-    cache_dir: Path | None = None  # a specific cache dir; None = newest complete cache under carla_root/cache
+    cache_dir: Path | None = (
+        None  # one cache, or a cache root (its newest complete one); None = carla_root/cache
+    )
     collection: str | None = None  # bucket collection; None = "pretrain" / "posttrain" by phase
     mixture: dict[str, float] | None = None  # bucket -> rate (LEAD meaning); None = the bucket table's rates
     epoch_size: int | None = None  # samples per epoch; None = the collection's size, 0 = LEAD's Σ len·rate
     sample_with_replacement: bool = False  # rate > 1: LEAD's draws with replacement (default: permutations)
     perturbation_prob: float = 0.5  # LEAD use_sensor_perburtation_prob: chance of the perturbated variant
     num_workers: int = 2  # loader worker processes per rank (0 = main process)
+    num_threads: int = 0  # torch threads per rank; 0 = OMP_NUM_THREADS, else cores/ranks - num_workers (>= 1)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # loader policy for unreadable samples
     use_color_aug: bool = True  # LEAD use_color_aug: its six colour ops on training images (train/augment.py)
     use_color_aug_prob: float = 0.2  # LEAD use_color_aug_prob: chance of each op (Leaderboard mode 0.2)
@@ -44,6 +47,7 @@ class TrainConfig:
     )
     # --- run ---
     logdir: Path | None = None  # run directory: checkpoints, config.json, TensorBoard events (required)
+    overwrite: bool = False  # a fresh run in a non-empty logdir: delete the old run's files (else an error)
     description: str = "TFv6"  # free text stored in config.json
     seed: int = 0  # model init, dropout and loader plan seed
     # --- schedule ---
@@ -70,6 +74,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the forward (LEAD's default True is a no-op there, §5.6)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda:<local_rank> if available, else cpu
     precision: Precision = "auto"  # auto: bf16 if the GPU supports it, else fp16 + GradScaler; fp32 on CPU
+    check_memory: bool = True  # measure a step's memory before the first step; stop if it cannot fit
     # --- checkpoints ---
     checkpoint_every_steps: int = (
         0  # also save mid-epoch every N global steps (step-exact resume); 0 = epoch ends
@@ -93,6 +98,7 @@ class TrainConfig:
             "log_scalars_frequency": self.log_scalars_frequency >= 1,
             "log_images_frequency": self.log_images_frequency >= 1,
             "num_workers": self.num_workers >= 0,
+            "num_threads": self.num_threads >= 0,
             "perturbation_prob": 0.0 <= self.perturbation_prob <= 1.0,
             "use_color_aug_prob": 0.0 <= self.use_color_aug_prob <= 1.0,
             "val_every_steps": self.val_every_steps >= 0,
@@ -101,6 +107,10 @@ class TrainConfig:
             "val_overlap": self.val_overlap in ("exclude", "error", "allow"),
             "val_buckets": self.val_buckets is None or len(self.val_buckets) > 0,
         }
+        if self.overwrite and self.continue_failed_training:
+            raise ConfigError(
+                "overwrite=true deletes the run that continue_failed_training=true resumes; pick one"
+            )
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
@@ -190,6 +200,7 @@ def resolve_config(preset: TrainConfig, overrides: list[str] | None) -> TrainCon
         use_planning_decoder=preset.use_planning_decoder,
         load_file=preset.load_file,
         continue_failed_training=False,
+        overwrite=False,
         max_steps=preset.max_steps,
     )
     return apply_overrides(base, overrides)

@@ -1,7 +1,11 @@
-"""The requested device and precision → the torch device and autocast dtype of this rank (decided from the
-device's capabilities, never from GPU names)."""
+"""The requested device, precision and threads → the torch device, autocast dtype and intra-op thread count
+of this rank (decided from the device's capabilities and the cores this process may use, never from names)."""
 
 from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
 
 import torch
 
@@ -30,3 +34,29 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     except TypeError:
         native_bf16 = torch.cuda.is_bf16_supported()
     return "bf16" if native_bf16 else "fp16"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by the cgroup's CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def resolve_num_threads(requested: int, *, num_workers: int, ranks_on_host: int) -> tuple[int, str]:
+    """Intra-op threads of a trainer rank and why: `requested` if > 0, else OMP_NUM_THREADS if set (torchrun
+    sets 1 for several ranks per host), else the host's cores split over its ranks, less one per loader worker
+    of this rank (each worker decodes on its own core; torch gives every worker 1 thread), at least 1."""
+    if requested > 0:
+        return requested, "num_threads"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    cores = usable_cores()
+    threads = max(1, cores // max(ranks_on_host, 1) - num_workers)
+    return threads, f"{cores} cores / {ranks_on_host} rank(s) - {num_workers} loader worker(s)"

@@ -1,12 +1,13 @@
 """torchrun environment → rank info and a process group; rank-0 printing (nanochat's get_dist_info/print0).
 
-`dist_info()` is the only place that reads RANK / WORLD_SIZE / LOCAL_RANK. `init_distributed()` picks nccl
+`dist_info()` is the only place that reads RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE. `init_distributed()` picks nccl
 when the process drives a CUDA device and gloo on CPU; multi-node runs only need torchrun's
 --nnodes/--node-rank/--rdzv-endpoint flags (MASTER_ADDR/PORT come from torchrun).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # ranks on this host (they share its memory and cores)
 
     @property
     def is_distributed(self) -> bool:
@@ -35,6 +37,7 @@ def dist_info() -> DistInfo:
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
     )
 
 
@@ -88,3 +91,28 @@ def barrier() -> None:
     """Wait for every rank; no-op without a process group."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` in DistributedDataParallel without the warnings every run would print: buffers are not synced
+    in forward (every rank holds the same ones: same seed or same checkpoint), and gradients are views of
+    the all-reduce buckets (no stride mismatch copies)."""
+    options = inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    sync = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in options else {"broadcast_buffers": False}
+    )
+    return torch.nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        gradient_as_bucket_view=True,
+        **sync,
+    )
+
+
+def broadcast_text(text: str) -> str:
+    """Rank 0's `text` on every rank (identity without a process group)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return text
+    holder = [text]
+    dist.broadcast_object_list(holder, src=0)
+    return str(holder[0])

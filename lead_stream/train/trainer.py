@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
-from lead_stream.core.config import format_config, to_dict
+from lead_stream.core.config import to_dict
 from lead_stream.core.errors import ConfigError
 from lead_stream.model import centernet_targets, compute_losses, model_inputs
 from lead_stream.model.losses import model_losses, planning_metrics
@@ -30,25 +31,38 @@ from lead_stream.train.augment import color_augment, sample_seeds
 from lead_stream.train.components import (
     build_loader,
     build_run_model,
+    cache_choice,
     make_optimizer,
     make_scaler,
     make_scheduler,
+    run_cache_dir,
     run_config_json,
 )
 from lead_stream.train.config import TrainConfig
-from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_precision
+from lead_stream.train.device import AMP_DTYPES, resolve_device, resolve_num_threads, resolve_precision
 from lead_stream.train.distributed import (
     all_reduce_sum,
     barrier,
+    broadcast_text,
     destroy_distributed,
     dist_info,
     init_distributed,
     is_rank_zero,
     log0,
+    wrap_ddp,
 )
+from lead_stream.train.memory import check_step_memory
 from lead_stream.train.metrics import MetricsLogger
-from lead_stream.train.summary import TrainSummary
+from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
+from lead_stream.train.summary import ProgressLines, TrainSummary
 from lead_stream.train.validation import Validator
+
+
+def contiguous_inputs(batch: Any) -> dict[str, Any]:
+    """The model's inputs of `batch`, each tensor contiguous: the loader's rgb is a (B, 3, H, W) view of
+    (B, H, W, 3) pixels, and convolutions on such views give weight gradients other strides than the
+    weights (DDP then warns, and copies, on every run)."""
+    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in model_inputs(batch).items()}
 
 
 class Trainer:
@@ -57,6 +71,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, loader: Any = None) -> None:
         if config.logdir is None:
             raise ConfigError("logdir must be set (checkpoints, config.json and TensorBoard go there)")
+        if config.load_file is not None and not Path(config.load_file).exists():
+            raise ConfigError(f"load_file {config.load_file} does not exist")  # before anything is written
         self.config = config
         self.info = dist_info()
         self.device = resolve_device(config.device, self.info.local_rank)
@@ -69,24 +85,44 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
             torch.backends.cudnn.benchmark = True
-        if self.rank0:
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.logdir)
-            atomic_write_text(
-                self.logdir / "config.json", json.dumps(run_config_json(config), indent=2) + "\n"
-            )
-            log0(format_config(config))
+        # on every rank, before rank 0 writes anything: one run per logdir, a resume only of this run
+        self.identity, self._latest = identity_of(config, broadcast_text(identity_of(config).run_id)), None
+        if config.continue_failed_training:
+            self._latest = ckpt.find_latest_checkpoint(self.logdir) if self.logdir.is_dir() else None
+            if self._latest is not None:
+                self.identity = check_resume(self.logdir, self._latest, self.identity)
+        else:
+            check_fresh_logdir(config)
         barrier()
+        self.num_threads, self.threads_reason = resolve_num_threads(
+            config.num_threads, num_workers=config.num_workers, ranks_on_host=self.info.local_world_size
+        )
+        torch.set_num_threads(self.num_threads)
         torch.manual_seed(config.seed)
         self.model = build_run_model(config, self.device)
         self.num_parameters = count_parameters(self.model)
+        self.memory = (
+            check_step_memory(
+                self.model, config=config, device=self.device, precision=self.precision, info=self.info
+            )
+            if config.check_memory
+            else None
+        )
+        self.cache_dir = run_cache_dir(config) if loader is None else None
         self.loader = (
             loader
             if loader is not None
-            else build_loader(config, self.device, self.info.rank, self.info.world_size)
+            else build_loader(config, self.device, self.info.rank, self.info.world_size, self.cache_dir)
         )
         self.validator = (
-            Validator(config, self.loader, device=self.device, precision=self.precision, info=self.info)
+            Validator(
+                config,
+                self.loader,
+                device=self.device,
+                precision=self.precision,
+                info=self.info,
+                cache_dir=self.cache_dir,
+            )
             if config.val_collection is not None
             else None
         )
@@ -97,6 +133,17 @@ class Trainer:
             raise ConfigError(
                 f"the loader yields no batch per epoch (batch_size {config.batch_size} too large?)"
             )
+        if self.rank0:  # only now that the run can start (memory, cache and collection checked)
+            if config.overwrite and not config.continue_failed_training:
+                removed = clear_run_files(self.logdir)
+                if removed:
+                    log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {self.logdir}")
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            remove_stale_tmp(self.logdir)
+            atomic_write_text(
+                self.logdir / "config.json", json.dumps(run_config_json(config), indent=2) + "\n"
+            )
+        barrier()
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
         self.scaler = make_scaler(self.precision, self.device)
@@ -106,15 +153,12 @@ class Trainer:
             self.model.backbone.requires_grad_(False)
         self.ddp_model: nn.Module = self.model
         if self.info.is_distributed:
-            self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
-            )
+            self.ddp_model = wrap_ddp(self.model, self.device)
         if config.compile:
             self.ddp_model = torch.compile(self.ddp_model)
         names = model_losses(config.model, use_planning_decoder=config.use_planning_decoder)
         self.loss_weights = config.loss_weights.normalized(names)
+        log0(self.start_line())
         self.metrics = MetricsLogger(
             self.logdir,
             enabled=self.rank0,
@@ -124,11 +168,24 @@ class Trainer:
             purge_step=self.step if self.resume_state is not None else None,
         )
 
+    def start_line(self) -> str:
+        """One line naming the run, where its config went and what it reads."""
+        loader = self.loader
+        data = ""
+        if hasattr(loader, "catalog"):
+            data = (
+                f", cache {self.cache_dir}, collection "
+                f"{loader.config.collection!r} ({loader.catalog.collection_size:,} samples, "
+                f"{self.steps_per_epoch} steps per epoch){cache_choice(self.cache_dir)}"
+            )
+        threads = f", {self.num_threads} torch thread(s) per rank ({self.threads_reason})"
+        return f"{self.config.phase} run {self.identity.run_id}: config {self.logdir / 'config.json'}{data}{threads}"
+
     # --- start / resume ---
     def _restore(self) -> ckpt.ResumeState | None:
         config = self.config
         if config.continue_failed_training:
-            state = ckpt.find_latest_checkpoint(self.logdir)
+            state = self._latest
             if state is not None:
                 ckpt.load_checkpoint(
                     self.logdir,
@@ -180,7 +237,7 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=AMP_DTYPES.get(self.precision, torch.float32), enabled=amp
         ):
-            outputs = self.ddp_model(**model_inputs(batch))
+            outputs = self.ddp_model(**contiguous_inputs(batch))
         with torch.no_grad():
             targets = centernet_targets(
                 batch.boxes, batch.num_boxes, phantom_peak=self.config.centernet_phantom_peak
@@ -248,6 +305,9 @@ class Trainer:
                 gradient_steps_skipped=self.skipped,
                 loader=self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
                 rng=ckpt.rng_state(),
+                run_id=self.identity.run_id,
+                config_sha256=self.identity.config_sha256,
+                run_keys=self.identity.keys,
             )
             path = ckpt.save_checkpoint(
                 self.logdir,
@@ -257,8 +317,12 @@ class Trainer:
                 scaler=self.scaler,
                 state=state,
             )["model"]
-            if state.epoch_complete and epoch > 0:
-                ckpt.remove_checkpoint(self.logdir, epoch - 1)
+            if state.epoch_complete:
+                ckpt.remove_mid_epoch_checkpoints(self.logdir)
+                if epoch > 0:
+                    ckpt.remove_checkpoint(self.logdir, epoch - 1)
+            else:
+                ckpt.remove_mid_epoch_checkpoints(self.logdir, keep_step=state.step)
         barrier()
         return path
 
@@ -326,21 +390,28 @@ class Trainer:
         total_steps = config.epochs * self.steps_per_epoch
         if config.max_steps:
             total_steps = min(total_steps, config.max_steps)
-        start_step = self.step
+        start_step, wall_start = self.step, time.perf_counter()
         losses_seen: list[tuple[int, float]] = []
         window = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
         run = {"time_s": 0.0, "wait_s": 0.0, "samples": 0.0}
         epochs_completed = self.start_epoch
         last_checkpoint = None
+        show = self.rank0 and config.progress
         bar = tqdm(
             total=total_steps,
             initial=self.step,
-            disable=not (self.rank0 and config.progress),
+            disable=not (show and sys.stderr.isatty()),
             desc=config.phase,
             dynamic_ncols=True,
         )
+        lines = ProgressLines(total_steps, enabled=show and not sys.stderr.isatty())  # logs, not a bar
         epoch = self.start_epoch
         stop = self.step >= total_steps
+        if stop:
+            log0(
+                f"{config.phase}: the run is already at step {self.step} of {total_steps}: nothing to train "
+                "(raise epochs= or max_steps= to go on)"
+            )
         while epoch < config.epochs and not stop:
             if self.batches_done == 0:
                 self.loader.set_epoch(epoch)
@@ -377,6 +448,7 @@ class Trainer:
                 if step_idx % config.log_images_frequency == 0 or step_idx == 1:
                     self._log_images(batch, outputs, step_idx)
                 bar.update(1)
+                lines.update(self.step, epoch, total_value, samples)
                 stop = self.step >= total_steps
                 epoch_end = self.batches_done >= self.steps_per_epoch
                 if not epoch_end and (
@@ -415,6 +487,13 @@ class Trainer:
             checkpoint=last_checkpoint,
             validation=self.validation,
             validation_step=self.validation_step,
+            run_id=self.identity.run_id,
+            pipeline_id=self.loader.catalog.pipeline_id if hasattr(self.loader, "catalog") else None,
+            collection=getattr(getattr(self.loader, "config", None), "collection", None),
+            num_samples=int(run["samples"]),
+            wall_s=time.perf_counter() - wall_start,
+            num_threads=self.num_threads,
+            rank=self.info.rank,
         )
 
 

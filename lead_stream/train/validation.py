@@ -30,11 +30,18 @@ class Validator:
     """Validation of one run; see the module docstring."""
 
     def __init__(
-        self, config: TrainConfig, train_loader: Any, *, device: torch.device, precision: str, info: DistInfo
+        self,
+        config: TrainConfig,
+        train_loader: Any,
+        *,
+        device: torch.device,
+        precision: str,
+        info: DistInfo,
+        cache_dir: Path | None = None,
     ) -> None:
         self.config, self.device, self.info = config, device, info
         self.autocast_dtype = AMP_DTYPES.get(precision)
-        self.loader = build_val_loader(config, device, info.rank, info.world_size)
+        self.loader = build_val_loader(config, device, info.rank, info.world_size, cache_dir)
         if hasattr(train_loader, "catalog"):  # the streaming loader (an injected stand-in has no frames)
             log0(check_overlap(config, train_loader, self.loader))
         self.path = Path(config.logdir) / METRICS_FILE
