@@ -91,14 +91,13 @@ def _read_table(cache_dir: Path, name: str) -> pl.DataFrame:
     return pl.from_arrow(table)
 
 
-def read_manifest(cache_dir: Path) -> Manifest:
-    """Read and validate the manifest of a complete cache directory.
+def read_manifest_info(cache_dir: Path) -> dict[str, Any]:
+    """manifest.json of a complete cache directory, version-checked (no table is read).
 
     Raises:
-        LeadFormatError: manifest.json or a table is missing, of another version, or inconsistent.
+        LeadFormatError: manifest.json is missing, not JSON or of another version.
     """
-    cache_dir = Path(cache_dir)
-    path = cache_dir / MANIFEST_FILENAME
+    path = Path(cache_dir) / MANIFEST_FILENAME
     if not path.is_file():
         raise LeadFormatError(path, "missing (unfinished build; rerun lead-stream shard)")
     try:
@@ -109,6 +108,33 @@ def read_manifest(cache_dir: Path) -> Manifest:
         raise LeadFormatError(
             path, f"manifest version {info.get('manifest_version')!r}, expected {MANIFEST_VERSION}"
         )
+    return info
+
+
+def read_manifest_columns(cache_dir: Path, name: str, columns: list[str]) -> pl.DataFrame:
+    """Only `columns` of manifest table `name` ("samples", "shards", "failures"), version-checked.
+
+    Raises:
+        LeadFormatError: the table is missing or of another version.
+    """
+    path = Path(cache_dir) / TABLE_FILENAMES[name]
+    if not path.is_file():
+        raise LeadFormatError(path, "missing (the manifest lists it)")
+    problem = manifest_version_problem(pq.read_schema(path), name)
+    if problem:
+        raise LeadFormatError(path, problem)
+    return pl.from_arrow(pq.read_table(path, columns=columns))
+
+
+def read_manifest(cache_dir: Path) -> Manifest:
+    """Read and validate the manifest of a complete cache directory.
+
+    Raises:
+        LeadFormatError: manifest.json or a table is missing, of another version, or inconsistent.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST_FILENAME
+    info = read_manifest_info(cache_dir)
     samples = _read_table(cache_dir, "samples")
     shards = _read_table(cache_dir, "shards")
     failures = _read_table(cache_dir, "failures")
