@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_stream.core.errors import LeadFormatError
@@ -21,7 +22,12 @@ from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, man
 
 CACHE_DIRNAME = "cache"
 MANIFEST_FILENAME = "manifest.json"
-TABLE_FILENAMES = {"samples": "samples.parquet", "shards": "shards.parquet", "failures": "failures.parquet"}
+TABLE_FILENAMES = {
+    "samples": "samples.parquet",  # a directory of parts (layout 2, `manifest_store`) or one file (layout 1)
+    "shards": "shards.parquet",
+    "failures": "failures.parquet",
+    "routes": "routes.parquet",  # layout 2 only: per route its fingerprint, frames digest and part
+}
 TAR_BLOCK = 512
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -78,17 +84,27 @@ def resolve_cache_dir(data_root: Path, pipeline_id: str | None = None) -> Path:
     return max(complete, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)).parent
 
 
-def _read_table(cache_dir: Path, name: str) -> pl.DataFrame:
+def _table_schema(path: Path) -> pa.Schema:
+    """Schema of a manifest table: a single file, or the first part of a directory of parts."""
+    if path.is_dir():
+        parts = sorted(path.glob("part-*.parquet"))
+        if not parts:
+            raise LeadFormatError(path, "no parts (the manifest lists it)")
+        return pq.read_schema(parts[0])
+    return pq.read_schema(path)
+
+
+def _read_table(cache_dir: Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
     path = cache_dir / TABLE_FILENAMES[name]
-    if not path.is_file():
+    if not path.exists():
         raise LeadFormatError(path, "missing (the manifest lists it)")
-    table = pq.read_table(path)
-    problem = manifest_version_problem(table.schema, name)
+    schema = _table_schema(path)
+    problem = manifest_version_problem(schema, name)
     if problem:
         raise LeadFormatError(path, problem)
-    if table.schema.names != MANIFEST_SCHEMAS[name].names:
-        raise LeadFormatError(path, f"columns {table.schema.names}, expected {MANIFEST_SCHEMAS[name].names}")
-    return pl.from_arrow(table)
+    if schema.names != MANIFEST_SCHEMAS[name].names:
+        raise LeadFormatError(path, f"columns {schema.names}, expected {MANIFEST_SCHEMAS[name].names}")
+    return pl.from_arrow(pq.read_table(path, columns=columns, schema=MANIFEST_SCHEMAS[name]))
 
 
 def read_manifest_info(cache_dir: Path) -> dict[str, Any]:
@@ -112,18 +128,13 @@ def read_manifest_info(cache_dir: Path) -> dict[str, Any]:
 
 
 def read_manifest_columns(cache_dir: Path, name: str, columns: list[str]) -> pl.DataFrame:
-    """Only `columns` of manifest table `name` ("samples", "shards", "failures"), version-checked.
+    """Only `columns` of manifest table `name` ("samples", "shards", "failures"), version-checked; the
+    samples of a layout-2 cache are read from all of its parts, in no particular order.
 
     Raises:
         LeadFormatError: the table is missing or of another version.
     """
-    path = Path(cache_dir) / TABLE_FILENAMES[name]
-    if not path.is_file():
-        raise LeadFormatError(path, "missing (the manifest lists it)")
-    problem = manifest_version_problem(pq.read_schema(path), name)
-    if problem:
-        raise LeadFormatError(path, problem)
-    return pl.from_arrow(pq.read_table(path, columns=columns))
+    return _read_table(Path(cache_dir), name, columns)
 
 
 def read_manifest(cache_dir: Path) -> Manifest:
@@ -135,7 +146,7 @@ def read_manifest(cache_dir: Path) -> Manifest:
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST_FILENAME
     info = read_manifest_info(cache_dir)
-    samples = _read_table(cache_dir, "samples")
+    samples = _read_table(cache_dir, "samples").sort("key")
     shards = _read_table(cache_dir, "shards")
     failures = _read_table(cache_dir, "failures")
     if len(samples) != info.get("num_samples") or len(shards) != info.get("num_shards"):

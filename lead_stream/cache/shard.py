@@ -29,20 +29,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from lead_stream.cache import features
+from lead_stream.cache.changes import (
+    VERIFY_FAILED_FILENAME,
+    changes_from_journal,
+    changes_from_state,
+    record_is_current,
+)
 from lead_stream.cache.chunks import (
     BUILD_TMP_PREFIX,
     ChunkTask,
-    RoutePlan,
     build_chunk,
     build_plan,
     route_chunks,
     routes_of_rank,
 )
 from lead_stream.cache.identity import pipeline_id, pipeline_identity
-from lead_stream.cache.manifest import MANIFEST_FILENAME, TABLE_FILENAMES, cache_root
+from lead_stream.cache.manifest import MANIFEST_FILENAME, cache_root
+from lead_stream.cache.manifest_store import (
+    CacheState,
+    ManifestCounts,
+    read_state,
+    update_manifest,
+    write_manifest,
+)
 from lead_stream.cache.tar_writer import (
     delete_shard,
     journal_dir,
@@ -54,9 +63,8 @@ from lead_stream.cache.tar_writer import (
     shard_journal_path,
     shard_name,
 )
-from lead_stream.core.atomic import atomic_path, atomic_write_text, remove_stale_tmp
+from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
-from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
 CONTENT_FIELDS = ("collections", "max_samples_per_shard", "max_shard_bytes")
 
@@ -72,6 +80,7 @@ class ShardConfig:
     workers: int | None = None  # build processes; None = os.cpu_count(); 1 = in this process
     progress: bool = True  # tqdm bar on stderr (samples/s, MB/s)
     strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
+    retry_failed: bool = False  # rebuild every route that has failure rows (after fixing its files)
     rank: int = 0  # this machine's part of a distributed build...
     world_size: int = 1  # ...routes i (sorted) with i % world_size == rank; merge with --merge
 
@@ -131,21 +140,6 @@ def _after_shard_renamed(path: Path) -> None:
     """Hook called after each finished shard is renamed into place (tests inject a crash here)."""
 
 
-def _record_is_current(
-    record: dict | None, route: RoutePlan, shard_entries: dict[str, dict], cache_dir: Path
-) -> bool:
-    if record is None or record["route_fingerprint"] != route.fingerprint:
-        return False
-    if tuple(record["frames"]) != route.frames:
-        return False
-    for shard in record["shards"]:
-        entry = shard_entries.get(shard)
-        path = cache_dir / shard
-        if entry is None or not path.is_file() or path.stat().st_size != entry["shard"]["size_bytes"]:
-            return False
-    return True
-
-
 def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -157,6 +151,31 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         dynamic_ncols=True,
         desc="shard",
         smoothing=0.1,
+    )
+
+
+def _complete(cache_dir: Path, pid: str, counts: ManifestCounts) -> ShardSummary:
+    return ShardSummary(
+        cache_dir, pid, True, counts.num_samples, counts.num_shards, counts.num_failures, 0, 0, 0, 0, 0.0
+    )
+
+
+def _unchanged_summary(
+    cache_dir: Path, pid: str, state: CacheState, num_routes: int, started: float
+) -> ShardSummary:
+    info = state.info
+    return ShardSummary(
+        cache_dir,
+        pid,
+        True,
+        int(info["num_samples"]),
+        int(info["num_shards"]),
+        int(info["num_failures"]),
+        0,
+        num_routes,
+        0,
+        0,
+        time.perf_counter() - started,
     )
 
 
@@ -193,37 +212,27 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
         for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
             stale.unlink(missing_ok=True)
 
-    records, shard_entries = load_journal(cache_dir)
     mine = routes_of_rank(plan, config.rank, config.world_size)
     mine_ids = {route.route_id for route in mine}
-    planned_ids = {route.route_id for route in plan}
-    to_build = [
-        r for r in mine if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
-    ]
+    cache_state = read_state(cache_dir) if config.world_size == 1 else None
+    if cache_state is not None:  # a complete layout-2 cache: decide from its small tables, not the journal
+        to_build, obsolete, removed = changes_from_state(cache_state, plan, cache_dir, config.retry_failed)
+        if not to_build and not obsolete and not removed:
+            return _unchanged_summary(cache_dir, pid, cache_state, len(plan), started)
+        records: dict[str, dict] = {}
+    else:
+        records, to_build, obsolete, removed = changes_from_journal(
+            cache_dir, plan, mine, mine_ids, world_size=config.world_size, retry_failed=config.retry_failed
+        )
     reused = len(mine) - len(to_build)
-
-    # Shards that no current route record references: killed builds, changed or removed routes.
     stale_ids = {r.route_id for r in to_build}
-    keep: set[str] = set()
-    for route_id, record in records.items():
-        if route_id in planned_ids and route_id not in stale_ids:
-            keep.update(record["shards"])
-    owned = {
-        name
-        for name, entry in shard_entries.items()
-        if config.world_size == 1 or entry["shard"]["route_id"] in mine_ids
-    }
-    if config.world_size == 1:
-        owned |= {p.name for p in cache_dir.glob("shard-*.tar")}
-    obsolete = sorted(owned - keep)
-    if to_build or obsolete:
-        (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)  # the cache is no longer complete
+    (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)  # the cache is no longer complete
     for shard in obsolete:
         delete_shard(cache_dir, shard)
-    removed = {r for r in records if r not in planned_ids} if config.world_size == 1 else set()
     for route_id in stale_ids | removed:
         route_record_path(cache_dir, route_id).unlink(missing_ok=True)
         records.pop(route_id, None)
+    (cache_dir / VERIFY_FAILED_FILENAME).unlink(missing_ok=True)
 
     tasks = [
         ChunkTask(
@@ -245,6 +254,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     }
     numbers = number_sequence(cache_dir, config.rank, config.world_size)
     pending: dict[str, dict[str, Any]] = {}
+    built_entries: list[dict[str, Any]] = []  # journal entries of the shards built now (columnar rows)
     built_samples = built_bytes = 0
     bar = _progress_bar(sum(len(t.frames) for t in tasks), config.progress)
     workers = min(config.workers or os.cpu_count() or 1, max(len(tasks), 1))
@@ -270,10 +280,9 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
                     "size_bytes": tmp.size_bytes,
                     "sha256": tmp.sha256,
                 }
-                atomic_write_text(
-                    shard_journal_path(cache_dir, name),
-                    json.dumps(journal_entry(shard_row, tmp.samples), sort_keys=True),
-                )
+                entry = journal_entry(shard_row, tmp.samples)
+                atomic_write_text(shard_journal_path(cache_dir, name), json.dumps(entry, sort_keys=True))
+                built_entries.append(entry)
                 os.replace(tmp.tmp_path, cache_dir / name)
                 _after_shard_renamed(cache_dir / name)
                 state["shards"].append(name)
@@ -303,8 +312,20 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
             pool.terminate()
             pool.join()
 
-    if config.world_size == 1:
-        summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    if cache_state is not None:
+        counts = update_manifest(
+            cache_dir,
+            pid,
+            pipeline_identity(config),
+            plan,
+            cache_state,
+            stale_ids | removed,
+            built_entries,
+            records,
+        )
+        summary = _complete(cache_dir, pid, counts)
+    elif config.world_size == 1:
+        summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, pipeline_identity(config), plan))
     else:
         mine_records = [records[r.route_id] for r in mine]
         partial = {
@@ -366,7 +387,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     missing = [
         r.route_id
         for r in plan
-        if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
+        if not record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
     ]
     if missing:
         partials = sorted(p.name for p in cache_dir.glob("manifest-rank-*-of-*.json"))
@@ -383,52 +404,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     for route_id in records:
         if route_id not in planned_ids:
             route_record_path(cache_dir, route_id).unlink(missing_ok=True)
-    summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, pipeline_identity(config), plan))
     for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
         partial.unlink()
     return dataclasses.replace(summary, seconds=time.perf_counter() - started)
-
-
-def _write_manifest(
-    data_root: Path, cache_dir: Path, pid: str, config: ShardConfig, plan: list[RoutePlan]
-) -> ShardSummary:
-    """samples/shards/failures.parquet from the journal of every planned route, then manifest.json LAST."""
-    records, shard_entries = load_journal(cache_dir)
-    samples, shards, failures = [], [], []
-    for route in plan:
-        record = records[route.route_id]
-        failures.extend(record["failures"])
-        for shard in record["shards"]:
-            shards.append(shard_entries[shard]["shard"])
-            samples.extend(shard_entries[shard]["samples"])
-    samples.sort(key=lambda row: row["key"])
-    shards.sort(key=lambda row: row["shard"])
-    failures.sort(key=lambda row: (row["route_id"], row["frame_idx"]))
-    for name, rows in (("samples", samples), ("shards", shards), ("failures", failures)):
-        with atomic_path(cache_dir / TABLE_FILENAMES[name]) as tmp:
-            pq.write_table(manifest_table(rows, name), tmp, compression="zstd")
-    identity = pipeline_identity(config)
-    info = {
-        "manifest_version": MANIFEST_VERSION,
-        "pipeline_id": pid,
-        "config": identity["config"],
-        "preprocess_version": identity["preprocess_version"],
-        "preprocessing_sha256": identity["preprocessing_sha256"],
-        "code_version": _code_version(),
-        "members": list(features.MEMBER_NAMES),
-        "num_samples": len(samples),
-        "num_shards": len(shards),
-        "num_failures": len(failures),
-        "num_routes": len(plan),
-        "size_bytes": sum(row["size_bytes"] for row in shards),
-        "route_fingerprints": {route.route_id: route.fingerprint for route in plan},
-        "tables": TABLE_FILENAMES,
-    }
-    atomic_write_text(cache_dir / MANIFEST_FILENAME, json.dumps(info, indent=1, sort_keys=True))
-    return ShardSummary(cache_dir, pid, True, len(samples), len(shards), len(failures), 0, 0, 0, 0, 0.0)
-
-
-def _code_version() -> str:
-    from lead_stream import __version__
-
-    return f"lead-stream {__version__}"
