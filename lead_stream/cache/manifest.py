@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.parts import part_files
 from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, manifest_version_problem
 
 CACHE_DIRNAME = "cache"
@@ -87,7 +88,7 @@ def resolve_cache_dir(data_root: Path, pipeline_id: str | None = None) -> Path:
 def _table_schema(path: Path) -> pa.Schema:
     """Schema of a manifest table: a single file, or the first part of a directory of parts."""
     if path.is_dir():
-        parts = sorted(path.glob("part-*.parquet"))
+        parts = part_files(path)
         if not parts:
             raise LeadFormatError(path, "no parts (the manifest lists it)")
         return pq.read_schema(parts[0])

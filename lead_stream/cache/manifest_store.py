@@ -15,7 +15,6 @@ the next `shard` rebuilds the tables from the journal in layout 2 (and says so).
 from __future__ import annotations
 
 import json
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from lead_stream.cache.manifest import MANIFEST_FILENAME, TABLE_FILENAMES, read_
 from lead_stream.cache.tar_writer import JOURNAL_COLUMNS, load_journal, sample_key
 from lead_stream.core.atomic import atomic_path, atomic_write_text
 from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.parts import replace_parts, update_parts
 from lead_stream.schemas.manifest import (
     MANIFEST_SCHEMAS,
     MANIFEST_TABLE_KEY,
@@ -42,7 +42,6 @@ from lead_stream.schemas.manifest import (
 
 SAMPLES_LAYOUT = 2  # manifest.json "samples_layout": 2 = samples.parquet/ is a directory of parts
 PART_ROWS = 1 << 16  # samples per part at most (a whole route may exceed it alone)
-PART_GLOB = "part-*.parquet"
 
 
 def _with_meta(table: pa.Table, name: str) -> pa.Table:
@@ -106,38 +105,8 @@ def read_state(cache_dir: Path) -> CacheState | None:
     return CacheState(tables["routes"], tables["shards"], tables["failures"], info)
 
 
-def _new_part_name() -> str:
-    return f"part-{uuid.uuid4().hex[:16]}.parquet"
-
-
-def _write_part(directory: Path, table: pa.Table) -> str:
-    name = _new_part_name()
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{name}.tmp"  # hidden: directory readers skip it
-    try:
-        pq.write_table(_with_meta(table.sort_by("key"), "samples"), tmp, compression="zstd")
-        tmp.replace(directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return name
-
-
-def _route_groups(table: pa.Table) -> list[pa.Table]:
-    """Split samples into parts of whole routes, at most PART_ROWS rows each (a larger route alone)."""
-    if table.num_rows == 0:
-        return []
-    table = table.sort_by([("route_id", "ascending"), ("key", "ascending")])
-    route = table.column("route_id").to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, route[1:] != route[:-1]])
-    bounds = np.r_[starts, table.num_rows]
-    parts, begin = [], 0
-    for i in range(1, len(bounds)):
-        if bounds[i] - begin > PART_ROWS and bounds[i - 1] > begin:
-            parts.append(table.slice(begin, int(bounds[i - 1] - begin)))
-            begin = int(bounds[i - 1])
-    parts.append(table.slice(begin, int(table.num_rows - begin)))
-    return parts
+def _prepare_samples(table: pa.Table) -> pa.Table:
+    return _with_meta(table.sort_by("key"), "samples")
 
 
 def write_all_parts(cache_dir: Path, samples: pa.Table) -> dict[str, str]:
@@ -145,59 +114,32 @@ def write_all_parts(cache_dir: Path, samples: pa.Table) -> dict[str, str]:
     directory = samples_dir(cache_dir)
     if directory.is_file():
         directory.unlink()  # layout 1: manifest.json is already gone, so nothing reads it meanwhile
-    old = sorted(directory.glob(PART_GLOB)) if directory.is_dir() else []
-    placement = _place(directory, _route_groups(samples))
-    if not placement and not old:
-        _write_part(directory, samples)  # keep one (empty) part so readers see the schema
-    for path in old:
-        path.unlink(missing_ok=True)
-    return placement
+    samples = samples.cast(MANIFEST_SCHEMAS["samples"])
+    return replace_parts(directory, samples, max_rows=PART_ROWS, prepare=_prepare_samples)
 
 
-def _place(directory: Path, groups: list[pa.Table]) -> dict[str, str]:
-    placement = {}
-    for group in groups:
-        name = _write_part(directory, group)
-        placement.update(dict.fromkeys(pc.unique(group.column("route_id")).to_pylist(), name))
-    return placement
-
-
-def update_parts(cache_dir: Path, routes: pa.Table, drop: set[str], new_rows: pa.Table) -> dict[str, str]:
+def update_samples(cache_dir: Path, routes: pa.Table, drop: set[str], new_rows: pa.Table) -> dict[str, str]:
     """Rewrite only the parts holding a route of `drop`, add `new_rows`; returns the new route_id → part.
 
     Args:
         cache_dir: the cache directory.
-        routes: the previous routes table (route_id, part, num_samples).
+        routes: the previous routes table (route_id, part).
         drop: route ids whose previous samples go (changed or removed routes).
         new_rows: samples of the routes built now.
     """
-    directory = samples_dir(cache_dir)
-    route_ids = routes.column("route_id").to_pylist()
-    parts = routes.column("part").to_pylist()
-    sizes: dict[str, int] = {}
-    for part, n in zip(parts, routes.column("num_samples").to_pylist()):
-        sizes[part] = sizes.get(part, 0) + n
-    placement = {rid: part for rid, part in zip(route_ids, parts) if rid not in drop}
-    touched = {part for rid, part in zip(route_ids, parts) if rid in drop}
-    pending = [new_rows] if new_rows.num_rows else []
-    smallest = min((p for p in sizes if p not in touched), key=sizes.get, default=None)
-    if smallest is not None and sizes[smallest] + new_rows.num_rows <= PART_ROWS // 2 and new_rows.num_rows:
-        touched.add(smallest)  # merge small additions into the smallest part: the part count stays bounded
-    keep_drop = drop
-    for part in sorted(touched):
-        path = directory / part
-        if path.is_file():
-            old = pq.read_table(path)
-            mask = pc.invert(pc.is_in(old.column("route_id"), pa.array(sorted(keep_drop), pa.string())))
-            pending.append(old.filter(mask))
-    if pending:
-        merged = pa.concat_tables([t.cast(MANIFEST_SCHEMAS["samples"]) for t in pending])
-        placement.update(_place(directory, _route_groups(merged)))
-    for part in touched:
-        (directory / part).unlink(missing_ok=True)
-    if not any(directory.glob(PART_GLOB)):
-        _write_part(directory, new_rows)
-    return placement
+    placement = {
+        rid: part
+        for rid, part in zip(routes.column("route_id").to_pylist(), routes.column("part").to_pylist())
+        if part
+    }
+    return update_parts(
+        samples_dir(cache_dir),
+        placement,
+        drop,
+        new_rows.cast(MANIFEST_SCHEMAS["samples"]),
+        max_rows=PART_ROWS,
+        prepare=_prepare_samples,
+    )
 
 
 def routes_table(plan: Iterable[Any], placement: Mapping[str, str], counts: Mapping[str, int]) -> pa.Table:
@@ -264,7 +206,7 @@ def update_manifest(
 ) -> ManifestCounts:
     """The previous tables minus the `dropped` routes plus what was built now; only touched parts rewritten."""
     new_rows = samples_of_entries(built_entries)
-    placement = update_parts(cache_dir, state.routes, dropped, new_rows)
+    placement = update_samples(cache_dir, state.routes, dropped, new_rows)
     counts = {
         rid: n
         for rid, n in zip(
