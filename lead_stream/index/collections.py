@@ -20,7 +20,6 @@ from lead_stream.index.tables import (
     LEAD_NAME_KEY,
     PARAMS_KEY,
     collection_names,
-    read_checked,
     table_path,
     write_parquet,
 )
@@ -50,7 +49,9 @@ def write_bucket_collection(
         ConfigError: an expression names an unknown column or does not evaluate.
     """
     if frames is None:
-        frames = pl.from_arrow(read_checked(table_path(data_root, "frames"), "frames")).lazy()
+        from lead_stream.index.frame_store import scan_frames
+
+        frames = scan_frames(data_root)  # lazy: only the columns the collection names are read
     try:
         members = collection.members(frames).collect()
     except pl.exceptions.PolarsError as error:
