@@ -15,12 +15,10 @@ import os
 from pathlib import Path
 
 from lead_stream.cache.chunks import RoutePlan
+from lead_stream.cache.manifest import VERIFY_FAILED_FILENAME
 from lead_stream.cache.manifest_store import CacheState
 from lead_stream.cache.tar_writer import load_journal
-
-VERIFY_FAILED_FILENAME = (
-    "verify-failed.json"  # shards `verify` found bad; the next `shard` rebuilds their routes
-)
+from lead_stream.index.tables import table_path
 
 
 def record_is_current(
@@ -91,14 +89,7 @@ def changes_from_state(
     }
     shard_names = state.shards.column("shard").to_pylist()
     shard_routes = state.shards.column("route_id").to_pylist()
-    corrupt = set(verify_failed(cache_dir))
-    bad_routes = set()
-    for name, rid, size in zip(shard_names, shard_routes, state.shards.column("size_bytes").to_pylist()):
-        try:
-            if name in corrupt or os.stat(cache_dir / name).st_size != size:
-                bad_routes.add(rid)
-        except FileNotFoundError:
-            bad_routes.add(rid)
+    bad_routes = routes_with_bad_shards(state, cache_dir)
     if retry_failed:
         bad_routes.update(state.failures.column("route_id").to_pylist())
     to_build = [
@@ -110,6 +101,38 @@ def changes_from_state(
     obsolete = [name for name, rid in zip(shard_names, shard_routes) if rid in dropped]
     obsolete += sorted(p.name for p in cache_dir.glob("shard-*.tar") if p.name not in listed)  # killed builds
     return to_build, obsolete, removed
+
+
+def routes_with_bad_shards(state: CacheState, cache_dir: Path) -> set[str]:
+    """Routes with a shard that is missing, has another size than recorded, or that `verify` found corrupt."""
+    corrupt = set(verify_failed(cache_dir))
+    bad = set()
+    shards = state.shards
+    for name, rid, size in zip(
+        shards.column("shard").to_pylist(),
+        shards.column("route_id").to_pylist(),
+        shards.column("size_bytes").to_pylist(),
+    ):
+        try:
+            if name in corrupt or os.stat(cache_dir / name).st_size != size:
+                bad.add(rid)
+        except FileNotFoundError:
+            bad.add(rid)
+    return bad
+
+
+def input_stamps(data_root: Path, collections: list[str] | tuple[str, ...]) -> dict[str, list[int]]:
+    """(size, mtime_ns) of the index files a cache is planned from (routes.parquet, the bucket tables); equal
+    stamps let a no-op `shard` skip planning altogether."""
+    stamps = {}
+    for name in ("routes", *collections):
+        path = table_path(data_root, name)
+        try:
+            st = path.stat()
+            stamps[name] = [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            stamps[name] = [-1, -1]
+    return stamps
 
 
 def verify_failed(cache_dir: Path) -> list[str]:

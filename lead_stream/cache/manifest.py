@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lead_stream.core.atomic import atomic_write_text
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.parts import part_files
 from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, manifest_version_problem
@@ -254,6 +255,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+VERIFY_FAILED_FILENAME = (
+    "verify-failed.json"  # shards `verify` found bad; the next `shard` rebuilds their routes
+)
+
+
+def _record_bad_shards(cache_dir: Path, shards: list[str]) -> None:
+    """Remember the bad shards for the next `shard` (nothing to remember: the record goes)."""
+    path = cache_dir / VERIFY_FAILED_FILENAME
+    try:
+        if shards:
+            atomic_write_text(path, json.dumps({"shards": sorted(shards)}, indent=1))
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:  # a read-only cache: verify still reports
+        pass
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """Outcome of `verify_cache`."""
@@ -303,6 +321,7 @@ def verify_cache(data_root: Path, *, pipeline_id: str | None = None) -> VerifyRe
             corrupt.append((row["shard"], f"sha256 {digest[:12]}…, manifest says {row['sha256'][:12]}…"))
     listed = set(manifest.shards["shard"].to_list())
     unlisted = tuple(sorted(p.name for p in manifest.cache_dir.glob("shard-*.tar") if p.name not in listed))
+    _record_bad_shards(manifest.cache_dir, [*missing, *(name for name, _ in corrupt)])
     return VerifyReport(
         cache_dir=manifest.cache_dir,
         num_shards=len(manifest.shards),

@@ -269,6 +269,9 @@ def _finish_manifest(
         "num_routes": len(plan),
         "size_bytes": int(pc.sum(shards.column("size_bytes")).as_py() or 0),
         "tables": TABLE_FILENAMES,
+        "inputs": identity.get(
+            "inputs"
+        ),  # the index files' (size, mtime_ns) it was planned from (`changes.input_stamps`)
     }
     atomic_write_text(cache_dir / MANIFEST_FILENAME, json.dumps(info, indent=1, sort_keys=True))
     return ManifestCounts(num_samples, shards.num_rows, failures.num_rows)

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lead_stream.cache.changes import (
-    VERIFY_FAILED_FILENAME,
     changes_from_journal,
     changes_from_state,
+    input_stamps,
     record_is_current,
+    routes_with_bad_shards,
 )
 from lead_stream.cache.chunks import (
     BUILD_TMP_PREFIX,
@@ -44,7 +45,12 @@ from lead_stream.cache.chunks import (
     routes_of_rank,
 )
 from lead_stream.cache.identity import pipeline_id, pipeline_identity
-from lead_stream.cache.manifest import MANIFEST_FILENAME, cache_root
+from lead_stream.cache.manifest import (
+    MANIFEST_FILENAME,
+    VERIFY_FAILED_FILENAME,
+    cache_root,
+    read_manifest_info,
+)
 from lead_stream.cache.manifest_store import (
     CacheState,
     ManifestCounts,
@@ -154,6 +160,10 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     )
 
 
+def _identity(config: ShardConfig, data_root: Path) -> dict[str, Any]:
+    return {**pipeline_identity(config), "inputs": input_stamps(data_root, config.collections)}
+
+
 def _complete(cache_dir: Path, pid: str, counts: ManifestCounts) -> ShardSummary:
     return ShardSummary(
         cache_dir, pid, True, counts.num_samples, counts.num_shards, counts.num_failures, 0, 0, 0, 0, 0.0
@@ -201,9 +211,17 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     """
     started = time.perf_counter()
     data_root = Path(data_root)
-    plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
     cache_dir = cache_root(data_root) / pid
+    if config.world_size == 1 and not config.retry_failed:  # a no-op reads only small tables and stats
+        state = read_state(cache_dir)
+        if (
+            state is not None
+            and state.info.get("inputs") == input_stamps(data_root, config.collections)
+            and not routes_with_bad_shards(state, cache_dir)
+        ):
+            return _unchanged_summary(cache_dir, pid, state, state.routes.num_rows, started)
+    plan = build_plan(data_root, config.collections)
     cache_dir.mkdir(parents=True, exist_ok=True)
     journal_dir(cache_dir).mkdir(exist_ok=True)
     if config.world_size == 1:
@@ -316,7 +334,7 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
         counts = update_manifest(
             cache_dir,
             pid,
-            pipeline_identity(config),
+            _identity(config, data_root),
             plan,
             cache_state,
             stale_ids | removed,
@@ -325,7 +343,9 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
         )
         summary = _complete(cache_dir, pid, counts)
     elif config.world_size == 1:
-        summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, pipeline_identity(config), plan))
+        summary = _complete(
+            cache_dir, pid, write_manifest(cache_dir, pid, _identity(config, data_root), plan)
+        )
     else:
         mine_records = [records[r.route_id] for r in mine]
         partial = {
@@ -372,6 +392,28 @@ def _record_samples(cache_dir: Path, record: dict) -> int:
     return total
 
 
+def repair_cache(cache_dir: Path, *, progress: bool = False) -> ShardSummary:
+    """Rebuild the routes of the shards the last `verify` found missing or corrupt, with the cache's config.
+
+    Args:
+        cache_dir: `<data_root>/cache/<pipeline_id>/` (complete).
+        progress: tqdm bar.
+    """
+    cache_dir = Path(cache_dir)
+    stored = read_manifest_info(cache_dir)["config"]
+    config = ShardConfig(
+        collections=tuple(stored["collections"]),
+        max_samples_per_shard=stored["max_samples_per_shard"],
+        max_shard_bytes=stored["max_shard_bytes"],
+        progress=progress,
+    )
+    if pipeline_id(config) != cache_dir.name:
+        raise ConfigError(
+            f"{cache_dir}: its stored config gives pipeline id {pipeline_id(config)}; rebuild it"
+        )
+    return write_shards(cache_dir.parent.parent, config=config)
+
+
 def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> ShardSummary:
     """Join the journal of a distributed build (all ranks done) into the final manifest.
 
@@ -404,7 +446,7 @@ def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> 
     for route_id in records:
         if route_id not in planned_ids:
             route_record_path(cache_dir, route_id).unlink(missing_ok=True)
-    summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, pipeline_identity(config), plan))
+    summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, _identity(config, data_root), plan))
     for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
         partial.unlink()
     return dataclasses.replace(summary, seconds=time.perf_counter() - started)

@@ -8,12 +8,13 @@ are relative (route_id; `source` relative to the data root unless remote), so th
 route found both extracted and zipped is one route, read from the folder once both copies are checked to
 hold the same files.
 
-Incremental: a route whose stat stamp (folder: size + mtime of results.json and of every metas/ and
-bboxes/ file, mtime of each sensor folder; zip: its size + mtime or ETag) equals the one in the previous
-routes.parquet is not re-read; its rows, including its `Route.fingerprint()`, are copied from the previous
-tables. (A folder's mtime changes whenever an entry is added, removed or renamed, so the stamp sees every
-change the fingerprint sees, at ~1/4 of its cost.) routes.parquet is written LAST, so a killed build never
-pairs new fingerprints with old frames. A route that cannot be read (a truncated zip, a bad CRC, copies that
+Incremental, by route: a route whose stat stamp (folder: size + mtime of results.json and the mtime of the
+route folder and of each modality folder, ~15 stats per route; zip: its size + mtime or ETag) equals the one
+in the previous routes.parquet is not re-read; its rows, including its `Route.fingerprint()` (size + mtime
+of every file), are kept, and so are its frame parts (`frame_store`). A folder's mtime changes whenever an
+entry is added, removed or renamed; `check_files` also compares the fingerprint of every such route, which
+sees files rewritten in place. routes.parquet is written LAST, so a killed build never pairs new
+fingerprints with old frames. A route that cannot be read (a truncated zip, a bad CRC, copies that
 differ, ...) is recorded (usable=false, read_error="<file>: <problem>") and the others complete;
 `strict=True` raises.
 """
@@ -46,7 +47,7 @@ from lead_stream.index.frame_store import (
     scan_frames,
     write_placement,
 )
-from lead_stream.index.route_rows import read_route, route_stamp
+from lead_stream.index.route_rows import read_route, route_fingerprints, route_stamp
 from lead_stream.index.tables import index_dir, table_path, write_parquet
 from lead_stream.schemas.tables import (
     BUILD_ID_KEY,
@@ -68,6 +69,9 @@ class IndexConfig:
     sources: tuple[str, ...] = ()  # more roots searched for zips: local folders or URLs (http(s), fsspec)
     # --- rebuild policy ---
     force: bool = False  # re-read every route, ignoring the previous index
+    check_files: bool = (
+        False  # also stat every file of unchanged-stamp routes (sees files rewritten in place)
+    )
     strict: bool = False  # raise LeadFormatError on the first unreadable route instead of recording it
     # --- output ---
     progress: bool = True  # tqdm bar (routes/s) on stderr
@@ -179,6 +183,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         and old_rows[rid]["stat_stamp"] == stamps[rid]
         and old_rows[rid]["read_error"] is None
     ]  # unreadable routes are always read again
+    if config.check_files and reused:
+        reused = _same_fingerprints(data_root, reused, sources, old_rows, workers)
     reused_set = set(reused)
     to_read = [rid for rid in route_ids if rid not in reused_set]
     if not to_read and len(old_rows) == len(route_ids):
@@ -235,6 +241,25 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         collections=collections,
         seconds=time.perf_counter() - started,
     )
+
+
+def _same_fingerprints(
+    data_root: Path,
+    route_ids: list[str],
+    sources: Mapping[str, list[str]],
+    old_rows: Mapping[str, Mapping[str, Any]],
+    workers: int,
+) -> list[str]:
+    """The routes of `route_ids` whose fingerprint (every file's size + mtime_ns) equals the recorded one."""
+    copies = [tuple(sources[rid]) for rid in route_ids]
+    chunks = [(route_ids[i : i + 64], copies[i : i + 64]) for i in range(0, len(route_ids), 64)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(route_fingerprints, [data_root] * len(chunks), *zip(*chunks)))
+    else:
+        parts = [route_fingerprints(data_root, ids, c) for ids, c in chunks]
+    found = [fp for part in parts for fp in part]
+    return [rid for rid, fp in zip(route_ids, found) if fp == old_rows[rid]["fingerprint"]]
 
 
 def _read_routes(
