@@ -72,7 +72,9 @@ def _load(path: Path) -> np.ndarray:
 
 
 def _save(catalog: Catalog, folder: Path) -> None:
-    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    tmp = folder.with_name(
+        f".{folder.name}.building-{os.getpid()}"
+    )  # not *.tmp: remove_stale_tmp unlinks files
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -95,7 +97,7 @@ def _save(catalog: Catalog, folder: Path) -> None:
 
 def _prune(root: Path, collection: str, keep: Path) -> None:
     old = sorted(
-        (p for p in root.glob(f"{collection}-*") if p.is_dir() and p != keep and not p.name.endswith(".tmp")),
+        (p for p in root.glob(f"{collection}-*") if p.is_dir() and p != keep),
         key=lambda p: p.stat().st_mtime_ns,
     )
     for folder in old[: max(len(old) - KEEP_OLD, 0)]:
