@@ -120,16 +120,28 @@ def _grow(seed: Path, root: Path, num_frames: int) -> int:
     with ProcessPoolExecutor(2) as pool:
         stamps = [s for part in pool.map(_stamps, chunks) for s in part]
 
+    mapping = pl.DataFrame(
+        {
+            "grown": grown,
+            "src": [seed_routes["route_id"][i % 2] for i in range(count)],
+            "fp": [fp for _, fp in stamps],
+            "stamp": [st for st, _ in stamps],
+        }
+    )
     writer = FrameWriter(root, "zstd")
-    rows = []
-    for i, rid in enumerate(grown):
-        src = seed_routes["route_id"][i % 2]
-        writer.add(
-            seed_frames.filter(pl.col("route_id") == src).with_columns(route_id=pl.lit(rid)).to_arrow()
-        )
-        row = seed_routes.filter(pl.col("route_id") == src).row(0, named=True)
-        row.update(route_id=rid, source=f"data/{rid}", stat_stamp=stamps[i][0], fingerprint=stamps[i][1])
-        rows.append(row)
+    frames = mapping.join(seed_frames, left_on="src", right_on="route_id", maintain_order="left")
+    frames = frames.with_columns(route_id=pl.col("grown")).select(seed_frames.columns)
+    step = per_route * max((1 << 15) // per_route, 1)  # whole routes per slice
+    for start in range(0, frames.height, step):
+        writer.add(frames.slice(start, step).to_arrow())
+    routes_df = mapping.join(seed_routes, left_on="src", right_on="route_id", maintain_order="left")
+    routes_df = routes_df.with_columns(
+        route_id=pl.col("grown"),
+        source=pl.lit("data/") + pl.col("grown"),
+        stat_stamp=pl.col("stamp"),
+        fingerprint=pl.col("fp"),
+    ).select(seed_routes.columns)
+    rows = routes_df.to_dicts()
     (root / "index").mkdir(parents=True, exist_ok=True)
     placement = writer.finish(root, {}, set(), [])
     build_id = uuid.uuid4().hex
@@ -145,22 +157,33 @@ def _grow(seed: Path, root: Path, num_frames: int) -> int:
     cache_dir.mkdir(parents=True)
     seed_state = pl.read_parquet(manifest.cache_dir / "routes.parquet")
     shards = manifest.shards
-    samples, shard_rows, route_rows = [], [], []
+    shard_rows = []
+    shard_of = {}
     for i, rid in enumerate(grown):
         src = seed_routes["route_id"][i % 2]
-        fp = rows[i]["fingerprint"]
         for j, shard in enumerate(shards.filter(pl.col("route_id") == src).iter_rows(named=True)):
             name = f"shard-{i * 4 + j:06d}.tar"
             os.link(manifest.cache_dir / shard["shard"], cache_dir / name)
-            shard_rows.append({**shard, "shard": name, "route_id": rid, "route_fingerprint": fp})
-            samples.append(
-                manifest.samples.filter(pl.col("shard") == shard["shard"]).with_columns(
-                    shard=pl.lit(name), route_id=pl.lit(rid), route_fingerprint=pl.lit(fp)
-                )
+            shard_rows.append(
+                {**shard, "shard": name, "route_id": rid, "route_fingerprint": rows[i]["fingerprint"]}
             )
-        state = seed_state.filter(pl.col("route_id") == src).row(0, named=True)
-        route_rows.append({**state, "route_id": rid, "route_fingerprint": fp})
-    all_samples = pl.concat(samples)
+            shard_of[(rid, shard["shard"])] = name
+    names = pl.DataFrame(
+        {"grown": [k[0] for k in shard_of], "shard": [k[1] for k in shard_of], "new": list(shard_of.values())}
+    )
+    samples = (
+        names.join(manifest.samples, on="shard", maintain_order="left")
+        .join(mapping.select("grown", "fp"), on="grown", maintain_order="left")
+        .with_columns(shard=pl.col("new"), route_id=pl.col("grown"), route_fingerprint=pl.col("fp"))
+        .select(manifest.samples.columns)
+    )
+    route_rows = (
+        mapping.join(seed_state, left_on="src", right_on="route_id", maintain_order="left")
+        .with_columns(route_id=pl.col("grown"), route_fingerprint=pl.col("fp"))
+        .select(seed_state.columns)
+        .to_dicts()
+    )
+    all_samples = samples
     placement = write_all_parts(cache_dir, all_samples.to_arrow())
     route_table = pl.DataFrame(route_rows).with_columns(part=pl.col("route_id").replace_strict(placement))
     write_table(cache_dir, "routes", route_table.to_arrow())
