@@ -56,6 +56,13 @@ def write_bucket_collection(
         members = collection.members(frames).collect()
     except pl.exceptions.PolarsError as error:
         raise ConfigError(f"collection {collection.name!r}: {str(error).strip().splitlines()[0]}") from None
+    return _write_members(data_root, collection, members, compression)
+
+
+def _write_members(
+    data_root: Path, collection: BucketCollection, members: pl.DataFrame, compression: str
+) -> Path:
+    """`members` of `collection` → `index/buckets/<name>.parquet` with the definition in the metadata."""
     table = conform(
         members.to_arrow(),
         "bucket_members",
@@ -116,8 +123,15 @@ def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -
                 f"{table_path(data_root, name)}: cannot re-derive collection ({error}); left as is",
                 stacklevel=2,
             )
+    try:  # one query plan for all: polars scans the frame parts once for every collection
+        members = pl.collect_all([c.members(frames) for c in collections.values()])
+    except pl.exceptions.PolarsError:  # name the collection that fails
+        members = [
+            write_bucket_collection(data_root, c, frames=frames, compression=compression)
+            for c in collections.values()
+        ]
     sizes = {}
-    for name, collection in collections.items():
-        path = write_bucket_collection(data_root, collection, frames=frames, compression=compression)
+    for (name, collection), table in zip(collections.items(), members):
+        path = table if isinstance(table, Path) else _write_members(data_root, collection, table, compression)
         sizes[name] = pq.read_metadata(path).num_rows
     return sizes
