@@ -257,7 +257,7 @@ def write_lead_style(
         path = out_dir / f"{i:06d}.pkl"
         with lzma.open(path, "wb") as handle:
             pickle.dump(record, handle)
-        route_id = cat.routes[cat.sample_route[row]]
+        route_id = cat.route_id(cat.sample_route[row])
         pairs.append((path, modality_path(route_path(root, route_id), "metas", int(cat.sample_frame[row]))))
     return pairs
 

@@ -57,6 +57,10 @@ def shard(
     strict: Annotated[
         bool, typer.Option("--strict", help="fail (exit 2) on the first unreadable frame")
     ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="rebuild the routes with failed frames (after fixing files)"),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
     wait: Annotated[
         bool,
@@ -76,6 +80,7 @@ def shard(
             max_shard_bytes=int(max_shard_mb * (1 << 20)),
             progress=progress,
             strict=strict,
+            retry_failed=retry_failed,
             rank=rank,
             world_size=world_size,
             wait_for_lock=wait,
@@ -93,10 +98,16 @@ def verify(
     data_root: DataRoot = DEFAULT_DATA_ROOT,
     pipeline_id: Annotated[str | None, typer.Option(help="cache to check (default: newest complete)")] = None,
     cache_dir: CacheDir = None,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="rebuild the routes of missing or corrupt shards, then verify again"),
+    ] = False,
 ) -> None:
-    """Re-hash every shard against the manifest; exit 1 if any is missing or corrupt."""
+    """Re-hash every shard against the manifest; exit 1 if any is missing or corrupt (the next `shard`, or
+    `--repair` now, rebuilds their routes)."""
     from lead_stream.cache.inventory import find_cache
     from lead_stream.cache.manifest import verify_cache
+    from lead_stream.cache.shard import repair_cache
 
     try:
         report = verify_cache(find_cache(cache_dir or data_root, pipeline_id))
@@ -107,6 +118,13 @@ def verify(
     for shard_name, problem in report.corrupt:
         typer.echo(f"corrupt: {report.cache_dir / shard_name}: {problem}", err=True)
     typer.echo(report.one_line())
+    if repair and not report.ok:
+        try:
+            typer.echo(repair_cache(report.cache_dir, data_root=data_root).one_line())
+            report = verify_cache(report.cache_dir)
+        except LeadStreamError as error:
+            _fail(error)
+        typer.echo(report.one_line())
     if not report.ok:
         _exit(VERIFY_BAD_EXIT_CODE)
 

@@ -70,6 +70,9 @@ def index(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="processes reading routes (default: all cores)")] = None,
     force: Annotated[bool, typer.Option("--force", help="re-read every route, ignore the old index")] = False,
+    check_files: Annotated[
+        bool, typer.Option("--check-files", help="also stat every file (sees files rewritten in place)")
+    ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 2 on the first unreadable route")] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
@@ -93,7 +96,12 @@ def index(
     summary = build_index(
         root,
         config=IndexConfig(
-            workers=workers, force=force, strict=strict, progress=progress, sources=tuple(sources)
+            workers=workers,
+            force=force,
+            check_files=check_files,
+            strict=strict,
+            progress=progress,
+            sources=tuple(sources),
         ),
     )
     for route_id, problem in summary.failures:

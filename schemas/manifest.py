@@ -46,10 +46,21 @@ FAILURES_SCHEMA = pa.schema(
     ],
 )
 
+ROUTES_SCHEMA = pa.schema(
+    [
+        pa.field("route_id", pa.string(), nullable=False),
+        pa.field("route_fingerprint", pa.string(), nullable=False),  # index fingerprint the samples come from
+        pa.field("frames_digest", pa.string(), nullable=False),  # blake2b of the selected frame numbers
+        pa.field("part", pa.string(), nullable=False),  # samples.parquet/<part> of its samples ("" = none)
+        pa.field("num_samples", pa.int64(), nullable=False),
+    ],
+)
+
 MANIFEST_SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLES_SCHEMA,
     "shards": SHARDS_SCHEMA,
     "failures": FAILURES_SCHEMA,
+    "routes": ROUTES_SCHEMA,
 }
 
 

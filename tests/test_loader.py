@@ -32,7 +32,7 @@ def _rows(loader: StreamingLoader, batch: Batch) -> list[int]:
     cat = loader.catalog
     if not hasattr(loader, "_row_of"):
         loader._row_of = {
-            (cat.routes[c], int(f)): i for i, (c, f) in enumerate(zip(cat.sample_route, cat.sample_frame))
+            (cat.route_id(c), int(f)): i for i, (c, f) in enumerate(zip(cat.sample_route, cat.sample_frame))
         }
     return [loader._row_of[(r, int(f))] for r, f in zip(batch.route_id, batch.frame_idx)]
 

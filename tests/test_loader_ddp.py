@@ -19,7 +19,9 @@ RESUME_AFTER = 2  # batches of epoch 1 before "preemption"
 
 def _served(loader, batch) -> list[int]:
     cat = loader.catalog
-    row_of = {(cat.routes[c], int(f)): i for i, (c, f) in enumerate(zip(cat.sample_route, cat.sample_frame))}
+    row_of = {
+        (cat.route_id(c), int(f)): i for i, (c, f) in enumerate(zip(cat.sample_route, cat.sample_frame))
+    }
     return [row_of[(r, int(f))] for r, f in zip(batch.route_id, batch.frame_idx)]
 
 

@@ -217,7 +217,8 @@ def test_incremental_rebuild_touches_only_changed_routes(sharded_root, manifest,
     changed_route = manifest.samples["route_id"][0]
     meta = Route(copy, changed_route).path / "metas" / "0003.pkl"
     os.utime(meta, ns=(meta.stat().st_atime_ns, meta.stat().st_mtime_ns + 10**9))
-    build_index(copy, config=IndexConfig(workers=1, progress=False))
+    # touched in place (no folder mtime changes): --check-files compares every file's size and mtime
+    build_index(copy, config=IndexConfig(workers=1, progress=False, check_files=True))
     summary = write_shards(copy, config=TEST_CONFIG)
     assert (summary.num_routes_built, summary.num_routes_reused) == (1, 3)
     after = read_manifest(cache_dir)

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from lead_stream.cache import features
@@ -32,10 +34,18 @@ class RoutePlan:
     route_id: str
     fingerprint: str
     frames: tuple[int, ...]
+    digest: str = ""  # `frames_digest(frames)`: what the cache's routes table compares
+
+
+def frames_digest(frames: np.ndarray) -> str:
+    """blake2b (16 hex chars) of a route's selected frame numbers (int32, ascending)."""
+    return hashlib.blake2b(np.ascontiguousarray(frames, dtype="<i4").tobytes(), digest_size=8).hexdigest()
 
 
 def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]:
     """Routes (sorted) with their selected frames: the union of the collections' bucket members.
+
+    Vectorised: one sort of the members, route boundaries found with numpy, one digest per route.
 
     Raises:
         LeadFormatError: missing index tables, or a bucket route missing from routes.parquet.
@@ -58,20 +68,29 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
             repair=f"rebuild it: lead-stream index {data_root}",
         )
     )
-    fingerprints = dict(zip(routes["route_id"].to_list(), routes["fingerprint"].to_list(), strict=True))
-    plan, keys = [], {}
-    for (route_id,), group in members.group_by(["route_id"], maintain_order=True):
-        if route_id not in fingerprints:
-            raise LeadFormatError(
-                routes_file, f"bucket route {route_id!r} is not in routes.parquet (stale index)"
-            )
-        safe = sample_key(route_id, 0)
-        if safe in keys:
-            raise LeadFormatError(
-                routes_file, f"routes {keys[safe]!r} and {route_id!r} give the same sample keys"
-            )
-        keys[safe] = route_id
-        plan.append(RoutePlan(route_id, fingerprints[route_id], tuple(int(f) for f in group["frame_idx"])))
+    route_ids = members["route_id"].unique(maintain_order=True)
+    known = pl.DataFrame({"route_id": route_ids}).join(
+        routes, on="route_id", how="left", maintain_order="left"
+    )
+    unknown = known.filter(pl.col("fingerprint").is_null())
+    if unknown.height:
+        raise LeadFormatError(
+            routes_file, f"bucket route {unknown['route_id'][0]!r} is not in routes.parquet (stale index)"
+        )
+    safe = route_ids.str.replace_all(".", "_", literal=True)
+    if safe.n_unique() != len(safe):
+        dup = safe.filter(safe.is_duplicated())[0]
+        pair = route_ids.filter(safe == dup).to_list()
+        raise LeadFormatError(routes_file, f"routes {pair[0]!r} and {pair[1]!r} give the same sample keys")
+    frames = members["frame_idx"].to_numpy().astype(np.int32)
+    route_col = members["route_id"]
+    starts = np.flatnonzero((route_col != route_col.shift(1)).fill_null(True).to_numpy())
+    bounds = np.r_[starts, len(frames)]
+    fingerprints = known["fingerprint"].to_list()
+    plan = []
+    for i, route_id in enumerate(route_ids.to_list()):
+        chunk = frames[bounds[i] : bounds[i + 1]]
+        plan.append(RoutePlan(route_id, fingerprints[i], tuple(chunk.tolist()), frames_digest(chunk)))
     return plan
 
 

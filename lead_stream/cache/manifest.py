@@ -14,14 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lead_stream.core import parquet
+from lead_stream.core.atomic import atomic_write_text
 from lead_stream.core.errors import LeadFormatError
+from lead_stream.core.parts import part_files
 from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, manifest_version_problem
 
 CACHE_DIRNAME = "cache"
 MANIFEST_FILENAME = "manifest.json"
-TABLE_FILENAMES = {"samples": "samples.parquet", "shards": "shards.parquet", "failures": "failures.parquet"}
+TABLE_FILENAMES = {
+    "samples": "samples.parquet",  # a directory of parts (layout 2, `manifest_store`) or one file (layout 1)
+    "shards": "shards.parquet",
+    "failures": "failures.parquet",
+    "routes": "routes.parquet",  # layout 2 only: per route its fingerprint, frames digest and part
+}
 TAR_BLOCK = 512
 HASH_CHUNK_BYTES = 1 << 20
 
@@ -78,27 +87,40 @@ def resolve_cache_dir(data_root: Path, pipeline_id: str | None = None) -> Path:
     return max(complete, key=lambda p: (p.stat().st_mtime_ns, p.parent.name)).parent
 
 
-def _read_table(cache_dir: Path, name: str) -> pl.DataFrame:
+def _table_schema(path: Path, repair: str) -> pa.Schema:
+    """Schema of a manifest table: a single file, or the first part of a directory of parts."""
+    if path.is_dir():
+        parts = part_files(path)
+        if not parts:
+            raise LeadFormatError(path, "no parts (the manifest lists it)")
+        return parquet.read_schema(parts[0], repair=repair)
+    return parquet.read_schema(path, repair=repair)
+
+
+def _read_table(cache_dir: Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
     path = cache_dir / TABLE_FILENAMES[name]
-    if not path.is_file():
+    if not path.exists():
         raise LeadFormatError(path, "missing (the manifest lists it)")
-    table = parquet.read_table(path, repair=f"rebuild the cache: lead-stream shard {cache_dir.parent.parent}")
-    problem = manifest_version_problem(table.schema, name)
+    repair = f"rebuild the cache: lead-stream shard {cache_dir.parent.parent}"
+    schema = _table_schema(path, repair)
+    problem = manifest_version_problem(schema, name)
     if problem:
         raise LeadFormatError(path, problem)
-    if table.schema.names != MANIFEST_SCHEMAS[name].names:
-        raise LeadFormatError(path, f"columns {table.schema.names}, expected {MANIFEST_SCHEMAS[name].names}")
-    return pl.from_arrow(table)
+    if schema.names != MANIFEST_SCHEMAS[name].names:
+        raise LeadFormatError(path, f"columns {schema.names}, expected {MANIFEST_SCHEMAS[name].names}")
+    try:
+        return pl.from_arrow(pq.read_table(path, columns=columns, schema=MANIFEST_SCHEMAS[name]))
+    except (pa.ArrowException, OSError) as error:
+        raise LeadFormatError(path, f"unreadable Parquet ({str(error).splitlines()[0]}); {repair}") from None
 
 
-def read_manifest(cache_dir: Path) -> Manifest:
-    """Read and validate the manifest of a complete cache directory.
+def read_manifest_info(cache_dir: Path) -> dict[str, Any]:
+    """manifest.json of a complete cache directory, version-checked (no table is read).
 
     Raises:
-        LeadFormatError: manifest.json or a table is missing, of another version, or inconsistent.
+        LeadFormatError: manifest.json is missing, not JSON or of another version.
     """
-    cache_dir = Path(cache_dir)
-    path = cache_dir / MANIFEST_FILENAME
+    path = Path(cache_dir) / MANIFEST_FILENAME
     if not path.is_file():
         raise LeadFormatError(path, "missing (unfinished build; rerun lead-stream shard)")
     try:
@@ -109,7 +131,29 @@ def read_manifest(cache_dir: Path) -> Manifest:
         raise LeadFormatError(
             path, f"manifest version {info.get('manifest_version')!r}, expected {MANIFEST_VERSION}"
         )
-    samples = _read_table(cache_dir, "samples")
+    return info
+
+
+def read_manifest_columns(cache_dir: Path, name: str, columns: list[str]) -> pl.DataFrame:
+    """Only `columns` of manifest table `name` ("samples", "shards", "failures"), version-checked; the
+    samples of a layout-2 cache are read from all of its parts, in no particular order.
+
+    Raises:
+        LeadFormatError: the table is missing or of another version.
+    """
+    return _read_table(Path(cache_dir), name, columns)
+
+
+def read_manifest(cache_dir: Path) -> Manifest:
+    """Read and validate the manifest of a complete cache directory.
+
+    Raises:
+        LeadFormatError: manifest.json or a table is missing, of another version, or inconsistent.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST_FILENAME
+    info = read_manifest_info(cache_dir)
+    samples = _read_table(cache_dir, "samples").sort("key")
     shards = _read_table(cache_dir, "shards")
     failures = _read_table(cache_dir, "failures")
     if len(samples) != info.get("num_samples") or len(shards) != info.get("num_shards"):
@@ -216,6 +260,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+VERIFY_FAILED_FILENAME = (
+    "verify-failed.json"  # shards `verify` found bad; the next `shard` rebuilds their routes
+)
+
+
+def _record_bad_shards(cache_dir: Path, shards: list[str]) -> None:
+    """Remember the bad shards for the next `shard` (nothing to remember: the record goes)."""
+    path = cache_dir / VERIFY_FAILED_FILENAME
+    try:
+        if shards:
+            atomic_write_text(path, json.dumps({"shards": sorted(shards)}, indent=1))
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:  # a read-only cache: verify still reports
+        pass
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """Outcome of `verify_cache`."""
@@ -265,6 +326,7 @@ def verify_cache(data_root: Path, *, pipeline_id: str | None = None) -> VerifyRe
             corrupt.append((row["shard"], f"sha256 {digest[:12]}…, manifest says {row['sha256'][:12]}…"))
     listed = set(manifest.shards["shard"].to_list())
     unlisted = tuple(sorted(p.name for p in manifest.cache_dir.glob("shard-*.tar") if p.name not in listed))
+    _record_bad_shards(manifest.cache_dir, [*missing, *(name for name, _ in corrupt)])
     return VerifyReport(
         cache_dir=manifest.cache_dir,
         num_shards=len(manifest.shards),

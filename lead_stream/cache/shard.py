@@ -32,9 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from lead_stream.cache import features
+from lead_stream.cache.changes import (
+    changes_from_journal,
+    changes_from_state,
+    input_stamps,
+    record_is_current,
+    routes_with_bad_shards,
+)
 from lead_stream.cache.chunks import (
     BUILD_TMP_PREFIX,
     ChunkTask,
@@ -45,7 +49,19 @@ from lead_stream.cache.chunks import (
     routes_of_rank,
 )
 from lead_stream.cache.identity import pipeline_id, pipeline_identity
-from lead_stream.cache.manifest import MANIFEST_FILENAME, TABLE_FILENAMES, cache_root
+from lead_stream.cache.manifest import (
+    MANIFEST_FILENAME,
+    VERIFY_FAILED_FILENAME,
+    cache_root,
+    read_manifest_info,
+)
+from lead_stream.cache.manifest_store import (
+    CacheState,
+    ManifestCounts,
+    read_state,
+    update_manifest,
+    write_manifest,
+)
 from lead_stream.cache.tar_writer import (
     delete_shard,
     journal_dir,
@@ -57,10 +73,9 @@ from lead_stream.cache.tar_writer import (
     shard_journal_path,
     shard_name,
 )
-from lead_stream.core.atomic import atomic_path, atomic_write_text, remove_stale_tmp
+from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.core.locks import exclusive_lock
-from lead_stream.schemas.manifest import MANIFEST_VERSION, manifest_table
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 LOCK_FILENAME = ".shard.lock"  # held by the one `shard` run writing this cache directory
@@ -80,6 +95,7 @@ class ShardConfig:
     workers: int | None = None  # build processes; None = os.cpu_count(); 1 = in this process
     progress: bool = True  # tqdm bar on stderr (samples/s, MB/s)
     strict: bool = False  # first unreadable frame raises LeadFormatError (else: failure row)
+    retry_failed: bool = False  # rebuild every route that has failure rows (after fixing its files)
     rank: int = 0  # this machine's part of a distributed build...
     world_size: int = 1  # ...routes i (sorted) with i % world_size == rank; merge with --merge
     wait_for_lock: bool = True  # another shard run holds this cache: wait for it (False: fail naming it)
@@ -161,21 +177,6 @@ def _after_shard_renamed(path: Path) -> None:
     """Hook called after each finished shard is renamed into place (tests inject a crash here)."""
 
 
-def _record_is_current(
-    record: dict | None, route: RoutePlan, shard_entries: dict[str, dict], cache_dir: Path
-) -> bool:
-    if record is None or record["route_fingerprint"] != route.fingerprint:
-        return False
-    if tuple(record["frames"]) != route.frames:
-        return False
-    for shard in record["shards"]:
-        entry = shard_entries.get(shard)
-        path = cache_dir / shard
-        if entry is None or not path.is_file() or path.stat().st_size != entry["shard"]["size_bytes"]:
-            return False
-    return True
-
-
 def _progress_bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
@@ -187,6 +188,39 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         dynamic_ncols=True,
         desc="shard",
         smoothing=0.1,
+    )
+
+
+def _identity(config: ShardConfig, data_root: Path) -> dict[str, Any]:
+    return {
+        **pipeline_identity(config),
+        "inputs": input_stamps(data_root, config.collections),
+        "packing": config.packing(),  # of the build that wrote the manifest; reused routes keep theirs
+    }
+
+
+def _complete(cache_dir: Path, pid: str, counts: ManifestCounts) -> ShardSummary:
+    return ShardSummary(
+        cache_dir, pid, True, counts.num_samples, counts.num_shards, counts.num_failures, 0, 0, 0, 0, 0.0
+    )
+
+
+def _unchanged_summary(
+    cache_dir: Path, pid: str, state: CacheState, num_routes: int, started: float
+) -> ShardSummary:
+    info = state.info
+    return ShardSummary(
+        cache_dir,
+        pid,
+        True,
+        int(info["num_samples"]),
+        int(info["num_shards"]),
+        int(info["num_failures"]),
+        0,
+        num_routes,
+        0,
+        0,
+        time.perf_counter() - started,
     )
 
 
@@ -212,11 +246,21 @@ def write_shards(data_root: Path, *, config: ShardConfig = ShardConfig()) -> Sha
     """
     started = time.perf_counter()
     data_root = Path(data_root)
-    plan = build_plan(data_root, config.collections)
     pid = pipeline_id(config)
     cache_dir = config.cache_dir(data_root)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _cache_lock(cache_dir, config):  # a concurrent run on this cache waits here (or fails)
+        if config.world_size == 1 and not config.retry_failed:  # a no-op: small tables and stats only
+            state = read_state(cache_dir)
+            if (
+                state is not None
+                and state.info.get("inputs") == input_stamps(data_root, config.collections)
+                and not routes_with_bad_shards(state, cache_dir)
+            ):
+                if config.strict:
+                    _refuse_recorded_failures(data_root, [], [], {}, state)
+                return _unchanged_summary(cache_dir, pid, state, state.routes.num_rows, started)
+        plan = build_plan(data_root, config.collections)
         try:
             return _write_shards_locked(data_root, cache_dir, pid, plan, config, started)
         except OSError as error:
@@ -252,42 +296,31 @@ def _write_shards_locked(
         for stale in cache_dir.glob(f"{BUILD_TMP_PREFIX}-{config.rank}-*.tmp"):
             stale.unlink(missing_ok=True)
 
-    records, shard_entries = load_journal(cache_dir)
     mine = routes_of_rank(plan, config.rank, config.world_size)
     mine_ids = {route.route_id for route in mine}
-    planned_ids = {route.route_id for route in plan}
-    to_build = [
-        r for r in mine if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
-    ]
+    cache_state = read_state(cache_dir) if config.world_size == 1 else None
+    if cache_state is not None:  # a complete layout-2 cache: decide from its small tables, not the journal
+        to_build, obsolete, removed = changes_from_state(cache_state, plan, cache_dir, config.retry_failed)
+        if not to_build and not obsolete and not removed:
+            if config.strict:
+                _refuse_recorded_failures(data_root, mine, to_build, {}, cache_state)
+            return _unchanged_summary(cache_dir, pid, cache_state, len(plan), started)
+        records: dict[str, dict] = {}
+    else:
+        records, to_build, obsolete, removed = changes_from_journal(
+            cache_dir, plan, mine, mine_ids, world_size=config.world_size, retry_failed=config.retry_failed
+        )
     reused = len(mine) - len(to_build)
     if config.strict:  # a failure recorded by an earlier run is as much an error as a new one
-        building = {r.route_id for r in to_build}
-        _refuse_recorded_failures(
-            data_root, [records[r.route_id] for r in mine if r.route_id not in building]
-        )
-
-    # Shards that no current route record references: killed builds, changed or removed routes.
+        _refuse_recorded_failures(data_root, mine, to_build, records, cache_state)
     stale_ids = {r.route_id for r in to_build}
-    keep: set[str] = set()
-    for route_id, record in records.items():
-        if route_id in planned_ids and route_id not in stale_ids:
-            keep.update(record["shards"])
-    owned = {
-        name
-        for name, entry in shard_entries.items()
-        if config.world_size == 1 or entry["shard"]["route_id"] in mine_ids
-    }
-    if config.world_size == 1:
-        owned |= {p.name for p in cache_dir.glob("shard-*.tar")}
-    obsolete = sorted(owned - keep)
-    if to_build or obsolete:
-        (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)  # the cache is no longer complete
+    (cache_dir / MANIFEST_FILENAME).unlink(missing_ok=True)  # the cache is no longer complete
     for shard in obsolete:
         delete_shard(cache_dir, shard)
-    removed = {r for r in records if r not in planned_ids} if config.world_size == 1 else set()
     for route_id in stale_ids | removed:
         route_record_path(cache_dir, route_id).unlink(missing_ok=True)
         records.pop(route_id, None)
+    (cache_dir / VERIFY_FAILED_FILENAME).unlink(missing_ok=True)
 
     tasks = [
         ChunkTask(
@@ -309,6 +342,7 @@ def _write_shards_locked(
     }
     numbers = number_sequence(cache_dir, config.rank, config.world_size)
     pending: dict[str, dict[str, Any]] = {}
+    built_entries: list[dict[str, Any]] = []  # journal entries of the shards built now (columnar rows)
     built_samples = built_bytes = 0
     bar = _progress_bar(sum(len(t.frames) for t in tasks), config.progress)
     workers = min(config.workers or os.cpu_count() or 1, max(len(tasks), 1))
@@ -334,10 +368,9 @@ def _write_shards_locked(
                     "size_bytes": tmp.size_bytes,
                     "sha256": tmp.sha256,
                 }
-                atomic_write_text(
-                    shard_journal_path(cache_dir, name),
-                    json.dumps(journal_entry(shard_row, tmp.samples), sort_keys=True),
-                )
+                entry = journal_entry(shard_row, tmp.samples)
+                atomic_write_text(shard_journal_path(cache_dir, name), json.dumps(entry, sort_keys=True))
+                built_entries.append(entry)
                 os.replace(tmp.tmp_path, cache_dir / name)
                 _after_shard_renamed(cache_dir / name)
                 state["shards"].append(name)
@@ -367,8 +400,22 @@ def _write_shards_locked(
             pool.terminate()
             pool.join()
 
-    if config.world_size == 1:
-        summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    if cache_state is not None:
+        counts = update_manifest(
+            cache_dir,
+            pid,
+            _identity(config, data_root),
+            plan,
+            cache_state,
+            stale_ids | removed,
+            built_entries,
+            records,
+        )
+        summary = _complete(cache_dir, pid, counts)
+    elif config.world_size == 1:
+        summary = _complete(
+            cache_dir, pid, write_manifest(cache_dir, pid, _identity(config, data_root), plan)
+        )
     else:
         mine_records = [records[r.route_id] for r in mine]
         partial = {
@@ -407,16 +454,28 @@ def _write_shards_locked(
     )
 
 
-def _refuse_recorded_failures(data_root: Path, reused_records: list[dict]) -> None:
+def _refuse_recorded_failures(
+    data_root: Path,
+    mine: list[RoutePlan],
+    to_build: list[RoutePlan],
+    records: dict[str, dict],
+    state: CacheState | None,
+) -> None:
     """`--strict` on a cache whose reused routes carry failure rows: the first one, as a named error."""
-    for record in reused_records:
-        if record["failures"]:
-            failure = record["failures"][0]
-            raise LeadFormatError(
-                data_root / failure["file"],
-                f"{failure['reason']} (recorded by an earlier shard run; --strict accepts no failure: repair "
-                f"the file, then lead-stream index and lead-stream shard again)",
-            )
+    building = {r.route_id for r in to_build}
+    reused = [r.route_id for r in mine if r.route_id not in building]
+    if state is not None:  # layout 2: the failures table of the complete cache (all of it when mine is [])
+        kept = set(reused)
+        failures = [f for f in state.failures.to_pylist() if not mine or f["route_id"] in kept]
+    else:
+        failures = [f for route_id in reused if route_id in records for f in records[route_id]["failures"]]
+    if failures:
+        failure = failures[0]
+        raise LeadFormatError(
+            data_root / failure["file"],
+            f"{failure['reason']} (recorded by an earlier shard run; --strict accepts no failure: repair "
+            f"the file, then lead-stream index and lead-stream shard again, or shard --retry-failed)",
+        )
 
 
 def _record_samples(cache_dir: Path, record: dict) -> int:
@@ -425,6 +484,32 @@ def _record_samples(cache_dir: Path, record: dict) -> int:
         entry = read_shard_entry(shard_journal_path(cache_dir, shard))
         total += len(entry["samples"]) if entry else 0
     return total
+
+
+def repair_cache(cache_dir: Path, *, data_root: Path | None = None, progress: bool = False) -> ShardSummary:
+    """Rebuild the routes of the shards the last `verify` found missing or corrupt, with the cache's config.
+
+    Args:
+        cache_dir: `<cache root>/<pipeline_id>/` (complete).
+        data_root: the LEAD data root it was built from (default: the cache root's parent, the default place).
+        progress: tqdm bar.
+    """
+    cache_dir = Path(cache_dir)
+    info = read_manifest_info(cache_dir)
+    stored = {**info["config"], **info.get("packing", {})}
+    root = Path(data_root) if data_root is not None else cache_dir.parent.parent
+    config = ShardConfig(
+        collections=tuple(stored["collections"]),
+        max_samples_per_shard=stored.get("max_samples_per_shard", ShardConfig().max_samples_per_shard),
+        max_shard_bytes=stored.get("max_shard_bytes", ShardConfig().max_shard_bytes),
+        cache_root=cache_dir.parent,  # where this cache is (not part of the pipeline id)
+        progress=progress,
+    )
+    if pipeline_id(config) != cache_dir.name:
+        raise ConfigError(
+            f"{cache_dir}: its stored config gives pipeline id {pipeline_id(config)}; rebuild it"
+        )
+    return write_shards(root, config=config)
 
 
 def merge_manifests(data_root: Path, *, config: ShardConfig = ShardConfig()) -> ShardSummary:
@@ -450,7 +535,7 @@ def _merge_locked(
     missing = [
         r.route_id
         for r in plan
-        if not _record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
+        if not record_is_current(records.get(r.route_id), r, shard_entries, cache_dir)
     ]
     if missing:
         partials = sorted(p.name for p in cache_dir.glob("manifest-rank-*-of-*.json"))
@@ -467,53 +552,7 @@ def _merge_locked(
     for route_id in records:
         if route_id not in planned_ids:
             route_record_path(cache_dir, route_id).unlink(missing_ok=True)
-    summary = _write_manifest(data_root, cache_dir, pid, config, plan)
+    summary = _complete(cache_dir, pid, write_manifest(cache_dir, pid, _identity(config, data_root), plan))
     for partial in cache_dir.glob("manifest-rank-*-of-*.json"):
         partial.unlink()
     return summary
-
-
-def _write_manifest(
-    data_root: Path, cache_dir: Path, pid: str, config: ShardConfig, plan: list[RoutePlan]
-) -> ShardSummary:
-    """samples/shards/failures.parquet from the journal of every planned route, then manifest.json LAST."""
-    records, shard_entries = load_journal(cache_dir)
-    samples, shards, failures = [], [], []
-    for route in plan:
-        record = records[route.route_id]
-        failures.extend(record["failures"])
-        for shard in record["shards"]:
-            shards.append(shard_entries[shard]["shard"])
-            samples.extend(shard_entries[shard]["samples"])
-    samples.sort(key=lambda row: row["key"])
-    shards.sort(key=lambda row: row["shard"])
-    failures.sort(key=lambda row: (row["route_id"], row["frame_idx"]))
-    for name, rows in (("samples", samples), ("shards", shards), ("failures", failures)):
-        with atomic_path(cache_dir / TABLE_FILENAMES[name]) as tmp:
-            pq.write_table(manifest_table(rows, name), tmp, compression="zstd")
-    identity = pipeline_identity(config)
-    info = {
-        "manifest_version": MANIFEST_VERSION,
-        "pipeline_id": pid,
-        "config": identity["config"],
-        "packing": config.packing(),  # of the build that wrote this manifest; reused routes keep theirs
-        "preprocess_version": identity["preprocess_version"],
-        "preprocessing_sha256": identity["preprocessing_sha256"],
-        "code_version": _code_version(),
-        "members": list(features.MEMBER_NAMES),
-        "num_samples": len(samples),
-        "num_shards": len(shards),
-        "num_failures": len(failures),
-        "num_routes": len(plan),
-        "size_bytes": sum(row["size_bytes"] for row in shards),
-        "route_fingerprints": {route.route_id: route.fingerprint for route in plan},
-        "tables": TABLE_FILENAMES,
-    }
-    atomic_write_text(cache_dir / MANIFEST_FILENAME, json.dumps(info, indent=1, sort_keys=True))
-    return ShardSummary(cache_dir, pid, True, len(samples), len(shards), len(failures), 0, 0, 0, 0, 0.0)
-
-
-def _code_version() -> str:
-    from lead_stream import __version__
-
-    return f"lead-stream {__version__}"

@@ -154,7 +154,7 @@ def read_shard_entry(path: Path) -> dict[str, Any] | None:
         {"key": sample_key(route_id, values[0]), **dict(zip(JOURNAL_COLUMNS, values)), **common}
         for values in zip(*(columns[name] for name in JOURNAL_COLUMNS))
     ]
-    return {"shard": shard_row, "samples": samples}
+    return {"shard": shard_row, "samples": samples, "columns": columns}
 
 
 def load_journal(cache_dir: Path) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -8,12 +8,13 @@ are relative (route_id; `source` relative to the data root unless remote), so th
 route found both extracted and zipped is one route, read from the folder once both copies are checked to
 hold the same files.
 
-Incremental: a route whose stat stamp (folder: size + mtime of results.json and of every metas/ and
-bboxes/ file, mtime of each sensor folder; zip: its size + mtime or ETag) equals the one in the previous
-routes.parquet is not re-read; its rows, including its `Route.fingerprint()`, are copied from the previous
-tables. (A folder's mtime changes whenever an entry is added, removed or renamed, so the stamp sees every
-change the fingerprint sees, at ~1/4 of its cost.) routes.parquet is written LAST, so a killed build never
-pairs new fingerprints with old frames. A route that cannot be read (a truncated zip, a bad CRC, copies that
+Incremental, by route: a route whose stat stamp (folder: size + mtime of results.json and the mtime of the
+route folder and of each modality folder, ~15 stats per route; zip: its size + mtime or ETag) equals the one
+in the previous routes.parquet is not re-read; its rows, including its `Route.fingerprint()` (size + mtime
+of every file), are kept, and so are its frame parts (`frame_store`). A folder's mtime changes whenever an
+entry is added, removed or renamed; `check_files` also compares the fingerprint of every such route, which
+sees files rewritten in place. routes.parquet is written LAST, so a killed build never pairs new
+fingerprints with old frames. A route that cannot be read (a truncated zip, a bad CRC, copies that
 differ, ...) is recorded (usable=false, read_error="<file>: <problem>") and the others complete;
 `strict=True` raises.
 """
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,11 +38,19 @@ from lead_stream.core.atomic import remove_stale_tmp
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
 from lead_stream.index.collections import collection_sizes, write_collections
-from lead_stream.index.route_rows import read_route, route_stamp
+from lead_stream.index.frame_store import (
+    FrameWriter,
+    frames_path,
+    frames_schema,
+    num_frames,
+    read_placement,
+    scan_frames,
+    write_placement,
+)
+from lead_stream.index.route_rows import read_route, route_fingerprints, route_stamp
 from lead_stream.index.tables import index_dir, table_path, write_parquet
 from lead_stream.schemas.tables import (
     BUILD_ID_KEY,
-    FRAMES_SCHEMA,
     ROUTES_SCHEMA,
     SchemaError,
     check_version,
@@ -61,6 +69,9 @@ class IndexConfig:
     sources: tuple[str, ...] = ()  # more roots searched for zips: local folders or URLs (http(s), fsspec)
     # --- rebuild policy ---
     force: bool = False  # re-read every route, ignoring the previous index
+    check_files: bool = (
+        False  # also stat every file of unchanged-stamp routes (sees files rewritten in place)
+    )
     strict: bool = False  # raise LeadFormatError on the first unreadable route instead of recording it
     # --- output ---
     progress: bool = True  # tqdm bar (routes/s) on stderr
@@ -107,20 +118,28 @@ class IndexSummary:
         return line
 
 
-def _previous_routes(data_root: Path) -> dict[str, dict[str, Any]] | None:
-    """Route rows (by route_id) of the previous build, if it is complete and of this schema version."""
-    routes_path, frames_path = table_path(data_root, "routes"), table_path(data_root, "frames")
-    if not (routes_path.is_file() and frames_path.is_file()):
+def _previous_routes(data_root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]] | None:
+    """(route rows by route_id, route_id → frames part) of the previous build, if it is complete and of
+    this schema version (a single-file frames table from before parts gives an empty placement)."""
+    routes_path, frames = table_path(data_root, "routes"), frames_path(data_root)
+    if not routes_path.is_file() or not frames.exists():
         return None
     try:
-        routes, frames_schema = pq.read_table(routes_path), pq.read_schema(frames_path)
+        routes, frames_schema_ = pq.read_table(routes_path), frames_schema(data_root)
         check_version(routes.schema, "routes", routes_path)
-        check_version(frames_schema, "frames", frames_path)
-    except (SchemaError, pa.ArrowInvalid, OSError):
+        check_version(frames_schema_, "frames", frames)
+    except (SchemaError, LeadFormatError, pa.ArrowInvalid, OSError):
         return None
-    if routes.schema.metadata.get(BUILD_ID_KEY) != frames_schema.metadata.get(BUILD_ID_KEY):
-        return None  # killed between writes: trust nothing
-    return {row["route_id"]: row for row in routes.to_pylist()}
+    build = routes.schema.metadata.get(BUILD_ID_KEY)
+    if frames.is_file():
+        if build != frames_schema_.metadata.get(BUILD_ID_KEY):
+            return None  # killed between writes: trust nothing
+        placement: dict[str, str] = {}
+    else:
+        placement, placement_build = read_placement(data_root)
+        if placement_build is None or placement_build.encode() != build:
+            return None
+    return {row["route_id"]: row for row in routes.to_pylist()}, placement
 
 
 def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> IndexSummary:
@@ -145,7 +164,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     sources = discover_sources(data_root, extra_roots=config.sources)
     route_ids = list(sources)
     remove_stale_tmp(out_dir)
-    old_rows = (None if config.force else _previous_routes(data_root)) or {}
+    previous = None if config.force else _previous_routes(data_root)
+    old_rows, old_placement = previous or ({}, {})
     workers = config.workers or os.cpu_count() or 1
 
     copies = [tuple(sources[rid]) for rid in route_ids]
@@ -163,6 +183,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         and old_rows[rid]["stat_stamp"] == stamps[rid]
         and old_rows[rid]["read_error"] is None
     ]  # unreadable routes are always read again
+    if config.check_files and reused:
+        reused = _same_fingerprints(data_root, reused, sources, old_rows, workers)
     reused_set = set(reused)
     to_read = [rid for rid in route_ids if rid not in reused_set]
     if not to_read and len(old_rows) == len(route_ids):
@@ -172,7 +194,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
                 index_dir=out_dir,
                 num_routes=len(route_ids),
                 num_usable_routes=sum(bool(old_rows[rid]["usable"]) for rid in route_ids),
-                num_frames=pq.read_metadata(table_path(data_root, "frames")).num_rows,
+                num_frames=num_frames(data_root),
                 num_reread=0,
                 num_frames_read=0,
                 failures=(),
@@ -180,48 +202,64 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
                 seconds=time.perf_counter() - started,
             )
     executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
+    writer = FrameWriter(data_root, config.compression)  # frames go to disk as they arrive
     try:
-        results = _read_routes(data_root, to_read, sources, stamps, executor, config.progress)
+        results = _read_routes(data_root, to_read, sources, stamps, executor, config.progress, writer)
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
 
-    failures = [(rid, results[rid][2]) for rid in to_read if results[rid][2] is not None]
+    failures = [(rid, results[rid][1]) for rid in to_read if results[rid][1] is not None]
     if config.strict and failures:
         raise LeadFormatError(*failures[0][1])
 
     route_rows = {rid: old_rows[rid] for rid in reused}
     route_rows.update({rid: results[rid][0] for rid in to_read})
-    frame_parts = [results[rid][1] for rid in to_read if results[rid][1] is not None]
-    if reused:
-        old_frames = pq.read_table(table_path(data_root, "frames"), filters=[("route_id", "in", reused)])
-        frame_parts.append(conform(old_frames, "frames"))
-    frames = pa.concat_tables(frame_parts) if frame_parts else FRAMES_SCHEMA.empty_table()
-    frames = frames.sort_by([("route_id", "ascending"), ("frame_idx", "ascending")])
     routes = pa.Table.from_pylist([route_rows[rid] for rid in route_ids], schema=ROUTES_SCHEMA)
-
-    build = {BUILD_ID_KEY: uuid.uuid4().hex}
-    frames = conform(frames, "frames", metadata=build)
-    write_parquet(frames, table_path(data_root, "frames"), config.compression)
-    collections = write_collections(data_root, pl.from_arrow(frames).lazy(), config.compression)
+    drop = set(old_rows) - reused_set
+    placement = writer.finish(data_root, old_placement if previous else {}, drop, reused)
+    build_id = uuid.uuid4().hex
+    write_placement(data_root, placement, build_id)
+    collections = write_collections(data_root, scan_frames(data_root), config.compression)
     write_parquet(
-        conform(routes, "routes", metadata=build), table_path(data_root, "routes"), config.compression
-    )  # last: its build id vouches for frames.parquet
+        conform(routes, "routes", metadata={BUILD_ID_KEY: build_id}),
+        table_path(data_root, "routes"),
+        config.compression,
+    )  # last: its build id vouches for the frame parts' placement
 
     usable = pc.sum(routes.column("usable")).as_py() or 0
     return IndexSummary(
         index_dir=out_dir,
         num_routes=len(route_ids),
         num_usable_routes=usable,
-        num_frames=frames.num_rows,
+        num_frames=num_frames(data_root),
         num_reread=len(to_read),
-        num_frames_read=sum(results[rid][1].num_rows for rid in to_read if results[rid][1] is not None),
+        num_frames_read=writer.num_rows,
         failures=tuple(
             (rid, f"{relative_path(path, data_root)}: {problem}") for rid, (path, problem) in failures
         ),
         collections=collections,
         seconds=time.perf_counter() - started,
     )
+
+
+def _same_fingerprints(
+    data_root: Path,
+    route_ids: list[str],
+    sources: Mapping[str, list[str]],
+    old_rows: Mapping[str, Mapping[str, Any]],
+    workers: int,
+) -> list[str]:
+    """The routes of `route_ids` whose fingerprint (every file's size + mtime_ns) equals the recorded one."""
+    copies = [tuple(sources[rid]) for rid in route_ids]
+    chunks = [(route_ids[i : i + 64], copies[i : i + 64]) for i in range(0, len(route_ids), 64)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(route_fingerprints, [data_root] * len(chunks), *zip(*chunks)))
+    else:
+        parts = [route_fingerprints(data_root, ids, c) for ids, c in chunks]
+    found = [fp for part in parts for fp in part]
+    return [rid for rid, fp in zip(route_ids, found) if fp == old_rows[rid]["fingerprint"]]
 
 
 def _read_routes(
@@ -231,25 +269,33 @@ def _read_routes(
     stamps: Mapping[str, str],
     executor: ProcessPoolExecutor | None,
     progress: bool,
+    writer: FrameWriter,
 ) -> dict[str, Any]:
-    """Read `route_ids` (in `executor` if given) with a progress bar (routes/s); returns route_id -> result."""
+    """Read `route_ids` (in `executor` if given) with a progress bar (routes/s); each route's frames go to
+    `writer` at once. Returns route_id → (routes row, error or None)."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(route_ids), unit="route", desc="index", disable=not progress, dynamic_ncols=True)
     results: dict[str, Any] = {}
+
+    def keep(rid: str, result: tuple[dict[str, Any], pa.Table | None, Any]) -> None:
+        row, frames, error = result
+        if frames is not None:
+            writer.add(frames)
+        results[rid] = (row, error)
+        bar.update(1)
+
     try:
         if executor is None:
             for rid in route_ids:
-                results[rid] = read_route(data_root, rid, tuple(sources[rid]), stamps[rid])
-                bar.update(1)
+                keep(rid, read_route(data_root, rid, tuple(sources[rid]), stamps[rid]))
         else:
             futures = {
                 executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid]): rid
                 for rid in route_ids
             }
             for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update(1)
+                keep(futures[future], future.result())
     finally:
         bar.close()
     return results

@@ -25,7 +25,6 @@ from lead_stream.index.tables import (
     LEAD_NAME_KEY,
     PARAMS_KEY,
     collection_names,
-    read_checked,
     table_path,
     write_parquet,
 )
@@ -61,16 +60,14 @@ def write_bucket_collection(
             f"{', '.join(builtin_names())}); give your collection another name"
         )
     if frames is None:
-        frames = _read_frames(data_root)
+        from lead_stream.index.frame_store import scan_frames
+
+        frames = scan_frames(data_root)  # lazy: only the columns the collection names are read
     members = _members(collection, frames)
     problem = empty_problem(collection, members, frames)
     if problem is not None:
         raise ConfigError(f"{problem}; nothing written")
     return _write_members(data_root, collection, members, compression)
-
-
-def _read_frames(data_root: Path) -> pl.LazyFrame:
-    return pl.from_arrow(read_checked(table_path(data_root, "frames"), "frames")).lazy()
 
 
 def _members(collection: BucketCollection, frames: pl.LazyFrame) -> pl.DataFrame:
@@ -103,6 +100,7 @@ def empty_problem(collection: BucketCollection, members: pl.DataFrame, frames: p
 def _write_members(
     data_root: Path, collection: BucketCollection, members: pl.DataFrame, compression: str
 ) -> Path:
+    """`members` of `collection` → `index/buckets/<name>.parquet` with the definition in the metadata."""
     table = conform(
         members.to_arrow(),
         "bucket_members",
@@ -164,9 +162,12 @@ def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -
                 stacklevel=2,
             )
     builtin = set(builtin_names())
+    try:  # one query plan for all: polars scans the frame parts once for every collection
+        tables = pl.collect_all([c.members(frames) for c in collections.values()])
+    except pl.exceptions.PolarsError:  # name the collection that fails
+        tables = [_members(c, frames) for c in collections.values()]
     sizes = {}
-    for name, collection in collections.items():
-        members = _members(collection, frames)
+    for (name, collection), members in zip(collections.items(), tables):
         problem = None if name in builtin else empty_problem(collection, members, frames)
         if problem is not None:
             warnings.warn(f"{table_path(data_root, name)}: {problem}", stacklevel=2)

@@ -24,9 +24,11 @@ def load_tables(data_root: Path) -> dict[str, pl.LazyFrame]:
     Raises:
         LeadFormatError: no index (or a table of another schema version).
     """
-    tables = {"frames": "frames", "routes": "routes"}
+    from lead_stream.index.frame_store import scan_frames
+
+    tables = {"routes": "routes"}
     tables.update(dict.fromkeys(collection_names(data_root), "bucket_members"))
-    out = {}
+    out = {"frames": scan_frames(data_root)}
     for name, kind in tables.items():
         path = table_path(data_root, name)
         if not path.is_file():

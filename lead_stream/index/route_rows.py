@@ -29,7 +29,7 @@ from lead_stream.sources.discovery import route_completed_but_failed, route_usab
 from lead_stream.sources.lead_schema import depth_resolution_ratio, lead_schema_of, target_dataset
 from lead_stream.sources.pickles import loads_lzma_pickle
 from lead_stream.sources.route import Route, open_route
-from lead_stream.sources.stores import RouteStore, is_zip_locator, locator_stamp
+from lead_stream.sources.stores import RouteStore, is_zip_locator, locator_stamp, open_store
 
 _FRAME_FILE_RE = re.compile(r"^(\d{4,})\.[^.]+$")
 _TOWN_RE = re.compile(r"^(Town\d+\w*?)_")
@@ -276,3 +276,16 @@ def route_stamp(data_root: Path, sources: tuple[str, ...]) -> str:
     for locator in sources:
         digest.update(f"{locator}={locator_stamp(data_root, locator)};".encode())
     return digest.hexdigest()
+
+
+def route_fingerprint(data_root: Path, route_id: str, sources: tuple[str, ...]) -> str:
+    """`Route.fingerprint()` of the copy `read_route` reads (stats every file of a folder; "" if unreadable)."""
+    try:
+        return open_store(data_root, sources[0]).fingerprint(route_id)
+    except LeadFormatError:
+        return ""
+
+
+def route_fingerprints(data_root: Path, route_ids: list[str], copies: list[tuple[str, ...]]) -> list[str]:
+    """`route_fingerprint` of many routes (one pool task per chunk of routes)."""
+    return [route_fingerprint(data_root, rid, c) for rid, c in zip(route_ids, copies)]

@@ -7,6 +7,8 @@ validation set held out from training is never trained on. The result keeps the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,15 @@ FRAME_KEY = ("route_id", "frame_idx")
 def bucket_table_path(data_root: Path, collection: str) -> Path:
     """`<data_root>/index/buckets/<collection>.parquet`."""
     return Path(data_root) / "index" / "buckets" / f"{collection}.parquet"
+
+
+def selection_name(config: LoaderConfig) -> str:
+    """The collection's name, plus a digest of the bucket selection and exclusion when there is one (names
+    the on-disk catalog of exactly these members)."""
+    if config.buckets is None and config.exclude_collection is None:
+        return config.collection
+    blob = json.dumps([config.buckets, config.exclude_collection, config.exclude_buckets]).encode()
+    return f"{config.collection}~{hashlib.blake2b(blob, digest_size=6).hexdigest()}"
 
 
 def read_members(data_root: Path, collection: str, buckets: Sequence[str] | None = None) -> pl.DataFrame:

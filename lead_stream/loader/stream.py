@@ -1,10 +1,13 @@
 """Loader worker side: epoch plan → padded global batches → this (rank, worker)'s batches as `Batch`es.
 
 `build_epoch` pads the plan of `sampling.epoch_plan` to whole global batches and draws each slot's
-sensor variant; `PlanStream` is the torch IterableDataset a DataLoader worker iterates: it reads the
-current (epoch, start batch, mixture) from a shared control block at every iteration start, so
-persistent workers follow `set_epoch`/`set_mixture`, and yields `(Batch, info)` for the global batches
-g ≡ worker (mod num_workers) from the resume point on, reading each batch's samples grouped by shard.
+sensor variant; the rank's process builds it once per epoch and copies its three slot arrays into a
+`SharedPlan` (shared-memory tensors the workers inherit), so no worker ever recomputes a plan.
+`PlanStream` is the torch IterableDataset a DataLoader worker iterates: it reads the current (epoch,
+start batch, slot count) from a shared control block at every iteration start, so persistent workers
+follow `set_epoch`/`set_mixture`, views the shared slot arrays, and yields `(Batch, info)` for the
+global batches g ≡ worker (mod num_workers) from the resume point on, reading each batch's samples
+grouped by shard.
 """
 
 from __future__ import annotations
@@ -57,6 +60,41 @@ class Epoch:
     slot_bucket: np.ndarray  # (same,) bucket index
     perturbated: np.ndarray  # (same,) bool
     num_batches: int  # global batches == batches per rank
+    plan_len: int  # slots before padding (len(plan)); later slots are pads
+
+
+class SharedPlan:
+    """The padded slot arrays of the current epoch in shared memory (written by the rank, read by workers).
+
+    Capacity is fixed when the workers fork; `fits` says whether an epoch needs a larger block (the loader
+    then starts new workers). Memory: 17 bytes per slot, once per rank.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        self.rows = torch.zeros(self.capacity, dtype=torch.int64).share_memory_()  # (C,) manifest rows
+        self.bucket = torch.zeros(self.capacity, dtype=torch.int32).share_memory_()  # (C,) bucket index
+        self.perturbated = torch.zeros(self.capacity, dtype=torch.bool).share_memory_()  # (C,)
+
+    def fits(self, epoch: Epoch) -> bool:
+        return epoch.slot_rows.shape[0] <= self.capacity
+
+    def write(self, epoch: Epoch) -> None:
+        n = epoch.slot_rows.shape[0]
+        self.rows[:n] = torch.from_numpy(np.ascontiguousarray(epoch.slot_rows, dtype=np.int64))
+        self.bucket[:n] = torch.from_numpy(np.ascontiguousarray(epoch.slot_bucket, dtype=np.int32))
+        self.perturbated[:n] = torch.from_numpy(np.ascontiguousarray(epoch.perturbated, dtype=np.bool_))
+
+    def view(self, num_slots: int, num_batches: int, plan_len: int) -> Epoch:
+        """The epoch as the worker uses it: views of the shared arrays, no copy (plan = None)."""
+        return Epoch(
+            None,  # type: ignore[arg-type]
+            self.rows[:num_slots].numpy(),
+            self.bucket[:num_slots].numpy(),
+            self.perturbated[:num_slots].numpy(),
+            num_batches,
+            plan_len,
+        )
 
 
 @dataclass(frozen=True)
@@ -72,6 +110,9 @@ class _Spec:
     epoch: int
     start: int
     mixture: dict[str, float] | None
+    num_slots: int
+    num_batches: int
+    plan_len: int
 
 
 def build_epoch(
@@ -107,7 +148,9 @@ def build_epoch(
     draws = sampling.perturbation_draws(
         slots.shape[0], prob=config.perturbation_prob, seed=config.seed, epoch=epoch
     )
-    return Epoch(plan, plan.rows[slots], plan.bucket_idx[slots], draws, slots.shape[0] // config.batch_size)
+    return Epoch(
+        plan, plan.rows[slots], plan.bucket_idx[slots], draws, slots.shape[0] // config.batch_size, len(plan)
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -130,10 +173,12 @@ class PlanStream(IterableDataset):
         rank: int,
         world_size: int,
         control: torch.Tensor,
+        shared: SharedPlan | None = None,
         board: ArenaBoard | None = None,
     ) -> None:
         self.catalog, self.config, self.locations = catalog, config, locations
         self.rank, self.world_size, self.control, self.board = rank, world_size, control, board
+        self.shared = shared  # the plan's slot arrays for workers (None: iterate in-process only)
         self._files: ShardFiles | None = None
         self._arenas: ArenaPool | None = None
         self._pool = BufferPool()
@@ -148,17 +193,27 @@ class PlanStream(IterableDataset):
     def _read_control(self) -> _Spec:
         raw = self.control.numpy().tobytes().split(b"\0", 1)[0]
         spec = json.loads(raw)
-        return _Spec(spec["epoch"], spec["start"], spec["mixture"])
+        return _Spec(
+            spec["epoch"],
+            spec["start"],
+            spec["mixture"],
+            spec["num_slots"],
+            spec["num_batches"],
+            spec["plan_len"],
+        )
 
     def __iter__(self) -> Iterator[tuple[Any, dict]]:
         spec = self._read_control()
-        key = epoch_key(spec.epoch, spec.mixture)
-        if key not in self._epochs:
-            self._epochs = {
-                key: build_epoch(self.catalog, self.config, epoch=spec.epoch, mixture=spec.mixture)
-            }
-        epoch = self._epochs[key]
         info = get_worker_info()
+        key = epoch_key(spec.epoch, spec.mixture)
+        if info is not None and self.shared is not None:  # a worker: the rank's plan, shared
+            epoch = self.shared.view(spec.num_slots, spec.num_batches, spec.plan_len)
+        else:
+            if key not in self._epochs:
+                self._epochs = {
+                    key: build_epoch(self.catalog, self.config, epoch=spec.epoch, mixture=spec.mixture)
+                }
+            epoch = self._epochs[key]
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         if self._files is None or self._files_pid != os.getpid():  # never share handles across a fork
             self._files_pid = os.getpid()
@@ -181,7 +236,7 @@ class PlanStream(IterableDataset):
             except LeadFormatError as err:  # re-raised by the main process with its path intact
                 yield WorkerError(str(err.path), err.problem), {}
                 return
-            pads = int((slots >= len(epoch.plan)).sum())
+            pads = int((slots >= epoch.plan_len).sum())
             rss_mb = _peak_rss_mb()
             yield (
                 self._pack(batch) if info is not None else batch,  # a worker's batch crosses as one block
@@ -238,7 +293,7 @@ class PlanStream(IterableDataset):
                 )
         buffers.frame_idx[:] = cat.sample_frame[rows]
         buffers.bucket_idx[:] = epoch.slot_bucket[slots]
-        buffers.route_id = [cat.routes[r] for r in cat.sample_route[rows].tolist()]
+        buffers.route_id = [cat.route_id(r) for r in cat.sample_route[rows].tolist()]
         if bad:
             good = sorted(set(range(len(rows))) - bad)
             if not good:

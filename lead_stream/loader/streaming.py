@@ -8,9 +8,11 @@ Stages (each a plain function or generator, composed in `_PlanStream.__iter__`):
   worker, packed into one shared-memory block (`packed`) that the trainer's process unpacks as views.
   With `num_workers=0` the stream is iterated directly, without a DataLoader around it.
 
-The plan is a pure function of (seed, epoch, mixture, manifest), recomputed inside every worker from a
-small shared control block each time iteration starts, so persistent workers see every new epoch and
-mixture (LEAD's frozen-order defect is fixed). The plan already shuffles globally, so local shards need
+The plan is a pure function of (seed, epoch, mixture, manifest), computed once per epoch by the rank's
+process and handed to its workers in shared memory (`stream.SharedPlan`) with a small control block read
+each time iteration starts, so persistent workers see every new epoch and mixture (LEAD's frozen-order
+defect is fixed) without recomputing anything. The catalog's arrays are memory-mapped files shared by
+every rank and worker of the node (`catalog_store`). The plan already shuffles globally, so local shards need
 no shuffle buffer; `locality_window` trades batch diversity for few live shards when streaming cold or
 remote shards. Bad samples: `on_bad_sample="raise"` (default) raises `LeadFormatError` naming shard,
 key and member; `"skip"` replaces the bad sample by a copy of the next good sample of the same per-rank
@@ -33,12 +35,13 @@ from torch.utils.data import DataLoader
 from lead_stream.core.batch import Batch
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
 from lead_stream.loader import sampling
-from lead_stream.loader.catalog import Catalog
+from lead_stream.loader.catalog import SAMPLE_COLUMNS, Catalog
+from lead_stream.loader.catalog_store import catalog_stamp, load_catalog
 from lead_stream.loader.config import LoaderConfig
 from lead_stream.loader.packed import ArenaBoard, PackedBatch
 from lead_stream.loader.sample_layout import expected_members
-from lead_stream.loader.selection import selected_members
-from lead_stream.loader.stream import PlanStream, WorkerError, build_epoch
+from lead_stream.loader.selection import bucket_table_path, selected_members, selection_name
+from lead_stream.loader.stream import PlanStream, SharedPlan, WorkerError, build_epoch
 
 _LOG = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -66,10 +69,13 @@ class StreamingLoader:
             if config.num_workers > 0 and config.reuse_shared_memory
             else None
         )
-        self._stream = PlanStream(catalog, config, locations, rank, world_size, self._control, self._board)
         self._dataloader: DataLoader | None = None
         self._epoch_idx, self._mixture = 0, dict(config.mixture) if config.mixture else None
         self._epoch = build_epoch(catalog, config, epoch=0, mixture=self._mixture)
+        shared = SharedPlan(self._epoch.slot_rows.shape[0]) if config.num_workers > 0 else None
+        self._stream = PlanStream(
+            catalog, config, locations, rank, world_size, self._control, shared, board=self._board
+        )
         self._done, self._start, self._resume_pending = 0, 0, False
         self._telemetry = {
             "samples": 0,
@@ -148,7 +154,17 @@ class StreamingLoader:
         self._resume_pending = False
         start = self._start
         self._stream.seed_epoch_cache(self._epoch_idx, self._mixture, self._epoch)
-        spec = json.dumps({"epoch": self._epoch_idx, "start": start, "mixture": self._mixture}).encode()
+        self._share_plan()
+        spec = json.dumps(
+            {
+                "epoch": self._epoch_idx,
+                "start": start,
+                "mixture": self._mixture,
+                "num_slots": int(self._epoch.slot_rows.shape[0]),
+                "num_batches": self._epoch.num_batches,
+                "plan_len": self._epoch.plan_len,
+            }
+        ).encode()
         if len(spec) >= _CONTROL_BYTES:
             raise ConfigError(f"mixture too large to pass to workers ({len(spec)} bytes)")
         self._control.zero_()
@@ -190,6 +206,16 @@ class StreamingLoader:
             tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
             yield payload
             del payload  # not held while waiting for the next one: its arena can go back to its worker
+
+    def _share_plan(self) -> None:
+        """Copy this epoch's slots into the workers' shared block (a larger block means new workers)."""
+        if self.config.num_workers == 0:
+            return
+        shared = self._stream.shared
+        if shared is None or not shared.fits(self._epoch):
+            self._stream.shared = SharedPlan(self._epoch.slot_rows.shape[0])
+            self._dataloader = None  # workers forked with the old block cannot see the new one
+        self._stream.shared.write(self._epoch)
 
     def _loader(self) -> DataLoader:
         cfg = self.config
@@ -281,32 +307,51 @@ def make_loader(
         LeadFormatError: missing or inconsistent bucket table / manifest.
         ConfigError: bad rank, world size or config.
     """
-    from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
+    from lead_stream.cache.manifest import (
+        MANIFEST_FILENAME,
+        read_manifest_columns,
+        read_manifest_info,
+        resolve_cache_dir,
+    )
 
     data_root = Path(data_root)
     cache_dir = Path(cache_dir) if cache_dir is not None else resolve_cache_dir(data_root)
-    manifest = read_manifest(cache_dir)
-    lacking = expected_members() - set(manifest.members)
+    info = read_manifest_info(cache_dir)
+    lacking = expected_members() - set(info["members"])
     if lacking:
         raise LeadFormatError(
             cache_dir / "manifest.json",
             f"samples lack members {sorted(lacking)} the loader "
-            f"decodes (has {list(manifest.members)}); rebuild the cache",
+            f"decodes (has {list(info['members'])}); rebuild the cache",
         )
-    members, buckets_path = selected_members(data_root, config)  # buckets kept, held-out frames left out
-    catalog = Catalog.from_tables(
-        pipeline_id=manifest.pipeline_id,
-        samples=manifest.samples,
-        shards=manifest.shards,
-        buckets=members,
-        buckets_path=buckets_path,
-    )
+    buckets_path = bucket_table_path(data_root, config.collection)
+    if not buckets_path.exists():
+        raise LeadFormatError(
+            buckets_path, f"no bucket table for collection {config.collection!r} (run `index`)"
+        )
+    inputs = [buckets_path]
+    if config.exclude_collection is not None:
+        inputs.append(bucket_table_path(data_root, config.exclude_collection))
+
+    def build() -> Catalog:
+        members, _ = selected_members(data_root, config)  # buckets kept, held-out frames left out
+        return Catalog.from_tables(
+            pipeline_id=info["pipeline_id"],
+            samples=read_manifest_columns(cache_dir, "samples", list(SAMPLE_COLUMNS)),
+            shards=read_manifest_columns(cache_dir, "shards", ["shard"]),
+            buckets=members.select("route_id", "frame_idx", "bucket", "rate"),
+            buckets_path=buckets_path,
+        )
+
+    name = selection_name(config)
+    stamp = catalog_stamp(cache_dir / MANIFEST_FILENAME, [p for p in inputs if p.exists()], name)
+    catalog = load_catalog(cache_dir, stamp, name, build)
+    names = [catalog.shard_name(i) for i in range(len(catalog.shard_names))]
     locations = [
-        config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name)
-        for name in catalog.shard_names
+        config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name) for name in names
     ]
     if not config.shard_url:
-        _check_shards_present(cache_dir, catalog.shard_names, data_root)
+        _check_shards_present(cache_dir, names, data_root)
     return StreamingLoader(catalog, config, locations, rank=rank, world_size=world_size)
 
 

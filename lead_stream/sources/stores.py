@@ -25,7 +25,7 @@ from lead_stream.sources.zips import ZipArchive, member_path
 ZIP_PREFIX_SEP = "!"  # locator of a zipped route: "<zip>!<member prefix>"
 TMP_SUFFIX = ".tmp"  # unfinished files of an atomic writer
 _ROUTE_DIRS = frozenset(layout.all_modality_dirnames())
-_SENSOR_DIRS = tuple(d for d in layout.all_modality_dirnames() if d not in ("metas", "bboxes"))
+_MODALITY_DIRS = layout.all_modality_dirnames()
 MAX_OPEN_ARCHIVES = 8  # zip central directories kept per process (route workers reopen nothing)
 
 
@@ -132,8 +132,10 @@ class FolderStore(RouteStore):
         return out
 
     def stat_stamp(self) -> str:
-        """Hash of results.json's size+mtime, of each metas/ and bboxes/ file, and of each sensor folder's
-        mtime (a folder's mtime changes whenever an entry is added, removed or renamed)."""
+        """Cheap stamp, one stat per folder (not per file): results.json's size + mtime_ns and the mtime_ns of the
+        route folder and of each modality folder. A folder's mtime changes whenever an entry is added, removed
+        or renamed (how LEAD's writers, rsync and unzip replace files); a file rewritten in place keeps it, which
+        `fingerprint` (what `index --check-files` compares) sees."""
         route_dir = str(self.route_dir)
         digest = hashlib.blake2b(digest_size=16)
         try:
@@ -141,17 +143,7 @@ class FolderStore(RouteStore):
             digest.update(b"%d:%d;" % (st.st_size, st.st_mtime_ns))
         except FileNotFoundError:
             digest.update(b"-;")
-        for name in ("metas", "bboxes"):
-            try:
-                with os.scandir(f"{route_dir}/{name}") as entries:
-                    rows = sorted(
-                        f"{e.name}:{st.st_size}:{st.st_mtime_ns}" for e in entries for st in (e.stat(),)
-                    )
-                digest.update("|".join(rows).encode())
-                digest.update(b";")
-            except (FileNotFoundError, NotADirectoryError):
-                digest.update(b"-;")
-        for name in _SENSOR_DIRS:
+        for name in ("", *_MODALITY_DIRS):
             try:
                 digest.update(b"%d;" % os.stat(f"{route_dir}/{name}").st_mtime_ns)
             except (FileNotFoundError, NotADirectoryError):
@@ -159,8 +151,8 @@ class FolderStore(RouteStore):
         return digest.hexdigest()
 
     def fingerprint(self, route_id: str) -> str:
-        """Hashes name, size and mtime_ns of results.json and of every file in metas/ and bboxes/, plus the
-        mtime_ns of each sensor folder. No file is opened and no sensor file is stat'ed."""
+        """Hashes name, size and mtime_ns of results.json and of every file in every modality folder (every file
+        the index or the shard builder reads). No file is opened."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(route_id.encode())
         try:
@@ -168,7 +160,7 @@ class FolderStore(RouteStore):
             digest.update(f"results.json:{st.st_size}:{st.st_mtime_ns}\n".encode())
         except FileNotFoundError:
             digest.update(b"results.json:-\n")
-        for name in ("metas", "bboxes"):
+        for name in _MODALITY_DIRS:
             digest.update(f"[{name}]".encode())
             try:
                 with os.scandir(self.path_of(name)) as entries:
@@ -177,12 +169,6 @@ class FolderStore(RouteStore):
                 digest.update(b"-\n")
                 continue
             digest.update("".join(rows).encode())
-        for name in _SENSOR_DIRS:
-            try:
-                mtime_ns = os.stat(self.path_of(name)).st_mtime_ns
-            except (FileNotFoundError, NotADirectoryError):
-                mtime_ns = -1
-            digest.update(f"[{name}]{mtime_ns}\n".encode())
         return digest.hexdigest()
 
 
