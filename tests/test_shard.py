@@ -304,3 +304,13 @@ def test_file_sha_in_manifest_is_sha256_of_the_file(manifest):
     path = manifest.shard_path(row["shard"])
     assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
     assert path.stat().st_size == row["size_bytes"] and row["size_bytes"] % 10240 == 0
+
+
+def test_shard_import_does_not_load_torch_15():
+    """A no-op `shard` must not pay torch's import (seconds on a 2-core machine): the cache stage never needs it."""
+    import subprocess
+    import sys
+
+    code = "import sys, lead_stream.cache.shard; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

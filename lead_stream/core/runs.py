@@ -16,8 +16,12 @@ is a third fewer bytes than uint16 lengths before compression and ~5% fewer afte
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where the runs are expanded: `shard` never loads it (~3-7 s)
+    import torch
 
 MAX_RUN = np.iinfo(np.uint16).max
 
@@ -89,6 +93,8 @@ def expand_runs_torch(values: torch.Tensor, lengths: torch.Tensor, shape: tuple[
     runs through numpy (torch's CPU repeat_interleave is ~20x slower); elsewhere it is one `repeat_interleave`
     with a known output size, so it never synchronises the device.
     """
+    import torch
+
     size = int(np.prod(shape))
     if values.device.type == "cpu":
         flat = np.repeat(values.reshape(-1).numpy(), lengths.reshape(-1).numpy().astype(np.intp))
