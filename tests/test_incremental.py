@@ -88,9 +88,11 @@ def test_index_add_change_remove_equal_a_full_rebuild_and_noop_writes_nothing_15
     summary = build_index(root, config=SERIAL)
     assert summary.num_reread == 2  # the added and the changed route; the removed one is gone
     incremental = _index_tables(root)
+    stored_order = pl.read_parquet(table_path(root, "routes"))  # kept rows taken from the old table
     assert first[1] not in incremental["routes"]["route_id"].to_list()
     build_index(root, config=IndexConfig(workers=1, progress=False, force=True))
     _assert_same_index(incremental, _index_tables(root))
+    assert_frame_equal(stored_order, pl.read_parquet(table_path(root, "routes")), check_row_order=True)
 
 
 def test_index_check_files_sees_a_file_rewritten_in_place_15(copy_lead_root: Path) -> None:

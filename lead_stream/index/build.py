@@ -118,8 +118,8 @@ class IndexSummary:
         return line
 
 
-def _previous_routes(data_root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]] | None:
-    """(route rows by route_id, route_id → frames part) of the previous build, if it is complete and of
+def _previous_routes(data_root: Path) -> tuple[pa.Table, dict[str, str]] | None:
+    """(routes table, route_id → frames part) of the previous build, if it is complete and of
     this schema version (a single-file frames table from before parts gives an empty placement)."""
     routes_path, frames = table_path(data_root, "routes"), frames_path(data_root)
     if not routes_path.is_file() or not frames.exists():
@@ -139,7 +139,7 @@ def _previous_routes(data_root: Path) -> tuple[dict[str, dict[str, Any]], dict[s
         placement, placement_build = read_placement(data_root)
         if placement_build is None or placement_build.encode() != build:
             return None
-    return {row["route_id"]: row for row in routes.to_pylist()}, placement
+    return routes.select(ROUTES_SCHEMA.names).cast(ROUTES_SCHEMA), placement
 
 
 def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> IndexSummary:
@@ -165,7 +165,10 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     route_ids = list(sources)
     remove_stale_tmp(out_dir)
     previous = None if config.force else _previous_routes(data_root)
-    old_rows, old_placement = previous or ({}, {})
+    old_routes, old_placement = previous or (ROUTES_SCHEMA.empty_table(), {})
+    old_index = {rid: i for i, rid in enumerate(old_routes.column("route_id").to_pylist())}
+    old_stamps = old_routes.column("stat_stamp").to_pylist()
+    old_readable = pc.is_null(old_routes.column("read_error")).to_pylist()
     workers = config.workers or os.cpu_count() or 1
 
     copies = [tuple(sources[rid]) for rid in route_ids]
@@ -179,21 +182,21 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     reused = [
         rid
         for rid in route_ids
-        if rid in old_rows
-        and old_rows[rid]["stat_stamp"] == stamps[rid]
-        and old_rows[rid]["read_error"] is None
+        if (i := old_index.get(rid)) is not None and old_stamps[i] == stamps[rid] and old_readable[i]
     ]  # unreadable routes are always read again
     if config.check_files and reused:
-        reused = _same_fingerprints(data_root, reused, sources, old_rows, workers)
+        old_fingerprints = old_routes.column("fingerprint").to_pylist()
+        recorded = {rid: old_fingerprints[old_index[rid]] for rid in reused}
+        reused = _same_fingerprints(data_root, reused, sources, recorded, workers)
     reused_set = set(reused)
     to_read = [rid for rid in route_ids if rid not in reused_set]
-    if not to_read and len(old_rows) == len(route_ids):
+    if not to_read and len(old_index) == len(route_ids):
         sizes = collection_sizes(data_root)
         if sizes is not None:  # nothing changed: the index on disk is current
             return IndexSummary(
                 index_dir=out_dir,
                 num_routes=len(route_ids),
-                num_usable_routes=sum(bool(old_rows[rid]["usable"]) for rid in route_ids),
+                num_usable_routes=pc.sum(old_routes.column("usable")).as_py() or 0,
                 num_frames=num_frames(data_root),
                 num_reread=0,
                 num_frames_read=0,
@@ -213,10 +216,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     if config.strict and failures:
         raise LeadFormatError(*failures[0][1])
 
-    route_rows = {rid: old_rows[rid] for rid in reused}
-    route_rows.update({rid: results[rid][0] for rid in to_read})
-    routes = pa.Table.from_pylist([route_rows[rid] for rid in route_ids], schema=ROUTES_SCHEMA)
-    drop = set(old_rows) - reused_set
+    routes = _routes_table(old_routes, old_index, reused, to_read, results, route_ids)
+    drop = set(old_index) - reused_set
     placement = writer.finish(data_root, old_placement if previous else {}, drop, reused)
     build_id = uuid.uuid4().hex
     write_placement(data_root, placement, build_id)
@@ -243,11 +244,28 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     )
 
 
+def _routes_table(
+    old_routes: pa.Table,
+    old_index: Mapping[str, int],
+    reused: list[str],
+    to_read: list[str],
+    results: Mapping[str, Any],
+    route_ids: list[str],
+) -> pa.Table:
+    """routes.parquet in `route_ids` order: the kept rows of `reused` taken from the previous table (no
+    per-row Python), then the rows read now."""
+    kept = old_routes.take(pa.array([old_index[rid] for rid in reused], pa.int64()))
+    new_rows = pa.Table.from_pylist([results[rid][0] for rid in to_read], schema=ROUTES_SCHEMA)
+    table = pa.concat_tables([kept, new_rows])
+    position = {rid: i for i, rid in enumerate(reused + to_read)}
+    return table.take(pa.array([position[rid] for rid in route_ids], pa.int64()))
+
+
 def _same_fingerprints(
     data_root: Path,
     route_ids: list[str],
     sources: Mapping[str, list[str]],
-    old_rows: Mapping[str, Mapping[str, Any]],
+    recorded: Mapping[str, str],
     workers: int,
 ) -> list[str]:
     """The routes of `route_ids` whose fingerprint (every file's size + mtime_ns) equals the recorded one."""
@@ -259,7 +277,7 @@ def _same_fingerprints(
     else:
         parts = [route_fingerprints(data_root, ids, c) for ids, c in chunks]
     found = [fp for part in parts for fp in part]
-    return [rid for rid, fp in zip(route_ids, found) if fp == old_rows[rid]["fingerprint"]]
+    return [rid for rid, fp in zip(route_ids, found) if fp == recorded[rid]]
 
 
 def _read_routes(
