@@ -122,10 +122,10 @@ def check_overlap(config: TrainConfig, train_loader: Any, val_loader: Any) -> st
     Raises:
         ConfigError: the training plan contains held-out frames and `val_overlap` is "error".
     """
-    val_keys = set(val_loader.catalog.sample_key[val_loader.plan.rows].tolist())
+    val_keys = np.unique(val_loader.catalog.sample_key[val_loader.plan.rows])
     catalog = train_loader.catalog
     train_rows = np.unique(np.concatenate(catalog.bucket_rows)) if catalog.bucket_rows else np.array([], int)
-    shared = len(val_keys & set(catalog.sample_key[train_rows].tolist()))
+    shared = int(np.isin(val_keys, catalog.sample_key[train_rows]).sum())  # vectorised: millions of keys
     name = config.val_collection + (f"[{','.join(config.val_buckets)}]" if config.val_buckets else "")
     if shared and config.val_overlap == "error":
         raise ConfigError(
