@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,14 @@ def color_augment(rgb: torch.Tensor, seeds: list[int], *, prob: float = 0.2) -> 
                 x = OP_FUNCTIONS[OPS[op]](x, g)
         out.append(x.to(torch.uint8) if any(chosen) else image)
     return torch.stack(out)
+
+
+def augment_batch(batch: Any, *, seed: int, epoch: int, step: int, prob: float) -> Any:
+    """`batch` with `color_augment` applied to its rgb, each sample seeded by (seed, epoch, step, its
+    route/frame/variant identity, its slot): the same whether the batch runs in one process or over ranks."""
+    identities = [
+        f"{route}/{int(frame)}/{int(perturbated)}"
+        for route, frame, perturbated in zip(batch.route_id, batch.frame_idx, batch.perturbated)
+    ]
+    batch.rgb = color_augment(batch.rgb, sample_seeds(seed, epoch, step, identities), prob=prob)
+    return batch

@@ -185,3 +185,79 @@ def load_weights(
     state = torch.load(Path(path), map_location=map_location, weights_only=True)
     result = model.load_state_dict(state, strict=strict)
     return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def save_run_checkpoint(
+    logdir: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    state: ResumeState,
+) -> Path:
+    """Write the set of `state` and prune what it supersedes: an end-of-epoch set removes every mid-epoch set
+    and the previous epoch's set (LEAD keeps one model_EEEE.pth); a mid-epoch set removes older mid-epoch sets.
+
+    Returns:
+        the path of the written model file.
+    """
+    path = save_checkpoint(
+        logdir, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state
+    )["model"]
+    if state.epoch_complete:
+        remove_mid_epoch_checkpoints(logdir)
+        if state.epoch > 0:
+            remove_checkpoint(logdir, state.epoch - 1)
+    else:
+        remove_mid_epoch_checkpoints(logdir, keep_step=state.step)
+    return path
+
+
+@dataclass(frozen=True)
+class RunPosition:
+    """Where a resumed run goes on: global step, skipped steps, the epoch to run and batches already done in it."""
+
+    step: int
+    skipped: int
+    epoch: int
+    batches_done: int
+
+
+def restore_run(
+    logdir: Path,
+    state: ResumeState,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    loader: Any,
+    map_location: Any,
+) -> RunPosition:
+    """Load the set of `state` into the run's objects (model, optimizer, scheduler, scaler, RNG, and the loader's
+    position when the set is mid-epoch) and return where the run goes on."""
+    load_checkpoint(
+        logdir,
+        state,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        map_location=map_location,
+    )
+    set_rng_state(state.rng)
+    if state.epoch_complete:
+        return RunPosition(state.step, state.gradient_steps_skipped, state.epoch + 1, 0)
+    if state.loader is not None:
+        loader.load_state_dict(state.loader)
+    return RunPosition(state.step, state.gradient_steps_skipped, state.epoch, state.batches_done)
+
+
+def load_initial_weights(model: nn.Module, path: Path, *, map_location: Any) -> str:
+    """Load `path` (e.g. the pretrain checkpoint into a posttrain model) non-strictly; returns the line to log."""
+    missing, unexpected = load_weights(model, path, strict=False, map_location=map_location)
+    new = sorted({key.split(".")[0] for key in missing})
+    return (
+        f"loaded {path}: {len(missing)} missing keys (new modules: {new}), {len(unexpected)} unexpected keys"
+    )

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.config import to_dict
 from lead_stream.core.errors import ConfigError
 from lead_stream.train.checkpoint import ResumeState, complete_checkpoints
 from lead_stream.train.config import TrainConfig
+from lead_stream.train.distributed import log0
 
 # keys a resumed run may change: where data and logs go, how fast and how verbosely it runs, when it stops
 RESUME_FREE_KEYS = frozenset(
@@ -157,3 +159,15 @@ def check_resume(logdir: Path, state: ResumeState, identity: RunIdentity) -> Run
             f"differ from the checkpointed run ({details}); keep them, or start a new run in another logdir"
         )
     return RunIdentity(run_id=state.run_id, config_sha256=identity.config_sha256, keys=identity.keys)
+
+
+def prepare_logdir(config: TrainConfig, logdir: Path, config_json: dict[str, Any]) -> None:
+    """Rank 0, once the run can start: clear the previous run's files (`overwrite=true`, not resuming), create
+    `logdir`, drop temp files of a killed write and write `config.json` (atomically)."""
+    if config.overwrite and not config.continue_failed_training:
+        removed = clear_run_files(logdir)
+        if removed:
+            log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {logdir}")
+    logdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(logdir)
+    atomic_write_text(logdir / "config.json", json.dumps(config_json, indent=2) + "\n")

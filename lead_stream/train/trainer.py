@@ -10,8 +10,6 @@ complete set (model, optimizer, scheduler, scaler, loader position, RNG).
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -20,14 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lead_stream.core.atomic import atomic_write_text, remove_stale_tmp
 from lead_stream.core.config import to_dict
 from lead_stream.core.errors import ConfigError
-from lead_stream.model import centernet_targets, compute_losses, model_inputs
+from lead_stream.model import centernet_targets, compute_losses
 from lead_stream.model.losses import model_losses, planning_metrics
 from lead_stream.model.tfv6 import count_parameters
 from lead_stream.train import checkpoint as ckpt
-from lead_stream.train.augment import color_augment, sample_seeds
+from lead_stream.train.augment import augment_batch
 from lead_stream.train.components import (
     build_loader,
     build_run_model,
@@ -53,16 +50,10 @@ from lead_stream.train.distributed import (
 )
 from lead_stream.train.memory import check_step_memory
 from lead_stream.train.metrics import MetricsLogger
-from lead_stream.train.run_dir import check_fresh_logdir, check_resume, clear_run_files, identity_of
+from lead_stream.train.run_dir import check_fresh_logdir, check_resume, identity_of, prepare_logdir
+from lead_stream.train.step import apply_gradients, contiguous_inputs, step_scalars
 from lead_stream.train.summary import ProgressLines, TrainSummary
 from lead_stream.train.validation import Validator
-
-
-def contiguous_inputs(batch: Any) -> dict[str, Any]:
-    """The model's inputs of `batch`, each tensor contiguous: the loader's rgb is a (B, 3, H, W) view of
-    (B, H, W, 3) pixels, and convolutions on such views give weight gradients other strides than the
-    weights (DDP then warns, and copies, on every run)."""
-    return {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in model_inputs(batch).items()}
 
 
 class Trainer:
@@ -134,15 +125,7 @@ class Trainer:
                 f"the loader yields no batch per epoch (batch_size {config.batch_size} too large?)"
             )
         if self.rank0:  # only now that the run can start (memory, cache and collection checked)
-            if config.overwrite and not config.continue_failed_training:
-                removed = clear_run_files(self.logdir)
-                if removed:
-                    log0(f"overwrite=true: deleted {len(removed)} files of the previous run in {self.logdir}")
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            remove_stale_tmp(self.logdir)
-            atomic_write_text(
-                self.logdir / "config.json", json.dumps(run_config_json(config), indent=2) + "\n"
-            )
+            prepare_logdir(config, self.logdir, run_config_json(config))
         barrier()
         self.optimizer = make_optimizer(config, self.model)
         self.scheduler = make_scheduler(config, self.optimizer, self.steps_per_epoch)
@@ -187,23 +170,18 @@ class Trainer:
         if config.continue_failed_training:
             state = self._latest
             if state is not None:
-                ckpt.load_checkpoint(
+                position = ckpt.restore_run(
                     self.logdir,
                     state,
                     model=self.model,
                     optimizer=self.optimizer,
                     scheduler=self.scheduler,
                     scaler=self.scaler,
+                    loader=self.loader,
                     map_location=self.device,
                 )
-                ckpt.set_rng_state(state.rng)
-                self.step, self.skipped = state.step, state.gradient_steps_skipped
-                if state.epoch_complete:
-                    self.start_epoch, self.batches_done = state.epoch + 1, 0
-                else:
-                    self.start_epoch, self.batches_done = state.epoch, state.batches_done
-                    if state.loader is not None:
-                        self.loader.load_state_dict(state.loader)
+                self.step, self.skipped = position.step, position.skipped
+                self.start_epoch, self.batches_done = position.epoch, position.batches_done
                 log0(
                     f"resuming from {self.logdir} at step {self.step} (epoch {self.start_epoch}, "
                     f"batch {self.batches_done})"
@@ -213,14 +191,7 @@ class Trainer:
         if config.load_file is not None:
             if not Path(config.load_file).exists():
                 raise ConfigError(f"load_file {config.load_file} does not exist")
-            missing, unexpected = ckpt.load_weights(
-                self.model, Path(config.load_file), strict=False, map_location=self.device
-            )
-            new = sorted({key.split(".")[0] for key in missing})
-            log0(
-                f"loaded {config.load_file}: {len(missing)} missing keys (new modules: {new}), "
-                f"{len(unexpected)} unexpected keys"
-            )
+            log0(ckpt.load_initial_weights(self.model, Path(config.load_file), map_location=self.device))
         return None
 
     # --- one step ---
@@ -254,21 +225,17 @@ class Trainer:
         stats = torch.stack([total.detach().float(), (~torch.isfinite(total.detach())).float()])
         stats = all_reduce_sum(stats)
         global_total = stats[0] / self.info.world_size
-        grad_norm = None
-        applied = bool(stats[1] == 0)
+        grad_norm, applied = None, bool(stats[1] == 0)
         if applied:
-            self.scaler.scale(total).backward()
-            if self.config.grad_clip_norm > 0 or want_grad_norm:
-                self.scaler.unscale_(self.optimizer)
-                max_norm = self.config.grad_clip_norm if self.config.grad_clip_norm > 0 else math.inf
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-            scale_before = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.scaler.is_enabled() and self.scaler.get_scale() < scale_before:
-                applied = False  # inf/nan gradients: GradScaler skipped the update
-            else:
-                self.scheduler.step()
+            grad_norm, applied = apply_gradients(
+                total,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                grad_clip_norm=self.config.grad_clip_norm,
+                want_grad_norm=want_grad_norm,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         if not applied:
             self.skipped += 1
@@ -283,14 +250,10 @@ class Trainer:
         """
         if not (self.config.use_color_aug and self.model.training):
             return batch
-        identities = [
-            f"{route}/{int(frame)}/{int(perturbated)}"
-            for route, frame, perturbated in zip(batch.route_id, batch.frame_idx, batch.perturbated)
-        ]
         epoch = self.step // self.steps_per_epoch
-        seeds = sample_seeds(self.config.seed, epoch, self.step, identities)
-        batch.rgb = color_augment(batch.rgb, seeds, prob=self.config.use_color_aug_prob)
-        return batch
+        return augment_batch(
+            batch, seed=self.config.seed, epoch=epoch, step=self.step, prob=self.config.use_color_aug_prob
+        )
 
     # --- checkpoints ---
     def save(self, epoch: int) -> Path | None:
@@ -309,20 +272,14 @@ class Trainer:
                 config_sha256=self.identity.config_sha256,
                 run_keys=self.identity.keys,
             )
-            path = ckpt.save_checkpoint(
+            path = ckpt.save_run_checkpoint(
                 self.logdir,
                 model=self.model,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 scaler=self.scaler,
                 state=state,
-            )["model"]
-            if state.epoch_complete:
-                ckpt.remove_mid_epoch_checkpoints(self.logdir)
-                if epoch > 0:
-                    ckpt.remove_checkpoint(self.logdir, epoch - 1)
-            else:
-                ckpt.remove_mid_epoch_checkpoints(self.logdir, keep_step=state.step)
+            )
         barrier()
         return path
 
@@ -349,28 +306,21 @@ class Trainer:
         values = (
             all_reduce_sum(torch.stack([losses[n].detach().float() for n in names])) / self.info.world_size
         )
-        scalars = {f"unscaled_loss/{n}": float(v) for n, v in zip(names, values)}
-        scalars.update({f"scaled_loss/{n}": float(v) * self.loss_weights[n] for n, v in zip(names, values)})
-        scalars["loss/total"] = total
-        elapsed = max(window["time_s"], 1e-9)
-        scalars.update(
-            {
-                "debug/lr": self.optimizer.param_groups[0]["lr"],
-                "debug/epoch": epoch,
-                "debug/gradient_steps_skipped": self.skipped,
-                "debug/grad_scale": self.scaler.get_scale() if self.scaler.is_enabled() else 1.0,
-                "perf/samples_per_s": window["samples"] / elapsed,
-                "perf/data_wait_share": window["wait_s"] / elapsed,
-            }
+        scalars = step_scalars(
+            {n: float(v) for n, v in zip(names, values)},
+            self.loss_weights,
+            total=total,
+            grad_norm=grad_norm,
+            window=window,
+            optimizer=self.optimizer,
+            scaler=self.scaler,
+            epoch=epoch,
+            skipped=self.skipped,
+            telemetry=self.loader.telemetry() if hasattr(self.loader, "telemetry") else None,
+            max_gpu_mem_gb=(
+                torch.cuda.max_memory_allocated(self.device) / 1e9 if self.device.type == "cuda" else None
+            ),
         )
-        if grad_norm is not None:
-            scalars["debug/grad_norm"] = grad_norm
-        if hasattr(self.loader, "telemetry"):
-            telemetry = self.loader.telemetry()
-            scalars["loader/pads"] = float(telemetry.get("pads", 0))
-            scalars["loader/skipped"] = float(telemetry.get("skipped", 0))
-        if self.device.type == "cuda":
-            scalars["debug/max_gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         scalars.update({f"metric/{k}": v for k, v in planning_metrics(outputs, batch).items()})
         self.metrics.log(scalars, step_idx)
 
