@@ -73,6 +73,12 @@ def index(
     check_files: Annotated[
         bool, typer.Option("--check-files", help="also stat every file (sees files rewritten in place)")
     ] = False,
+    verify_content: Annotated[
+        bool,
+        typer.Option(
+            "--verify-content", help="hash every file of every route (reads it all; sees any change)"
+        ),
+    ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="exit 2 on the first unreadable route")] = False,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
 ) -> None:
@@ -99,6 +105,7 @@ def index(
             workers=workers,
             force=force,
             check_files=check_files,
+            verify_content=verify_content,
             strict=strict,
             progress=progress,
             sources=tuple(sources),
@@ -106,6 +113,8 @@ def index(
     )
     for route_id, problem in summary.failures:
         typer.echo(f"warning: unreadable route {route_id}: {problem}", err=True)
+    for route_id in summary.content_changed:
+        typer.echo(f"content changed: {route_id} (re-read; the next `lead-stream shard` rebuilds it)")
     typer.echo(summary.one_line())
 
 

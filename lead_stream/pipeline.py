@@ -22,6 +22,7 @@ class DemoConfig:
     num_routes: int = 6  # usable synthetic routes (the generator adds 3 rejected ones)
     num_frames: int = 40  # frames per route (>= 17 so posttrain has frames 8..N-9)
     seed: int = 0  # generator, loader and model seed
+    samples_per_shard: int = 64  # small shards: the demo's cache has several (README: plain WebDataset)
     # --- training (compact preset, CPU friendly) ---
     epochs: int = 2  # epochs per phase
     batch_size: int = 4  # global batch
@@ -112,9 +113,8 @@ def run_demo(
     else:
         say(f"[1/6] synth: routes already under {layout.routes_root(data_root)}, kept")
     say(f"[2/6] index: {build_index(data_root, config=IndexConfig(progress=progress)).one_line()}")
-    say(
-        f"[3/6] shard: {write_shards(data_root, config=ShardConfig(progress=progress, max_samples_per_shard=64)).one_line()}"
-    )
+    shard_config = ShardConfig(progress=progress, max_samples_per_shard=config.samples_per_shard)
+    say(f"[3/6] shard: {write_shards(data_root, config=shard_config).one_line()}")
 
     common = [
         f"carla_root={data_root}",

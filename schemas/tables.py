@@ -169,6 +169,7 @@ ROUTES_SCHEMA = pa.schema(
         pa.field("read_error", pa.string()),  # "<file relative to data root>: <problem>"
         pa.field("fingerprint", pa.string(), nullable=False),  # Route.fingerprint() (names, sizes, mtimes)
         pa.field("stat_stamp", pa.string(), nullable=False),  # cheaper stat hash checked first on re-index
+        pa.field("content_hash", pa.string()),  # index --verify-content; null: never hashed
         *[pa.field(f"has_{m}", pa.bool_(), nullable=False) for m in MODALITIES],  # folder exists
     ],
 )

@@ -23,6 +23,7 @@ from lead_stream.cache.tar_writer import TarShardWriter, member_name_problem, ro
 from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
+from lead_stream.index.content import CONTENT_COLUMN, effective_fingerprint
 from lead_stream.index.tables import read_bucket_members, table_path
 from lead_stream.sources.route import Route
 
@@ -61,13 +62,10 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
     routes_file = table_path(data_root, "routes")
     if not routes_file.is_file():
         raise LeadFormatError(routes_file, "missing (build the index first: lead-stream index)")
-    routes = pl.from_arrow(
-        parquet.read_table(
-            routes_file,
-            columns=["route_id", "fingerprint"],
-            repair=f"rebuild it: lead-stream index {data_root}",
-        )
-    )
+    repair = f"rebuild it: lead-stream index {data_root}"
+    hashed = CONTENT_COLUMN in parquet.read_schema(routes_file, repair=repair).names
+    columns = ["route_id", "fingerprint", *([CONTENT_COLUMN] if hashed else [])]
+    routes = pl.from_arrow(parquet.read_table(routes_file, columns=columns, repair=repair))
     route_ids = members["route_id"].unique(maintain_order=True)
     known = pl.DataFrame({"route_id": route_ids}).join(
         routes, on="route_id", how="left", maintain_order="left"
@@ -87,6 +85,8 @@ def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]
     starts = np.flatnonzero((route_col != route_col.shift(1)).fill_null(True).to_numpy())
     bounds = np.r_[starts, len(frames)]
     fingerprints = known["fingerprint"].to_list()
+    if hashed:  # a stored content hash (index --verify-content) is part of what the cache compares
+        fingerprints = list(map(effective_fingerprint, fingerprints, known[CONTENT_COLUMN].to_list()))
     plan = []
     for i, route_id in enumerate(route_ids.to_list()):
         chunk = frames[bounds[i] : bounds[i + 1]]

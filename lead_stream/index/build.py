@@ -38,6 +38,7 @@ from lead_stream.core.atomic import remove_stale_tmp
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
 from lead_stream.index.collections import collection_sizes, write_collections
+from lead_stream.index.content import check_content, store_hashes, with_content_column
 from lead_stream.index.frame_store import (
     FrameWriter,
     frames_path,
@@ -72,6 +73,7 @@ class IndexConfig:
     check_files: bool = (
         False  # also stat every file of unchanged-stamp routes (sees files rewritten in place)
     )
+    verify_content: bool = False  # hash every file of every route; re-read those whose content changed
     strict: bool = False  # raise LeadFormatError on the first unreadable route instead of recording it
     # --- output ---
     progress: bool = True  # tqdm bar (routes/s) on stderr
@@ -95,6 +97,8 @@ class IndexSummary:
     failures: tuple[tuple[str, str], ...]  # (route_id, "<file>: <problem>") of unreadable routes
     collections: Mapping[str, int] = field(default_factory=dict)  # collection -> member frames
     seconds: float = 0.0
+    content_changed: tuple[str, ...] = ()  # verify_content: routes re-read because their content changed
+    content_note: str = ""  # verify_content: what the content check found (index/content.py)
 
     @property
     def num_reused(self) -> int:
@@ -111,6 +115,8 @@ class IndexSummary:
             f"{self.num_reused:,} unchanged), {self.num_frames:,} frames; buckets: {buckets} "
             f"-> {self.index_dir} in {self.seconds:.1f}s"
         )
+        if self.content_note:
+            line += f"; {self.content_note}"
         if self.failures:
             line += f"; {len(self.failures)} unreadable: " + "; ".join(f"{m}" for _, m in self.failures[:3])
             if len(self.failures) > 3:
@@ -139,7 +145,7 @@ def _previous_routes(data_root: Path) -> tuple[pa.Table, dict[str, str]] | None:
         placement, placement_build = read_placement(data_root)
         if placement_build is None or placement_build.encode() != build:
             return None
-    return routes.select(ROUTES_SCHEMA.names).cast(ROUTES_SCHEMA), placement
+    return with_content_column(routes).select(ROUTES_SCHEMA.names).cast(ROUTES_SCHEMA), placement
 
 
 def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> IndexSummary:
@@ -188,6 +194,11 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         old_fingerprints = old_routes.column("fingerprint").to_pylist()
         recorded = {rid: old_fingerprints[old_index[rid]] for rid in reused}
         reused = _same_fingerprints(data_root, reused, sources, recorded, workers)
+    content = None
+    if config.verify_content:
+        stored = dict(zip(old_index, old_routes.column("content_hash").to_pylist()))
+        content = check_content(data_root, reused, sources, stored, workers)
+        reused = list(content.unchanged)
     reused_set = set(reused)
     to_read = [rid for rid in route_ids if rid not in reused_set]
     if not to_read and len(old_index) == len(route_ids):
@@ -203,6 +214,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
                 failures=(),
                 collections=sizes,
                 seconds=time.perf_counter() - started,
+                content_note=content.note() if content else "",
             )
     executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
     writer = FrameWriter(data_root, config.compression)  # frames go to disk as they arrive
@@ -217,6 +229,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         raise LeadFormatError(*failures[0][1])
 
     routes = _routes_table(old_routes, old_index, reused, to_read, results, route_ids)
+    if content is not None:
+        routes = store_hashes(routes, content.hashes)
     drop = set(old_index) - reused_set
     placement = writer.finish(data_root, old_placement if previous else {}, drop, reused)
     build_id = uuid.uuid4().hex
@@ -241,6 +255,8 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
         ),
         collections=collections,
         seconds=time.perf_counter() - started,
+        content_changed=content.changed if content else (),
+        content_note=content.note() if content else "",
     )
 
 

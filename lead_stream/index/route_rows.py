@@ -138,6 +138,7 @@ def read_route(
         "depth_resolution_ratio": None,
         "fingerprint": "",
         "stat_stamp": stat_stamp,
+        "content_hash": None,  # set by index --verify-content (index/content.py)
         "num_frames": 0,
         "num_metas": 0,
         "has_results": False,
