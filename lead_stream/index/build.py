@@ -44,7 +44,6 @@ from lead_stream.index.frame_store import (
     frames_schema,
     num_frames,
     read_placement,
-    scan_frames,
     write_placement,
 )
 from lead_stream.index.route_rows import read_route, route_fingerprints, route_stamp
@@ -221,7 +220,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     placement = writer.finish(data_root, old_placement if previous else {}, drop, reused)
     build_id = uuid.uuid4().hex
     write_placement(data_root, placement, build_id)
-    collections = write_collections(data_root, scan_frames(data_root), config.compression)
+    collections = write_collections(data_root)  # only the frames parts written now are read
     write_parquet(
         conform(routes, "routes", metadata={BUILD_ID_KEY: build_id}),
         table_path(data_root, "routes"),
