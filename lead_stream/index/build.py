@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from lead_stream.schemas.tables import (
 )
 from lead_stream.sources.discovery import discover_sources
 
+IN_FLIGHT_PER_WORKER = 4  # routes submitted ahead per worker (their tables are what the parent holds)
 STAMP_POOL_MIN_ROUTES = 256  # below this many routes, stat stamps are computed in-process (no pool start-up)
 
 
@@ -206,7 +207,16 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
     writer = FrameWriter(data_root, config.compression)  # frames go to disk as they arrive
     try:
-        results = _read_routes(data_root, to_read, sources, stamps, executor, config.progress, writer)
+        results = _read_routes(
+            data_root,
+            to_read,
+            sources,
+            stamps,
+            executor,
+            config.progress,
+            writer,
+            IN_FLIGHT_PER_WORKER * workers,
+        )
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
@@ -287,9 +297,11 @@ def _read_routes(
     executor: ProcessPoolExecutor | None,
     progress: bool,
     writer: FrameWriter,
+    in_flight: int = 1,
 ) -> dict[str, Any]:
     """Read `route_ids` (in `executor` if given) with a progress bar (routes/s); each route's frames go to
-    `writer` at once. Returns route_id → (routes row, error or None)."""
+    `writer` at once, and at most `in_flight` routes are submitted ahead (the parent holds their tables).
+    Returns route_id → (routes row, error or None)."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(route_ids), unit="route", desc="index", disable=not progress, dynamic_ncols=True)
@@ -306,13 +318,24 @@ def _read_routes(
         if executor is None:
             for rid in route_ids:
                 keep(rid, read_route(data_root, rid, tuple(sources[rid]), stamps[rid]))
-        else:
-            futures = {
-                executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid]): rid
-                for rid in route_ids
-            }
-            for future in as_completed(futures):
-                keep(futures[future], future.result())
+        else:  # a bounded window of routes in flight: a finished route's table is dropped once written
+            queue = iter(route_ids)
+            pending: dict[Future, str] = {}
+
+            def submit() -> None:
+                rid = next(queue, None)
+                if rid is not None:
+                    pending[executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid])] = (
+                        rid
+                    )
+
+            for _ in range(in_flight):
+                submit()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    keep(pending.pop(future), future.result())
+                    submit()
     finally:
         bar.close()
     return results
