@@ -16,6 +16,8 @@ Each step then runs in a fresh process (time and peak RSS of that process):
                          rank's and every worker's private RSS (Private_Clean + Private_Dirty) per epoch
   index add-one-route    one generated route added (hard links of a seed route), build_index
   shard add-one-route    write_shards after it (the new route's samples really built)
+  index full             (only with --steps ... index_full) build_index --force: every route read again;
+                         peak RSS is the parent's, route workers report theirs separately
 
 The baseline of the same run is each step on the 2-route seed tree (fixed costs: imports, pools); the
 ratio column is size / seed. Targets (issue 15, at 3 M frames) are printed next to the figures. Prints a
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -48,10 +51,13 @@ STEPS = (
     "epoch_start",
     "index_add",
     "shard_add",
+    "index_full",
 )
+DEFAULT_STEPS = STEPS[:-1]  # index_full re-reads every route: only when asked (--steps ... index_full)
 TARGETS = {  # at 3 M frames (issue 15)
     "index_noop": "<= 5 s",
     "index_add": "<= 5 s, <= 1 GB",
+    "index_full": "peak <= 2 GB",
     "shard_noop": "<= 3 s",
     "shard_add": "<= 10 s + the route's build, <= 1 GB",
     "loader_warm": "<= 3 s",
@@ -146,7 +152,7 @@ def _grow(seed: Path, root: Path, num_frames: int) -> int:
     placement = writer.finish(root, {}, set(), [])
     build_id = uuid.uuid4().hex
     write_placement(root, placement, build_id)
-    write_collections(root, scan_frames(root), "zstd")
+    write_collections(root)
     routes = pa.Table.from_pylist(rows, schema=ROUTES_SCHEMA)
     write_parquet(
         conform(routes, "routes", metadata={BUILD_ID_KEY: build_id}), table_path(root, "routes"), "zstd"
@@ -218,8 +224,14 @@ def _peak_rss_mb() -> float:
     return 0.0
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and of its finished children (route / stamp workers)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _step(name: str, root: Path, seed: Path) -> dict:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_s()
     out: dict = {}
     if name in ("index_noop", "index_add"):
         from lead_stream.index import IndexConfig, build_index
@@ -229,8 +241,13 @@ def _step(name: str, root: Path, seed: Path) -> dict:
             source = seed / "data" / str(rid).rsplit("_g", 1)[0]
             target = root / "data" / f"{rid.parent}/{source.name}_added"
             shutil.copytree(source, target, symlinks=False)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), _cpu_s()
         summary = build_index(root, config=IndexConfig(workers=2, progress=False))
+        out.update(read=summary.num_reread, frames=summary.num_frames)
+    elif name == "index_full":  # every route read again (real meta pickles, hard links of the seed's)
+        from lead_stream.index import IndexConfig, build_index
+
+        summary = build_index(root, config=IndexConfig(workers=2, progress=False, force=True))
         out.update(read=summary.num_reread, frames=summary.num_frames)
     elif name in ("shard_noop", "shard_add"):
         from lead_stream.cache.shard import ShardConfig, write_shards
@@ -239,9 +256,8 @@ def _step(name: str, root: Path, seed: Path) -> dict:
         out.update(built=summary.num_routes_built, samples=summary.num_samples)
     elif name == "bucket_rebuild":
         from lead_stream.index.collections import write_collections
-        from lead_stream.index.frame_store import scan_frames
 
-        out["collections"] = write_collections(root, scan_frames(root), "zstd")
+        out["collections"] = write_collections(root, rebuild=True)
     elif name in ("loader_cold", "loader_warm"):
         from lead_stream.loader import LoaderConfig, make_loader
 
@@ -270,7 +286,9 @@ def _step(name: str, root: Path, seed: Path) -> dict:
             workers.append([round(_private_mb(p), 1) for p in pids])
         out.update(stall_s=stalls, worker_private_mb=workers, rank_private_mb=_private_mb())
     out["seconds"] = time.perf_counter() - started
+    out["cpu_s"] = _cpu_s() - cpu_started
     out["peak_rss_mb"] = _peak_rss_mb()
+    out["children_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest child
     return out
 
 
@@ -287,7 +305,7 @@ def _run_step(name: str, root: Path, seed: Path) -> dict:
 
 
 def _figure(name: str, r: dict) -> str:
-    text = f"{r['seconds']:.2f}s, peak {r['peak_rss_mb']:.0f} MB"
+    text = f"{r['seconds']:.2f}s ({r.get('cpu_s', 0):.1f} CPU-s), peak {r['peak_rss_mb']:.0f} MB"
     if name == "epoch_start":
         stalls = "/".join(f"{s:.2f}" for s in r["stall_s"])
         workers = " ".join("/".join(f"{m:.0f}" for m in w) for w in r["worker_private_mb"])
@@ -308,6 +326,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="100 k frames only (under a minute or two)")
     parser.add_argument("--sizes", type=int, nargs="*", help="frame counts (default 1 M and 3 M)")
+    parser.add_argument(
+        "--steps", nargs="*", choices=STEPS, help="run only these steps (default: all, in the order listed)"
+    )
     parser.add_argument("--work-dir", type=Path, help="where to generate (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the grown roots (with --work-dir)")
     parser.add_argument("--step", help=argparse.SUPPRESS)
@@ -317,6 +338,7 @@ def main() -> None:
     if args.step:
         print(json.dumps(_step(args.step, args.root, args.seed_root)))
         return
+    steps = [name for name in STEPS if name in (args.steps or DEFAULT_STEPS)]
     sizes = args.sizes or ([100_000] if args.quick else [1_000_000, 3_000_000])
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_scale_"))
     try:
@@ -325,7 +347,7 @@ def main() -> None:
         _seed(seed, 40 if args.quick else 100)
         base_copy = work / "seed_steps"
         shutil.copytree(seed, base_copy, symlinks=True)
-        baseline = {name: _run_step(name, base_copy, seed) for name in STEPS}
+        baseline = {name: _run_step(name, base_copy, seed) for name in steps}
         print(f"seed: 2 routes generated, indexed and sharded in {time.perf_counter() - t0:.1f}s", flush=True)
         results = {}
         for size in sizes:
@@ -333,14 +355,14 @@ def main() -> None:
             t0 = time.perf_counter()
             frames = _grow(seed, root, size)
             print(f"grown to {frames:,} frames in {time.perf_counter() - t0:.1f}s", flush=True)
-            results[size] = {"frames": frames, **{name: _run_step(name, root, seed) for name in STEPS}}
+            results[size] = {"frames": frames, **{name: _run_step(name, root, seed) for name in steps}}
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     rows = [("step", "baseline (2-route seed)  |  " + "  |  ".join(f"{s:,} frames" for s in sizes))]
-    for name in STEPS:
+    for name in steps:
         cells = [_figure(name, baseline[name])] + [_figure(name, results[s][name]) for s in sizes]
         ratio = "  ".join(
             f"x{results[s][name]['seconds'] / max(baseline[name]['seconds'], 1e-9):.1f}" for s in sizes
@@ -354,7 +376,7 @@ def main() -> None:
                 "baseline": baseline,
                 "candidate": {str(s): r for s, r in results.items()},
                 "ratio": {
-                    str(s): {n: round(r[n]["seconds"] / max(baseline[n]["seconds"], 1e-9), 2) for n in STEPS}
+                    str(s): {n: round(r[n]["seconds"] / max(baseline[n]["seconds"], 1e-9), 2) for n in steps}
                     for s, r in results.items()
                 },
                 "machine": machine(),

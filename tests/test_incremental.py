@@ -14,8 +14,9 @@ from lead_stream.cache.manifest import read_manifest, resolve_cache_dir, verify_
 from lead_stream.cache.shard import ShardConfig, repair_cache, write_shards
 from lead_stream.core import layout
 from lead_stream.index import IndexConfig, build_index
+from lead_stream.index.bucket_store import read_bucket_members
 from lead_stream.index.frame_store import scan_frames
-from lead_stream.index.tables import collection_names, read_bucket_members, table_path
+from lead_stream.index.tables import collection_names, table_path
 from lead_stream.loader import LoaderConfig, make_loader
 
 SERIAL = IndexConfig(workers=1, progress=False)
@@ -207,3 +208,77 @@ def test_corrupt_shard_is_rebuilt_by_repair_and_failed_frames_by_retry_failed_15
         root, config=ShardConfig(workers=1, max_samples_per_shard=16, progress=False, retry_failed=True)
     )
     assert retried.num_failures == 0 and retried.num_routes_built == 1
+
+
+def _bucket_parts(root: Path) -> dict[str, int]:
+    """mtime of every bucket part, by collection/part."""
+    return {
+        f"{d.name}/{p.name}": p.stat().st_mtime_ns
+        for d in sorted((root / "index" / "buckets").iterdir())
+        for p in sorted(d.glob("part-*.parquet"))
+    }
+
+
+def test_bucket_parts_follow_the_frame_parts_and_equal_a_full_rebuild_15(
+    copy_lead_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lead_stream.index import frame_store
+
+    monkeypatch.setattr(frame_store, "FRAMES_PART_ROWS", 24)  # a route or two per part: many parts
+    root = copy_lead_root
+    build_index(root, config=SERIAL)
+    frame_parts = sorted(p.name for p in table_path(root, "frames").glob("part-*.parquet"))
+    assert len(frame_parts) >= 3
+    for name in collection_names(root):  # one bucket part per frames part, same name
+        assert sorted(p.name for p in table_path(root, name).glob("*.parquet")) == frame_parts
+    before = _bucket_parts(root)
+
+    routes = _usable_routes(root)
+    shutil.copytree(layout.route_path(root, routes[0]), layout.routes_root(root) / f"{routes[0]}_copy")
+    results = layout.route_path(root, routes[-1]) / "results.json"
+    results.with_name("tmp.json").write_bytes(results.read_bytes())
+    results.with_name("tmp.json").replace(results)  # changed (by rename)
+    summary = build_index(root, config=SERIAL)
+    assert summary.num_reread == 2
+    after = _bucket_parts(root)
+    kept = {k: v for k, v in after.items() if k in before}
+    assert kept and kept == {k: before[k] for k in kept}  # untouched frames parts: bucket parts not rewritten
+    assert len(after) - len(kept) < len(after) / 2  # only the rewritten frames parts were derived again
+    incremental = _index_tables(root)
+    assert (incremental["town13_heldout_pretrain"]["rate"] > 0).any()  # fill rates computed over all parts
+
+    shutil.rmtree(layout.route_path(root, routes[1]))  # removed
+    assert build_index(root, config=SERIAL).num_reread == 0
+    incremental = _index_tables(root)
+    build_index(root, config=IndexConfig(workers=1, progress=False, force=True))
+    _assert_same_index(incremental, _index_tables(root))
+    monkeypatch.setattr(frame_store, "FRAMES_PART_ROWS", 1 << 16)
+    build_index(root, config=IndexConfig(workers=1, progress=False, force=True))  # one part: same tables
+    _assert_same_index(incremental, _index_tables(root))
+
+
+def test_old_single_file_bucket_tables_are_read_and_migrated_15(copy_lead_root: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from lead_stream.schemas.tables import conform
+
+    root = copy_lead_root
+    build_index(root, config=SERIAL)
+    tables = _index_tables(root)
+    for name in collection_names(root):  # the layout before bucket parts: one file, every rate stored
+        path = table_path(root, name)
+        stored = pq.read_schema(next(path.glob("*.parquet"))).metadata
+        metadata = {k: v for k, v in stored.items() if k.startswith(b"lead_stream.") and b"table" not in k}
+        shutil.rmtree(path)
+        pq.write_table(conform(tables[name].to_arrow(), "bucket_members", metadata=metadata), path)
+    _assert_same_index(tables, _index_tables(root))  # read as is
+    assert build_index(root, config=SERIAL).num_reread == 0  # a no-op leaves them
+    assert table_path(root, "pretrain").is_file()
+    results = layout.route_path(root, _usable_routes(root)[0]) / "results.json"
+    results.with_name("tmp.json").write_bytes(results.read_bytes())
+    results.with_name("tmp.json").replace(results)
+    with pytest.warns(UserWarning, match="migrating the bucket table to parts"):
+        build_index(root, config=SERIAL)
+    assert all(table_path(root, name).is_dir() for name in collection_names(root))
+    migrated = _index_tables(root)
+    _assert_same_index({**tables, "routes": migrated["routes"]}, migrated)  # same rows (the stamp changed)

@@ -19,6 +19,7 @@ from lead_stream.core import layout
 from lead_stream.core.constants import RESULT_INFRACTION_KEYS
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.index import IndexConfig, build_index, read_bucket_members, table_path
+from lead_stream.index.bucket_store import bucket_schema
 from lead_stream.index.query import load_tables, run_query
 from lead_stream.schemas.tables import (
     FRAMES_SCHEMA,
@@ -72,7 +73,11 @@ def test_conform_rejects_missing_columns_and_bad_casts() -> None:
 
 def test_tables_carry_schema_version_and_exact_schema(indexed_root: Path) -> None:
     for name in ("routes", "pretrain", "posttrain"):
-        schema = pq.read_schema(table_path(indexed_root, name))
+        schema = (
+            pq.read_schema(table_path(indexed_root, name))
+            if name == "routes"
+            else bucket_schema(indexed_root, name)
+        )
         assert schema.metadata[b"lead_stream.schema_version"] == str(SCHEMA_VERSION).encode()
     parts = sorted(table_path(indexed_root, "frames").glob("part-*.parquet"))  # frames: a directory of parts
     assert parts
@@ -130,7 +135,7 @@ def test_posttrain_holds_frames_8_to_n_minus_9_and_never_the_first(indexed_root:
         got = members.filter(pl.col("route_id") == route_id)["frame_idx"].to_list()
         assert got == list(range(8, num_frames - 8))
     assert members.filter(pl.col("frame_idx") == 0).is_empty()
-    meta = pq.read_schema(table_path(indexed_root, "posttrain")).metadata
+    meta = bucket_schema(indexed_root, "posttrain").metadata
     assert meta[b"lead_stream.lead_name"] == b"full_posttrain_buckets_8_8_8_5"
     assert json.loads(meta[b"lead_stream.params"]) == {
         "num_waypoints": 8,

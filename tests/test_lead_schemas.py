@@ -12,7 +12,7 @@ from lead_stream.cache.labels import box_labels
 from lead_stream.cache.shard import ShardConfig, write_shards
 from lead_stream.core.constants import META_KEYS_REMOVED_IN_CURRENT, MOTORCYCLE_MESHES, BoxClass, BoxField
 from lead_stream.core.errors import LeadFormatError
-from lead_stream.index import IndexConfig, build_index
+from lead_stream.index import IndexConfig, build_index, read_bucket_members
 from lead_stream.index.buckets import epoch_size
 from lead_stream.index.query import bucket_report, run_query
 from lead_stream.loader import LoaderConfig, make_loader
@@ -106,7 +106,7 @@ def test_index_writes_leads_five_collections_12(indexed_root: Path) -> None:
     assert sorted(p.stem for p in buckets.glob("*.parquet")) == sorted(COLLECTIONS)
     frames = pl.read_parquet(indexed_root / "index" / "frames.parquet")
     routes = pl.read_parquet(indexed_root / "index" / "routes.parquet")
-    failed = pl.read_parquet(buckets / "failed.parquet")
+    failed = read_bucket_members(indexed_root, "failed")
     failed_routes = routes.filter(pl.col("completed_but_failed"))["route_id"].to_list()
     statuses = routes.filter(pl.col("completed_but_failed"))["status"].to_list()
     assert failed_routes and statuses == ["Completed"]  # the synthetic collision route (crashes are excluded)
@@ -117,8 +117,8 @@ def test_index_writes_leads_five_collections_12(indexed_root: Path) -> None:
     )
     assert failed.select("route_id", "frame_idx").equals(expected.select("route_id", "frame_idx"))
     for phase in ("pretrain", "posttrain"):
-        held = pl.read_parquet(buckets / f"town13_heldout_{phase}.parquet")
-        plain = pl.read_parquet(buckets / f"{phase}.parquet")
+        held = read_bucket_members(indexed_root, f"town13_heldout_{phase}")
+        plain = read_bucket_members(indexed_root, phase)
         assert held.select("route_id", "frame_idx").equals(
             plain.select("route_id", "frame_idx")
         )  # same frames
@@ -156,7 +156,5 @@ def test_train_loader_selects_a_lead_collection_by_name_12(copy_lead_root: Path)
     )
     routes = {rid for batch in held for rid in batch.route_id}
     assert routes and not any("Town13" in rid for rid in routes)
-    size = epoch_size(
-        pl.read_parquet(copy_lead_root / "index" / "buckets" / "town13_heldout_pretrain.parquet")
-    )
+    size = epoch_size(read_bucket_members(copy_lead_root, "town13_heldout_pretrain"))  # fill rates computed
     assert len(held) == -(-size // 2)  # LEAD's epoch: the other towns resampled up to the collection's size

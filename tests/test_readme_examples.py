@@ -24,7 +24,7 @@ import pytest
 
 from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
 from lead_stream.core.errors import ConfigError
-from lead_stream.index.tables import read_bucket_members, table_path
+from lead_stream.index import read_bucket_members, table_path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DEMO_ROOT = Path("data/carla_leaderboard2")  # the data root every README example names

@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from lead_stream.cli.main import app
 from lead_stream.core.errors import ConfigError
 from lead_stream.index import IndexConfig, build_index, read_bucket_members, write_bucket_collection
+from lead_stream.index.bucket_store import bucket_schema
 from lead_stream.index.buckets import BucketCollection
 from lead_stream.index.query import bucket_report
 from lead_stream.index.tables import DEFINITION_KEY, table_path
@@ -52,7 +52,7 @@ def test_bucket_order_survives_reindex_with_and_without_force_13(index_copy: Pat
         assert _frame_sets(index_copy, "junc_x3") == defined, f"force={force}"
         rates = read_bucket_members(index_copy, "junc_x3").group_by("bucket").agg(pl.col("rate").first())
         assert dict(rates.iter_rows()) == {"junc": 3.0, "all_else": 1.0}
-    stored = json.loads(pq.read_schema(table_path(index_copy, "junc_x3")).metadata[DEFINITION_KEY])
+    stored = json.loads(bucket_schema(index_copy, "junc_x3").metadata[DEFINITION_KEY])
     assert [entry["bucket"] for entry in stored["buckets"]] == ["junc", "all_else"]
     report = bucket_report(index_copy, ["junc_x3"], ("town",))["buckets"]
     assert report["bucket"].to_list() == ["junc", "all_else"]  # shown in match order too

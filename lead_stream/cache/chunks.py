@@ -23,8 +23,9 @@ from lead_stream.cache.tar_writer import TarShardWriter, member_name_problem, ro
 from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
+from lead_stream.index.bucket_store import read_bucket_members
 from lead_stream.index.content import CONTENT_COLUMN, effective_fingerprint
-from lead_stream.index.tables import read_bucket_members, table_path
+from lead_stream.index.tables import table_path
 from lead_stream.sources.route import Route
 
 BUILD_TMP_PREFIX = "building-rank"  # "<prefix>-<rank>-<route hash>-<chunk>-<part>.tar.tmp"

@@ -46,6 +46,11 @@ POSTTRAIN_WHERE = (
 NAMED_WHERE = {"pretrain": PRETRAIN_WHERE, "posttrain": POSTTRAIN_WHERE, "all": "TRUE"}
 
 
+def fill_rate() -> pl.Expr:
+    """LEAD's Town13 rate of a bucket: frames of the whole collection / frames of the bucket (over members)."""
+    return pl.len().cast(pl.Float64) / pl.len().over("bucket").cast(pl.Float64)
+
+
 def _expr_from(definition: str | pl.Expr) -> pl.Expr:
     return pl.sql_expr(definition) if isinstance(definition, str) else definition
 
@@ -159,11 +164,13 @@ class BucketCollection:
         except (pl.exceptions.PolarsError, ValueError) as error:
             raise ConfigError(f"collection {self.name!r}: cannot parse SQL: {error}") from None
 
-    def members(self, frames: pl.LazyFrame) -> pl.LazyFrame:
+    def members(self, frames: pl.LazyFrame, *, fill_rates: bool = True) -> pl.LazyFrame:
         """Frames of this collection with their bucket and rate.
 
         Args:
-            frames: the frames table (frames.parquet columns).
+            frames: the frames table (frames.parquet columns), or one part of it.
+            fill_rates: compute "fill" rates over `frames`; False leaves them null (a part of the table:
+                `fill_rate` computes them over the whole collection when it is read).
 
         Returns:
             LazyFrame (route_id, frame_idx, bucket, rate) sorted by route_id, frame_idx.
@@ -177,7 +184,7 @@ class BucketCollection:
         rate = pl.lit(1.0, dtype=pl.Float64)
         for name, value in self.rates.items():
             if value == RATE_FILL:
-                value_expr = pl.len().cast(pl.Float64) / pl.len().over("bucket").cast(pl.Float64)
+                value_expr = fill_rate() if fill_rates else pl.lit(None, dtype=pl.Float64)
             else:
                 value_expr = pl.lit(float(value), dtype=pl.Float64)
             rate = pl.when(pl.col("bucket") == name).then(value_expr).otherwise(rate)

@@ -25,7 +25,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,6 @@ from lead_stream.index.frame_store import (
     frames_schema,
     num_frames,
     read_placement,
-    scan_frames,
     write_placement,
 )
 from lead_stream.index.route_rows import read_route, route_fingerprints, route_stamp
@@ -59,6 +58,7 @@ from lead_stream.schemas.tables import (
 )
 from lead_stream.sources.discovery import discover_sources
 
+IN_FLIGHT_PER_WORKER = 4  # routes submitted ahead per worker (their tables are what the parent holds)
 STAMP_POOL_MIN_ROUTES = 256  # below this many routes, stat stamps are computed in-process (no pool start-up)
 
 
@@ -219,7 +219,16 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     executor = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(to_read) > 1 else None
     writer = FrameWriter(data_root, config.compression)  # frames go to disk as they arrive
     try:
-        results = _read_routes(data_root, to_read, sources, stamps, executor, config.progress, writer)
+        results = _read_routes(
+            data_root,
+            to_read,
+            sources,
+            stamps,
+            executor,
+            config.progress,
+            writer,
+            IN_FLIGHT_PER_WORKER * workers,
+        )
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
@@ -235,7 +244,7 @@ def build_index(data_root: Path, *, config: IndexConfig = IndexConfig()) -> Inde
     placement = writer.finish(data_root, old_placement if previous else {}, drop, reused)
     build_id = uuid.uuid4().hex
     write_placement(data_root, placement, build_id)
-    collections = write_collections(data_root, scan_frames(data_root), config.compression)
+    collections = write_collections(data_root)  # only the frames parts written now are read
     write_parquet(
         conform(routes, "routes", metadata={BUILD_ID_KEY: build_id}),
         table_path(data_root, "routes"),
@@ -304,9 +313,11 @@ def _read_routes(
     executor: ProcessPoolExecutor | None,
     progress: bool,
     writer: FrameWriter,
+    in_flight: int = 1,
 ) -> dict[str, Any]:
     """Read `route_ids` (in `executor` if given) with a progress bar (routes/s); each route's frames go to
-    `writer` at once. Returns route_id → (routes row, error or None)."""
+    `writer` at once, and at most `in_flight` routes are submitted ahead (the parent holds their tables).
+    Returns route_id → (routes row, error or None)."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(route_ids), unit="route", desc="index", disable=not progress, dynamic_ncols=True)
@@ -323,13 +334,24 @@ def _read_routes(
         if executor is None:
             for rid in route_ids:
                 keep(rid, read_route(data_root, rid, tuple(sources[rid]), stamps[rid]))
-        else:
-            futures = {
-                executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid]): rid
-                for rid in route_ids
-            }
-            for future in as_completed(futures):
-                keep(futures[future], future.result())
+        else:  # a bounded window of routes in flight: a finished route's table is dropped once written
+            queue = iter(route_ids)
+            pending: dict[Future, str] = {}
+
+            def submit() -> None:
+                rid = next(queue, None)
+                if rid is not None:
+                    pending[executor.submit(read_route, data_root, rid, tuple(sources[rid]), stamps[rid])] = (
+                        rid
+                    )
+
+            for _ in range(in_flight):
+                submit()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    keep(pending.pop(future), future.result())
+                    submit()
     finally:
         bar.close()
     return results

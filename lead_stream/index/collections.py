@@ -15,9 +15,17 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lead_stream.core.errors import ConfigError, LeadFormatError
+from lead_stream.core.parts import part_files
+from lead_stream.index.bucket_store import (
+    bucket_counts,
+    bucket_schema,
+    collection_size,
+    mirror_parts,
+    mirrors,
+    stored_definition,
+)
 from lead_stream.index.buckets import BucketCollection, builtin_names, default_collections
 from lead_stream.index.tables import (
     COLLECTION_KEY,
@@ -32,19 +40,15 @@ from lead_stream.schemas.tables import conform
 
 
 def write_bucket_collection(
-    data_root: Path,
-    collection: BucketCollection,
-    *,
-    frames: pl.LazyFrame | None = None,
-    compression: str = "zstd",
+    data_root: Path, collection: BucketCollection, *, compression: str = "zstd"
 ) -> Path:
-    """Evaluate a user `collection` over frames.parquet and write `index/buckets/<name>.parquet` atomically.
+    """Evaluate a user `collection` over frames.parquet and write `index/buckets/<name>.parquet` (one part
+    per frames part, each written atomically; `bucket_store`).
 
     Args:
         data_root: LEAD data root with a built index.
-        collection: the collection (its definition is stored in the file's metadata).
-        frames: frames table to use instead of reading index/frames.parquet.
-        compression: Parquet codec.
+        collection: the collection (its definition is stored in the metadata of every part).
+        compression: Parquet codec (of a single-file table, written when the frames table is one file).
 
     Returns:
         The written path.
@@ -59,15 +63,22 @@ def write_bucket_collection(
             f"collection name {collection.name!r} is built in (lead-stream index writes "
             f"{', '.join(builtin_names())}); give your collection another name"
         )
-    if frames is None:
-        from lead_stream.index.frame_store import scan_frames
+    from lead_stream.index.frame_store import frames_path, scan_frames
 
-        frames = scan_frames(data_root)  # lazy: only the columns the collection names are read
-    members = _members(collection, frames)
-    problem = empty_problem(collection, members, frames)
+    frames = scan_frames(data_root)  # lazy: only the columns the collection names are read
+    try:  # one lazy pass for the counts, then part by part
+        counts = dict(
+            collection.members(frames, fill_rates=False).group_by("bucket").len().collect().iter_rows()
+        )
+    except pl.exceptions.PolarsError as error:
+        raise ConfigError(f"collection {collection.name!r}: {str(error).strip().splitlines()[0]}") from None
+    problem = empty_problem(collection, counts, frames)
     if problem is not None:
         raise ConfigError(f"{problem}; nothing written")
-    return _write_members(data_root, collection, members, compression)
+    if frames_path(data_root).is_file():  # an index from before parts: one file, as it was written then
+        return _write_members(data_root, collection, _members(collection, frames), compression)
+    mirror_parts(data_root, {collection.name: collection}, redefine=[collection.name])
+    return table_path(data_root, collection.name)
 
 
 def _members(collection: BucketCollection, frames: pl.LazyFrame) -> pl.DataFrame:
@@ -77,16 +88,16 @@ def _members(collection: BucketCollection, frames: pl.LazyFrame) -> pl.DataFrame
         raise ConfigError(f"collection {collection.name!r}: {str(error).strip().splitlines()[0]}") from None
 
 
-def empty_problem(collection: BucketCollection, members: pl.DataFrame, frames: pl.LazyFrame) -> str | None:
-    """Why `members` of `collection` is unusable (no frame at all, or a bucket without frames), or None."""
-    if members.is_empty():
+def empty_problem(collection: BucketCollection, counts: dict[str, int], frames: pl.LazyFrame) -> str | None:
+    """Why a collection with `counts` frames per bucket is unusable (no frame at all, or a bucket without
+    frames), or None."""
+    if not any(counts.values()):
         where, _ = collection.expressions()
         eligible = frames.filter(where.fill_null(False)).select(pl.len()).collect().item()
         return (
             f"collection {collection.name!r} selects no frame ({eligible:,} frames pass its where "
             f"{collection.where if isinstance(collection.where, str) else '<expr>'!r}, none matches a bucket)"
         )
-    counts = dict(members.group_by("bucket").len().iter_rows())
     empty = [name for name in collection.buckets if counts.get(name, 0) == 0]
     if not empty:
         return None
@@ -117,39 +128,41 @@ def _write_members(
 
 
 def read_collection(data_root: Path, name: str) -> BucketCollection:
-    """The definition stored in `index/buckets/<name>.parquet`."""
-    path = table_path(data_root, name)
-    meta = pq.read_schema(path).metadata or {}
+    """The definition stored with collection `name`."""
+    meta = bucket_schema(data_root, name).metadata or {}
     if DEFINITION_KEY not in meta:
-        raise LeadFormatError(path, "no stored collection definition")
+        raise LeadFormatError(table_path(data_root, name), "no stored collection definition")
     return BucketCollection.from_definition(json.loads(meta[DEFINITION_KEY]))
 
 
-def stored_definition(data_root: Path, name: str) -> str | None:
-    try:
-        return (pq.read_schema(table_path(data_root, name)).metadata or {}).get(DEFINITION_KEY, b"").decode()
-    except (OSError, pa.ArrowInvalid):
-        return None
-
-
 def collection_sizes(data_root: Path) -> dict[str, int] | None:
-    """Rows per collection file if every default collection is on disk with its current definition."""
-    sizes, definitions = {}, {}
+    """Rows per collection if every collection mirrors the frames parts and every default collection is
+    on disk with its current definition (footers and directory listings only); else None."""
+    from lead_stream.index.frame_store import frames_path
+
+    frames = frames_path(data_root)
+    frame_parts = [p.name for p in part_files(frames)]
+    sizes = {}
     for name in collection_names(data_root):
-        try:
-            metadata = pq.read_metadata(table_path(data_root, name))  # one open: rows and definition
-        except (OSError, pa.ArrowInvalid):
+        if not frames.is_file() and not mirrors(data_root, name, frame_parts):  # a single file: as is
             return None
-        sizes[name] = metadata.num_rows
-        definitions[name] = (metadata.metadata or {}).get(DEFINITION_KEY, b"").decode()
+        try:
+            sizes[name] = collection_size(data_root, name)
+        except (OSError, pa.ArrowInvalid, LeadFormatError):
+            return None
     for collection in default_collections():
-        if definitions.get(collection.name) != collection.definition_json():
+        if (
+            collection.name not in sizes
+            or stored_definition(data_root, collection.name) != collection.definition_json()
+        ):
             return None
     return sizes
 
 
-def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -> dict[str, int]:
-    """Write the default collections and re-derive every user collection already in index/buckets/."""
+def write_collections(data_root: Path, *, rebuild: bool = False) -> dict[str, int]:
+    """Bring the default collections and every user collection already in index/buckets/ up to date with
+    the frames parts (`bucket_store.mirror_parts`: only frames parts new since the last build are read;
+    `rebuild`: every part derived again). Returns rows per collection."""
     collections = {c.name: c for c in default_collections()}
     for name in collection_names(data_root):
         if name in collections:
@@ -161,16 +174,30 @@ def write_collections(data_root: Path, frames: pl.LazyFrame, compression: str) -
                 f"{table_path(data_root, name)}: cannot re-derive collection ({error}); left as is",
                 stacklevel=2,
             )
+    redefine = list(collections) if rebuild else []
+    try:
+        mirror_parts(data_root, collections, redefine=redefine)
+    except pl.exceptions.PolarsError:  # name the collection that fails; the others are written
+        for name, collection in list(collections.items()):
+            try:
+                mirror_parts(data_root, {name: collection}, redefine=redefine)
+            except pl.exceptions.PolarsError as error:
+                warnings.warn(
+                    f"{table_path(data_root, name)}: cannot re-derive collection ({error})", stacklevel=2
+                )
+                collections.pop(name)
     builtin = set(builtin_names())
-    try:  # one query plan for all: polars scans the frame parts once for every collection
-        tables = pl.collect_all([c.members(frames) for c in collections.values()])
-    except pl.exceptions.PolarsError:  # name the collection that fails
-        tables = [_members(c, frames) for c in collections.values()]
+    frames = None
     sizes = {}
-    for (name, collection), members in zip(collections.items(), tables):
-        problem = None if name in builtin else empty_problem(collection, members, frames)
-        if problem is not None:
-            warnings.warn(f"{table_path(data_root, name)}: {problem}", stacklevel=2)
-        _write_members(data_root, collection, members, compression)
-        sizes[name] = members.height
+    for name, collection in collections.items():
+        sizes[name] = collection_size(data_root, name)
+        if name not in builtin:
+            counts = bucket_counts(data_root, name)
+            if frames is None:
+                from lead_stream.index.frame_store import scan_frames
+
+                frames = scan_frames(data_root)
+            problem = empty_problem(collection, counts, frames)
+            if problem is not None:
+                warnings.warn(f"{table_path(data_root, name)}: {problem}", stacklevel=2)
     return sizes

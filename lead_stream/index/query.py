@@ -14,6 +14,7 @@ import polars as pl
 
 from lead_stream.core import parquet
 from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamError
+from lead_stream.index.bucket_store import bucket_schema, scan_bucket_members
 from lead_stream.index.tables import BUCKETS_DIR, DEFINITION_KEY, collection_names, index_dir, table_path
 from lead_stream.schemas.tables import SchemaError, check_version
 
@@ -26,20 +27,19 @@ def load_tables(data_root: Path) -> dict[str, pl.LazyFrame]:
     """
     from lead_stream.index.frame_store import scan_frames
 
-    tables = {"routes": "routes"}
-    tables.update(dict.fromkeys(collection_names(data_root), "bucket_members"))
     out = {"frames": scan_frames(data_root)}
-    for name, kind in tables.items():
-        path = table_path(data_root, name)
-        if not path.is_file():
-            raise LeadFormatError(path, f"missing (build the index first: lead-stream index {data_root})")
-        try:
-            check_version(
-                parquet.read_schema(path, repair=f"rebuild it: lead-stream index {data_root}"), kind, path
-            )
-        except SchemaError as error:
-            raise LeadFormatError(path, str(error).split(": ", 1)[-1]) from None
-        out[name] = pl.scan_parquet(path)
+    path = table_path(data_root, "routes")
+    if not path.is_file():
+        raise LeadFormatError(path, f"missing (build the index first: lead-stream index {data_root})")
+    try:
+        check_version(
+            parquet.read_schema(path, repair=f"rebuild it: lead-stream index {data_root}"), "routes", path
+        )
+    except SchemaError as error:
+        raise LeadFormatError(path, str(error).split(": ", 1)[-1]) from None
+    out["routes"] = pl.scan_parquet(path)
+    for name in collection_names(data_root):
+        out[name] = scan_bucket_members(data_root, name)  # parts read as one table, fill rates computed
     return out
 
 
@@ -72,8 +72,7 @@ def run_query(
 
 def _defined_order(data_root: Path, name: str) -> list[str]:
     """Bucket names of collection `name` in their match order (from its stored definition; [] if none)."""
-    path = table_path(data_root, name)
-    metadata = parquet.read_schema(path, repair=f"rebuild it: lead-stream index {data_root}").metadata or {}
+    metadata = bucket_schema(data_root, name).metadata or {}
     try:
         stored = json.loads(metadata.get(DEFINITION_KEY, b"{}"))["buckets"]
     except (KeyError, json.JSONDecodeError):

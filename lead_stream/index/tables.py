@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,17 +46,9 @@ def read_checked(path: Path, name: str) -> pa.Table:
     return table
 
 
-def read_bucket_members(data_root: Path, collection: str) -> pl.DataFrame:
-    """Members (route_id, frame_idx, bucket, rate) of bucket collection `collection`.
-
-    Raises:
-        LeadFormatError: the file is missing or not a bucket table of this schema version.
-    """
-    return pl.from_arrow(read_checked(table_path(data_root, collection), "bucket_members"))
-
-
 def collection_names(data_root: Path) -> list[str]:
-    """Names of the bucket collections written under index/buckets/."""
+    """Names of the bucket collections written under index/buckets/ (directories of parts, or single files
+    from before parts)."""
     return [p.stem for p in list_finished(index_dir(data_root) / BUCKETS_DIR, "*.parquet")]
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import polars as pl
 
-from lead_stream.core import parquet
 from lead_stream.core.errors import ConfigError, LeadFormatError
+from lead_stream.index.bucket_store import read_bucket_members
 from lead_stream.loader.config import LoaderConfig
 
 FRAME_KEY = ("route_id", "frame_idx")
 
 
 def bucket_table_path(data_root: Path, collection: str) -> Path:
-    """`<data_root>/index/buckets/<collection>.parquet`."""
+    """`<data_root>/index/buckets/<collection>.parquet` (a directory of parts, or one file from before parts)."""
     return Path(data_root) / "index" / "buckets" / f"{collection}.parquet"
 
 
@@ -45,7 +45,7 @@ def read_members(data_root: Path, collection: str, buckets: Sequence[str] | None
     path = bucket_table_path(data_root, collection)
     if not path.exists():
         raise LeadFormatError(path, f"no bucket table for collection {collection!r} (run `index`)")
-    members = pl.from_arrow(parquet.read_table(path, repair=f"rebuild it: lead-stream index {data_root}"))
+    members = read_bucket_members(data_root, collection)  # parts or one file, fill rates computed
     if buckets is None:
         return members
     known = members["bucket"].unique(maintain_order=True).to_list()

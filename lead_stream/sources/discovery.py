@@ -35,8 +35,9 @@ _NOT_DATA_DIRS = frozenset({"index", "cache", "buckets"})  # what lead-stream an
 _ROUTE_DIRS = frozenset(layout.all_modality_dirnames())
 
 
-def find_route_folders(data_root: Path | str) -> dict[str, Path]:
-    """Extracted routes `<data_root>/data/<Scenario>/<route_dir>/` by route id (non-directories skipped)."""
+def find_route_folders(data_root: Path | str) -> dict[str, str]:
+    """Extracted routes `<data_root>/data/<Scenario>/<route_dir>/` by route id (non-directories skipped), as
+    path strings (no pathlib per route: ~30 k routes)."""
     root = layout.routes_root(data_root)
     folders = {}
     try:
@@ -48,7 +49,7 @@ def find_route_folders(data_root: Path | str) -> dict[str, Path]:
             continue
         for route in os.scandir(scenario.path):
             if route.is_dir():
-                folders[f"{scenario.name}/{route.name}"] = Path(route.path)
+                folders[f"{scenario.name}/{route.name}"] = route.path
     return dict(sorted(folders.items()))
 
 
