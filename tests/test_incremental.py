@@ -243,7 +243,9 @@ def test_shard_after_an_index_rewrite_plans_once_then_reads_only_metadata_15(
     assert_frame_equal(_samples(root), _samples(sharded_root))
 
 
-def test_a_deleted_or_resized_shard_is_rebuilt_by_the_next_shard_15(sharded_root: Path, tmp_path: Path) -> None:
+def test_a_deleted_or_resized_shard_is_rebuilt_by_the_next_shard_15(
+    sharded_root: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     shutil.copytree(sharded_root, root)
     cache_dir = resolve_cache_dir(root)
