@@ -329,6 +329,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="100 k frames only (under a minute or two)")
     parser.add_argument("--sizes", type=int, nargs="*", help="frame counts (default 1 M and 3 M)")
+    parser.add_argument(
+        "--steps", nargs="*", choices=STEPS, help="run only these steps (default: all, in the order listed)"
+    )
     parser.add_argument("--work-dir", type=Path, help="where to generate (default: a temp dir, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the grown roots (with --work-dir)")
     parser.add_argument("--step", help=argparse.SUPPRESS)
@@ -338,6 +341,7 @@ def main() -> None:
     if args.step:
         print(json.dumps(_step(args.step, args.root, args.seed_root)))
         return
+    steps = [name for name in STEPS if name in (args.steps or STEPS)]
     sizes = args.sizes or ([100_000] if args.quick else [1_000_000, 3_000_000])
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_scale_"))
     try:
@@ -346,7 +350,7 @@ def main() -> None:
         _seed(seed, 40 if args.quick else 100)
         base_copy = work / "seed_steps"
         shutil.copytree(seed, base_copy, symlinks=True)
-        baseline = {name: _run_step(name, base_copy, seed) for name in STEPS}
+        baseline = {name: _run_step(name, base_copy, seed) for name in steps}
         print(f"seed: 2 routes generated, indexed and sharded in {time.perf_counter() - t0:.1f}s", flush=True)
         results = {}
         for size in sizes:
@@ -354,14 +358,14 @@ def main() -> None:
             t0 = time.perf_counter()
             frames = _grow(seed, root, size)
             print(f"grown to {frames:,} frames in {time.perf_counter() - t0:.1f}s", flush=True)
-            results[size] = {"frames": frames, **{name: _run_step(name, root, seed) for name in STEPS}}
+            results[size] = {"frames": frames, **{name: _run_step(name, root, seed) for name in steps}}
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     rows = [("step", "baseline (2-route seed)  |  " + "  |  ".join(f"{s:,} frames" for s in sizes))]
-    for name in STEPS:
+    for name in steps:
         cells = [_figure(name, baseline[name])] + [_figure(name, results[s][name]) for s in sizes]
         ratio = "  ".join(
             f"x{results[s][name]['seconds'] / max(baseline[name]['seconds'], 1e-9):.1f}" for s in sizes
@@ -375,7 +379,7 @@ def main() -> None:
                 "baseline": baseline,
                 "candidate": {str(s): r for s, r in results.items()},
                 "ratio": {
-                    str(s): {n: round(r[n]["seconds"] / max(baseline[n]["seconds"], 1e-9), 2) for n in STEPS}
+                    str(s): {n: round(r[n]["seconds"] / max(baseline[n]["seconds"], 1e-9), 2) for n in steps}
                     for s, r in results.items()
                 },
                 "machine": machine(),
