@@ -10,6 +10,8 @@ Each step then runs in a fresh process (time and peak RSS of that process):
 
   index no-op            build_index on the unchanged tree (nothing read)
   shard no-op            write_shards on the unchanged cache
+  shard replan           write_shards after the index tables were rewritten with the same content (their
+                         stamps touched): it plans from the bucket tables, finds nothing to build
   bucket rebuild         every collection re-derived from a lazy scan of the frame parts
   make_loader cold/warm  make_loader (catalog built / mapped) to the first batch, 2 workers
   epoch start            2 persistent workers, set_epoch(e) to the first batch of epochs 1..3; the
@@ -45,6 +47,7 @@ HERE = Path(__file__).resolve()
 STEPS = (
     "index_noop",
     "shard_noop",
+    "shard_replan",
     "bucket_rebuild",
     "loader_cold",
     "loader_warm",
@@ -110,6 +113,7 @@ def _grow(seed: Path, root: Path, num_frames: int) -> int:
 
     from lead_stream.cache.manifest import read_manifest, resolve_cache_dir
     from lead_stream.cache.manifest_store import samples_dir, write_all_parts, write_table
+    from lead_stream.cache.unchanged import input_stamps
     from lead_stream.index.collections import write_collections
     from lead_stream.index.frame_store import FrameWriter, scan_frames, write_placement
     from lead_stream.index.tables import table_path, write_parquet
@@ -197,6 +201,7 @@ def _grow(seed: Path, root: Path, num_frames: int) -> int:
     write_table(cache_dir, "failures", manifest.failures.to_arrow())
     info = dict(manifest.info, num_samples=all_samples.height, num_shards=len(shard_rows))
     info.update(num_routes=count, size_bytes=int(sum(r["size_bytes"] for r in shard_rows)))
+    info["inputs"] = input_stamps(root, manifest.info["config"]["collections"])  # planned from this index
     (cache_dir / "manifest.json").write_text(json.dumps(info, indent=1, sort_keys=True))
     assert samples_dir(cache_dir).is_dir()
     return count * per_route
@@ -249,8 +254,15 @@ def _step(name: str, root: Path, seed: Path) -> dict:
 
         summary = build_index(root, config=IndexConfig(workers=2, progress=False, force=True))
         out.update(read=summary.num_reread, frames=summary.num_frames)
-    elif name in ("shard_noop", "shard_add"):
+    elif name in ("shard_noop", "shard_replan", "shard_add"):
         from lead_stream.cache.shard import ShardConfig, write_shards
+
+        if name == "shard_replan":  # as if `index` had rewritten its tables with the same rows
+            from lead_stream.index.tables import table_path
+
+            for table in ("routes", "pretrain", "posttrain"):
+                path = table_path(root, table)
+                os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000_000))
 
         summary = write_shards(root, config=ShardConfig(workers=2, progress=False))
         out.update(built=summary.num_routes_built, samples=summary.num_samples)

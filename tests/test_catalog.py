@@ -91,3 +91,49 @@ def test_workers_take_the_plan_from_shared_memory_and_never_rebuild_it_15(
         inline.set_epoch(epoch)
         assert all(torch.equal(a, b.frame_idx) for a, b in zip(served[epoch], inline, strict=True))
     assert not torch.equal(torch.cat(served[0]), torch.cat(served[1]))
+
+
+def test_a_warm_loader_start_maps_the_catalog_and_reads_no_table_then_a_stale_one_is_rebuilt_15(
+    sharded_root: Path, tmp_path: Path
+) -> None:
+    """The second start maps the stored arrays: no Polars import (no table read), the same plan; after the
+    cache changes, the next start builds a new catalog that matches the new manifest."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from lead_stream.cache.shard import ShardConfig, write_shards
+    from lead_stream.index import IndexConfig, build_index
+
+    root = tmp_path / "root"
+    shutil.copytree(sharded_root, root, ignore=shutil.ignore_patterns(CATALOG_DIRNAME))
+    config = LoaderConfig(batch_size=4, num_workers=0, collection="posttrain")
+    first = make_loader(root, config=config)
+    first.set_epoch(1)
+    code = (
+        "import json, sys\n"
+        "from lead_stream.loader import LoaderConfig, make_loader\n"
+        f"loader = make_loader({str(root)!r}, config=LoaderConfig(batch_size=4, num_workers=0, "
+        "collection='posttrain'))\n"
+        "loader.set_epoch(1)\n"
+        "batch = next(iter(loader))\n"
+        "print(json.dumps({'polars': 'polars' in sys.modules, 'rows': loader.plan.rows.tolist(),"
+        " 'size': batch.size}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    warm = json.loads(done.stdout.strip().splitlines()[-1])
+    assert warm["polars"] is False and warm["size"] == 4
+    assert warm["rows"] == first.plan.rows.tolist()
+
+    cache_dir = resolve_cache_dir(root)
+    route = sorted(p for p in (root / "data").glob("*/*") if p.is_dir())[0]
+    shutil.move(route, tmp_path / "parked")  # a route removed: the cache changes, the catalog is stale
+    build_index(root, config=IndexConfig(workers=1, progress=False))
+    write_shards(root, config=ShardConfig(workers=1, max_samples_per_shard=16, progress=False))
+    rebuilt = make_loader(root, config=config)
+    assert len(list((cache_dir / CATALOG_DIRNAME).glob("posttrain-*"))) == 2
+    manifest = read_manifest(cache_dir)
+    assert rebuilt.catalog.num_samples == manifest.samples.height < first.catalog.num_samples
+    keys = manifest.samples["key"].to_list()
+    assert [rebuilt.catalog.key(i) for i in range(rebuilt.catalog.num_samples)] == keys

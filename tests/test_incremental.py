@@ -3,6 +3,7 @@ a no-op, give the same tables, manifests and loader plans as a full rebuild; a n
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -282,3 +283,53 @@ def test_old_single_file_bucket_tables_are_read_and_migrated_15(copy_lead_root: 
     assert all(table_path(root, name).is_dir() for name in collection_names(root))
     migrated = _index_tables(root)
     _assert_same_index({**tables, "routes": migrated["routes"]}, migrated)  # same rows (the stamp changed)
+
+
+def test_shard_after_an_index_rewrite_plans_once_then_reads_only_metadata_15(
+    sharded_root: Path, tmp_path: Path
+) -> None:
+    from lead_stream.cache.unchanged import CHECKED_FILENAME, checked_stamps
+
+    root = tmp_path / "root"
+    shutil.copytree(sharded_root, root)
+    cache_dir = resolve_cache_dir(root)
+    manifest_bytes = (cache_dir / "manifest.json").read_bytes()
+    build_index(root, config=IndexConfig(workers=1, progress=False, force=True))  # same content, new files
+    assert write_shards(root, config=SHARD).num_routes_built == 0  # planned: nothing changed ...
+    assert (cache_dir / "manifest.json").read_bytes() == manifest_bytes  # ... the manifest is kept
+    assert checked_stamps(cache_dir) is not None  # and the new stamps are recorded
+
+    bucket = sorted(table_path(root, "pretrain").glob("part-*.parquet"))[
+        0
+    ]  # unreadable, same size and mtime:
+    stat = bucket.stat()  # only a planning run reads it
+    bucket.write_bytes(b"\0" * stat.st_size)
+    os.utime(bucket, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    before = _mtimes(root)
+    assert write_shards(root, config=SHARD).num_routes_built == 0
+    assert _mtimes(root) == before  # metadata-only no-op: nothing read but stamps and small tables
+
+    build_index(root, config=IndexConfig(workers=1, progress=False, force=True))  # the table back
+    route = _usable_routes(root)[0]
+    rgb = layout.modality_path(layout.route_path(root, route), "rgb", 5)  # a changed route is no no-op
+    with open(rgb, "r+b") as handle:
+        handle.write(rgb.read_bytes())
+    build_index(root, config=IndexConfig(workers=1, progress=False, check_files=True))
+    assert write_shards(root, config=SHARD).num_routes_built == 1
+    assert checked_stamps(cache_dir) is None and not (cache_dir / CHECKED_FILENAME).exists()
+    assert_frame_equal(_samples(root), _samples(sharded_root))
+
+
+def test_a_deleted_or_resized_shard_is_rebuilt_by_the_next_shard_15(
+    sharded_root: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(sharded_root, root)
+    cache_dir = resolve_cache_dir(root)
+    sorted(cache_dir.glob("shard-*.tar"))[0].unlink()
+    assert write_shards(root, config=SHARD).num_routes_built == 1
+    with open(sorted(cache_dir.glob("shard-*.tar"))[0], "ab") as handle:
+        handle.write(b"\0" * 512)
+    assert write_shards(root, config=SHARD).num_routes_built == 1
+    assert verify_cache(root).ok
+    assert_frame_equal(_samples(root), _samples(sharded_root))

@@ -10,15 +10,12 @@ shards corrupt (`verify-failed.json`), or it has failure rows and `retry_failed`
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from lead_stream.cache.chunks import RoutePlan
-from lead_stream.cache.manifest import VERIFY_FAILED_FILENAME
 from lead_stream.cache.manifest_store import CacheState
 from lead_stream.cache.tar_writer import load_journal
-from lead_stream.index.tables import table_path
+from lead_stream.cache.unchanged import routes_with_bad_shards, verify_failed
 
 
 def record_is_current(
@@ -101,43 +98,3 @@ def changes_from_state(
     obsolete = [name for name, rid in zip(shard_names, shard_routes) if rid in dropped]
     obsolete += sorted(p.name for p in cache_dir.glob("shard-*.tar") if p.name not in listed)  # killed builds
     return to_build, obsolete, removed
-
-
-def routes_with_bad_shards(state: CacheState, cache_dir: Path) -> set[str]:
-    """Routes with a shard that is missing, has another size than recorded, or that `verify` found corrupt."""
-    corrupt = set(verify_failed(cache_dir))
-    bad = set()
-    shards = state.shards
-    for name, rid, size in zip(
-        shards.column("shard").to_pylist(),
-        shards.column("route_id").to_pylist(),
-        shards.column("size_bytes").to_pylist(),
-    ):
-        try:
-            if name in corrupt or os.stat(cache_dir / name).st_size != size:
-                bad.add(rid)
-        except FileNotFoundError:
-            bad.add(rid)
-    return bad
-
-
-def input_stamps(data_root: Path, collections: list[str] | tuple[str, ...]) -> dict[str, list[int]]:
-    """(size, mtime_ns) of the index files a cache is planned from (routes.parquet, the bucket tables); equal
-    stamps let a no-op `shard` skip planning altogether."""
-    stamps = {}
-    for name in ("routes", *collections):
-        path = table_path(data_root, name)
-        try:
-            st = path.stat()
-            stamps[name] = [st.st_size, st.st_mtime_ns]
-        except FileNotFoundError:
-            stamps[name] = [-1, -1]
-    return stamps
-
-
-def verify_failed(cache_dir: Path) -> list[str]:
-    """Shards the last `verify` found missing or corrupt (`verify-failed.json`); [] if none recorded."""
-    try:
-        return list(json.loads((Path(cache_dir) / VERIFY_FAILED_FILENAME).read_text())["shards"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []

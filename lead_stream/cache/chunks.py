@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from lead_stream.cache import features
 from lead_stream.cache.frame import load_frame
@@ -23,7 +25,7 @@ from lead_stream.cache.tar_writer import TarShardWriter, member_name_problem, ro
 from lead_stream.core import container, parquet
 from lead_stream.core.errors import LeadFormatError
 from lead_stream.core.layout import relative_path
-from lead_stream.index.bucket_store import read_bucket_members
+from lead_stream.index.bucket_store import bucket_files
 from lead_stream.index.content import CONTENT_COLUMN, effective_fingerprint
 from lead_stream.index.tables import table_path
 from lead_stream.sources.route import Route
@@ -31,12 +33,17 @@ from lead_stream.sources.route import Route
 BUILD_TMP_PREFIX = "building-rank"  # "<prefix>-<rank>-<route hash>-<chunk>-<part>.tar.tmp"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RoutePlan:
     route_id: str
     fingerprint: str
-    frames: tuple[int, ...]
+    frame_array: np.ndarray  # (F,) int32 selected frame numbers, ascending (a view into the plan's array)
     digest: str = ""  # `frames_digest(frames)`: what the cache's routes table compares
+
+    @property
+    def frames(self) -> tuple[int, ...]:
+        """The selected frame numbers as Python ints (made on use: only routes that are built need them)."""
+        return tuple(self.frame_array.tolist())
 
 
 def frames_digest(frames: np.ndarray) -> str:
@@ -44,54 +51,80 @@ def frames_digest(frames: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(frames, dtype="<i4").tobytes(), digest_size=8).hexdigest()
 
 
+_FRAME_OFFSET = 1 << 31  # int32 frame + offset fits the low 32 bits of a key, order kept
+
+
+def _bucket_frame_keys(data_root: Path, collection: str, route_ids: pa.Array) -> np.ndarray:
+    """The (route code << 32 | frame) int64 keys of a collection's members, route codes indexing the sorted
+    `route_ids` of routes.parquet. Only route_id (dictionary coded: one string per route, not per frame) and
+    frame_idx are read.
+
+    Raises:
+        LeadFormatError: the table is missing or of another version, or names a route routes.parquet lacks.
+    """
+    repair = f"rebuild it: lead-stream index {data_root}"
+    columns = []
+    for path in bucket_files(data_root, collection):  # its parts (or its one file from before parts)
+        table = parquet.read_table(
+            path, columns=["route_id", "frame_idx"], read_dictionary=["route_id"], repair=repair
+        )
+        columns += zip(table.column("route_id").chunks, table.column("frame_idx").chunks, strict=True)
+    parts = []
+    for routes, frames in columns:
+        if not pa.types.is_dictionary(routes.type):
+            routes = routes.dictionary_encode()
+        codes = pc.index_in(routes.dictionary, value_set=route_ids)
+        if codes.null_count:
+            unknown = routes.dictionary.filter(pc.is_null(codes))[0].as_py()
+            routes_file = table_path(data_root, "routes")
+            raise LeadFormatError(
+                routes_file, f"bucket route {unknown!r} is not in routes.parquet (stale index)"
+            )
+        row_codes = codes.to_numpy().astype(np.int64)[routes.indices.to_numpy()]
+        parts.append((row_codes << 32) | (frames.to_numpy().astype(np.int64) + _FRAME_OFFSET))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def build_plan(data_root: Path, collections: tuple[str, ...]) -> list[RoutePlan]:
     """Routes (sorted) with their selected frames: the union of the collections' bucket members.
 
-    Vectorised: one sort of the members, route boundaries found with numpy, one digest per route.
+    Vectorised and small: each member is one int64 key (route code, frame), the union is one sort of the
+    keys, route boundaries are found with numpy, then one digest per route; memory is ~16 bytes per
+    member plus the routes table.
 
     Raises:
         LeadFormatError: missing index tables, or a bucket route missing from routes.parquet.
     """
-
-    members = (
-        pl.concat(
-            [read_bucket_members(data_root, name).select("route_id", "frame_idx") for name in collections]
-        )
-        .unique()
-        .sort("route_id", "frame_idx")
-    )
     routes_file = table_path(data_root, "routes")
     if not routes_file.is_file():
         raise LeadFormatError(routes_file, "missing (build the index first: lead-stream index)")
     repair = f"rebuild it: lead-stream index {data_root}"
     hashed = CONTENT_COLUMN in parquet.read_schema(routes_file, repair=repair).names
     columns = ["route_id", "fingerprint", *([CONTENT_COLUMN] if hashed else [])]
-    routes = pl.from_arrow(parquet.read_table(routes_file, columns=columns, repair=repair))
-    route_ids = members["route_id"].unique(maintain_order=True)
-    known = pl.DataFrame({"route_id": route_ids}).join(
-        routes, on="route_id", how="left", maintain_order="left"
-    )
-    unknown = known.filter(pl.col("fingerprint").is_null())
-    if unknown.height:
-        raise LeadFormatError(
-            routes_file, f"bucket route {unknown['route_id'][0]!r} is not in routes.parquet (stale index)"
-        )
-    safe = route_ids.str.replace_all(".", "_", literal=True)
+    routes = pl.from_arrow(parquet.read_table(routes_file, columns=columns, repair=repair)).sort("route_id")
+    if hashed:  # a stored content hash (index --verify-content) is part of what the cache compares
+        fingerprints = list(map(effective_fingerprint, routes["fingerprint"], routes[CONTENT_COLUMN]))
+        routes = routes.with_columns(pl.Series("fingerprint", fingerprints, dtype=pl.String))
+    routes = routes.select("route_id", "fingerprint")
+    route_ids = routes["route_id"].to_arrow()
+    keys = np.concatenate([_bucket_frame_keys(data_root, name, route_ids) for name in collections])
+    keys.sort()  # the union: sorted, then duplicates (a frame in several collections) dropped
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    codes = keys >> 32
+    frames = ((keys & 0xFFFFFFFF) - _FRAME_OFFSET).astype(np.int32)
+    del keys
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, np.int64)
+    present = routes[codes[starts]]
+    safe = present["route_id"].str.replace_all(".", "_", literal=True)
     if safe.n_unique() != len(safe):
         dup = safe.filter(safe.is_duplicated())[0]
-        pair = route_ids.filter(safe == dup).to_list()
+        pair = present["route_id"].filter(safe == dup).to_list()
         raise LeadFormatError(routes_file, f"routes {pair[0]!r} and {pair[1]!r} give the same sample keys")
-    frames = members["frame_idx"].to_numpy().astype(np.int32)
-    route_col = members["route_id"]
-    starts = np.flatnonzero((route_col != route_col.shift(1)).fill_null(True).to_numpy())
     bounds = np.r_[starts, len(frames)]
-    fingerprints = known["fingerprint"].to_list()
-    if hashed:  # a stored content hash (index --verify-content) is part of what the cache compares
-        fingerprints = list(map(effective_fingerprint, fingerprints, known[CONTENT_COLUMN].to_list()))
     plan = []
-    for i, route_id in enumerate(route_ids.to_list()):
+    for i, (route_id, fingerprint) in enumerate(present.iter_rows()):
         chunk = frames[bounds[i] : bounds[i + 1]]
-        plan.append(RoutePlan(route_id, fingerprints[i], tuple(chunk.tolist()), frames_digest(chunk)))
+        plan.append(RoutePlan(route_id, fingerprint, chunk, frames_digest(chunk)))
     return plan
 
 

@@ -11,17 +11,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lead_stream.core import parquet
 from lead_stream.core.atomic import atomic_write_text
 from lead_stream.core.errors import LeadFormatError
-from lead_stream.core.parts import part_files
 from lead_stream.schemas.manifest import MANIFEST_SCHEMAS, MANIFEST_VERSION, manifest_version_problem
+
+if TYPE_CHECKING:
+    import polars as pl  # imported where a table is read: a warm loader start maps arrays, reads no table
 
 CACHE_DIRNAME = "cache"
 MANIFEST_FILENAME = "manifest.json"
@@ -90,6 +91,8 @@ def resolve_cache_dir(data_root: Path, pipeline_id: str | None = None) -> Path:
 def _table_schema(path: Path, repair: str) -> pa.Schema:
     """Schema of a manifest table: a single file, or the first part of a directory of parts."""
     if path.is_dir():
+        from lead_stream.core.parts import part_files  # pyarrow.compute: only where parts are read
+
         parts = part_files(path)
         if not parts:
             raise LeadFormatError(path, "no parts (the manifest lists it)")
@@ -108,6 +111,8 @@ def _read_table(cache_dir: Path, name: str, columns: list[str] | None = None) ->
         raise LeadFormatError(path, problem)
     if schema.names != MANIFEST_SCHEMAS[name].names:
         raise LeadFormatError(path, f"columns {schema.names}, expected {MANIFEST_SCHEMAS[name].names}")
+    import polars as pl
+
     try:
         return pl.from_arrow(pq.read_table(path, columns=columns, schema=MANIFEST_SCHEMAS[name]))
     except (pa.ArrowException, OSError) as error:

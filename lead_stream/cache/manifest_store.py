@@ -272,7 +272,7 @@ def _finish_manifest(
         "tables": TABLE_FILENAMES,
         "inputs": identity.get(
             "inputs"
-        ),  # the index files' (size, mtime_ns) it was planned from (`changes.input_stamps`)
+        ),  # the index files' (size, mtime_ns) it was planned from (`unchanged.input_stamps`)
     }
     atomic_write_text(cache_dir / MANIFEST_FILENAME, json.dumps(info, indent=1, sort_keys=True))
     return ManifestCounts(num_samples, shards.num_rows, failures.num_rows)

@@ -25,9 +25,14 @@ def _unreadable(path: Path, error: Exception, repair: str) -> LeadFormatError:
 
 
 def read_table(
-    path: Path, *, repair: str, columns: Sequence[str] | None = None, filters: Any = None
+    path: Path,
+    *,
+    repair: str,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+    read_dictionary: Sequence[str] | None = None,
 ) -> pa.Table:
-    """`pq.read_table(path, columns, filters)`.
+    """`pq.read_table(path, columns, filters, read_dictionary)` (the latter: columns kept dictionary coded).
 
     Raises:
         LeadFormatError: the file is missing, truncated or not Parquet; the message ends with `repair`.
@@ -36,7 +41,12 @@ def read_table(
     if not path.is_file():
         raise LeadFormatError(path, f"missing; {repair}")
     try:
-        return pq.read_table(path, columns=list(columns) if columns else None, filters=filters)
+        return pq.read_table(
+            path,
+            columns=list(columns) if columns else None,
+            filters=filters,
+            read_dictionary=list(read_dictionary) if read_dictionary else None,
+        )
     except _READ_ERRORS as error:
         raise _unreadable(path, error, repair) from None
 

@@ -93,6 +93,16 @@ def bucket_schema(data_root: Path, name: str) -> pa.Schema:
     return schema
 
 
+def bucket_files(data_root: Path, name: str) -> list[Path]:
+    """The Parquet files of collection `name` (its parts, or its one file from before parts), version-checked.
+
+    Raises:
+        LeadFormatError: missing or of another schema version.
+    """
+    bucket_schema(data_root, name)
+    return _files(data_root, name)[0]
+
+
 def _with_fill_rates(members: pl.LazyFrame) -> pl.LazyFrame:
     """Null ("fill") rates computed over the whole collection; rows sorted by route_id, frame_idx."""
     return members.with_columns(rate=pl.coalesce(pl.col("rate"), fill_rate())).sort(*KEY)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
-import pyarrow as pa
 
 from lead_stream.core.errors import LeadFormatError
+
+if TYPE_CHECKING:  # imported where a catalog is built: mapping a stored one needs neither
+    import polars as pl
 
 _LOG = logging.getLogger(__name__)
 SAMPLE_COLUMNS = ("key", "route_id", "frame_idx", "shard", "offset", "size_bytes")  # manifest columns read
@@ -102,6 +104,8 @@ class Catalog:
             LeadFormatError: the bucket table is empty, has a bucket with two different rates, or samples
                 name shards the shards table lacks.
         """
+        import polars as pl
+
         if buckets.is_empty():
             raise LeadFormatError(buckets_path, "bucket table has no rows (empty collection)")
         samples = samples.select(SAMPLE_COLUMNS).sort("key")
@@ -170,6 +174,8 @@ class Catalog:
 
 def strings_to_bytes(strings: pl.Series) -> np.ndarray:
     """A string column → a fixed-width `bytes_` array (UTF-8, NUL-padded) without a Python object per row."""
+    import pyarrow as pa
+
     if strings.is_empty():
         return np.zeros(0, dtype="S1")
     lengths = strings.str.len_bytes()

@@ -147,10 +147,9 @@ def epoch_plan(
     bucket_idx = np.concatenate(picked_bucket)
     order = np.arange(rows.shape[0])
     rng.shuffle(order)  # LEAD: indices = np.arange(n); rng.shuffle(indices) (= rng.permutation(n))
+    if epoch_size is not None:  # the shuffled plan truncated or repeated (only those slots gathered)
+        order = order[np.arange(epoch_size) % order.shape[0]]
     rows, bucket_idx = rows[order], bucket_idx[order]
-    if epoch_size is not None:
-        take = np.arange(epoch_size) % rows.shape[0]
-        rows, bucket_idx = rows[take], bucket_idx[take]
     return EpochPlan(
         rows=rows, bucket_idx=bucket_idx, fingerprint=_fingerprint(rows, bucket_idx, seed, epoch)
     )

@@ -11,12 +11,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from lead_stream.core.errors import ConfigError, LeadFormatError
 from lead_stream.index.bucket_store import read_bucket_members
 from lead_stream.loader.config import LoaderConfig
+
+if TYPE_CHECKING:  # imported where members are read (a catalog build), not by a warm loader start
+    import polars as pl
 
 FRAME_KEY = ("route_id", "frame_idx")
 
@@ -42,6 +44,8 @@ def read_members(data_root: Path, collection: str, buckets: Sequence[str] | None
         LeadFormatError: no bucket table for the collection.
         ConfigError: `buckets` names a bucket the table does not have.
     """
+    import polars as pl
+
     path = bucket_table_path(data_root, collection)
     if not path.exists():
         raise LeadFormatError(path, f"no bucket table for collection {collection!r} (run `index`)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -346,21 +347,24 @@ def make_loader(
     name = selection_name(config)
     stamp = catalog_stamp(cache_dir / MANIFEST_FILENAME, [p for p in inputs if p.exists()], name)
     catalog = load_catalog(cache_dir, stamp, name, build)
-    names = [catalog.shard_name(i) for i in range(len(catalog.shard_names))]
-    locations = [
-        config.shard_url.format(shard=name) if config.shard_url else str(cache_dir / name) for name in names
-    ]
+    names = np.char.decode(np.asarray(catalog.shard_names), "utf-8").tolist()
+    prefix = f"{os.fspath(cache_dir)}{os.sep}"
+    locations = (
+        [config.shard_url.format(shard=name) for name in names]
+        if config.shard_url
+        else [prefix + name for name in names]
+    )
     if not config.shard_url:
-        _check_shards_present(cache_dir, names, data_root)
+        _check_shards_present(locations, data_root)
     return StreamingLoader(catalog, config, locations, rank=rank, world_size=world_size)
 
 
-def _check_shards_present(cache_dir: Path, shard_names: list[str], data_root: Path) -> None:
+def _check_shards_present(paths: list[str], data_root: Path) -> None:
     """Every shard the plan reads is on disk (one stat each), so a deleted shard is named before training."""
-    missing = [name for name in shard_names if not (cache_dir / name).is_file()]
+    missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LeadFormatError(
-            cache_dir / missing[0],
+            Path(missing[0]),
             f"shard listed in shards.parquet is missing{more}; rebuild it: lead-stream shard {data_root}",
         )
