@@ -24,10 +24,12 @@ holding many batches) it packs into a fresh, unpooled block instead and counts i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import secrets
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -36,9 +38,9 @@ from lead_stream.core.batch import Batch, RunCoded
 ALIGN_BYTES = 64
 
 
-@dataclass(frozen=True)
-class TensorSlot:
-    """Where one tensor lives in the arena: byte offset, dtype, shape and element strides."""
+class TensorSlot(NamedTuple):
+    """Where one tensor lives in the arena: byte offset, dtype, shape and element strides (a tuple: it is
+    pickled with every worker batch)."""
 
     offset: int
     dtype: torch.dtype
@@ -72,16 +74,15 @@ class PackedBatch:
 
     def unpack(self) -> Batch:
         """The `Batch`, every tensor a view of the arena (pinned views when the arena is pinned)."""
+        views = _ArenaViews(self.arena)
         fields: dict[str, object] = dict(self.lists)
-        for name, shape in self.coded_shapes.items():
-            fields[name] = RunCoded(
-                self.tensors[f"{name}.values"].view(self.arena),
-                self.tensors[f"{name}.lengths"].view(self.arena),
-                shape,
-            )
         for name, slot in self.tensors.items():
             if "." not in name:
-                fields[name] = slot.view(self.arena)
+                fields[name] = views.of(slot)
+        for name, shape in self.coded_shapes.items():
+            fields[name] = RunCoded(
+                views.of(self.tensors[f"{name}.values"]), views.of(self.tensors[f"{name}.lengths"]), shape
+            )
         return Batch(**fields)
 
     def pin_memory(self) -> PackedBatch:
@@ -89,10 +90,40 @@ class PackedBatch:
         return dataclasses.replace(self, arena=self.arena.pin_memory(), lent=None)
 
 
-def _dense_order(t: torch.Tensor) -> list[int] | None:
-    """Dims from outermost to innermost when `t` is a permutation of a dense C-order layout, else None."""
-    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
-    return order if t.permute(order).is_contiguous() else None
+class _ArenaViews:
+    """Views of one arena: one typed view per dtype, then one `as_strided` per tensor."""
+
+    def __init__(self, arena: torch.Tensor) -> None:
+        self.arena = arena
+        self.typed: dict[torch.dtype, torch.Tensor | None] = {}
+
+    def of(self, slot: TensorSlot) -> torch.Tensor:
+        typed = self.typed.get(slot.dtype, False)
+        if typed is False:
+            try:  # needs the arena's length and start divisible by the element size (64-byte layout)
+                typed = self.typed[slot.dtype] = self.arena.view(slot.dtype)
+            except RuntimeError:
+                typed = self.typed[slot.dtype] = None
+        if typed is None or slot.offset % typed.element_size():
+            return slot.view(self.arena)
+        start = typed.storage_offset() + slot.offset // typed.element_size()
+        return typed.as_strided(slot.shape, slot.strides, start)
+
+
+@functools.lru_cache(maxsize=512)
+def _dense_strides(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of the dense layout a tensor of `shape`/`stride` is stored in: its own dim order when
+    it is a permutation of a dense C-order layout, else C order (stored as a contiguous copy)."""
+    probe = torch.empty_strided(shape, stride, dtype=torch.uint8, device="meta")
+    order = sorted(range(len(shape)), key=lambda d: (-stride[d], -shape[d]))
+    if not probe.permute(order).is_contiguous():  # overlapping or gapped view
+        return tuple(torch.empty(shape, dtype=torch.uint8, device="meta").stride())
+    strides = [0] * len(shape)
+    step = 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return tuple(strides)
 
 
 def _aligned(nbytes: int) -> int:
@@ -100,16 +131,11 @@ def _aligned(nbytes: int) -> int:
 
 
 def _layout(t: torch.Tensor, offset: int) -> TensorSlot:
-    order = _dense_order(t)
-    if order is None:  # overlapping or gapped view: stored as a contiguous copy
-        strides = torch.empty(t.shape, dtype=t.dtype, device="meta").stride()
-    else:
-        strides = [0] * t.dim()
-        step = 1
-        for d in reversed(order):
-            strides[d] = step
-            step *= t.shape[d]
-    return TensorSlot(offset, t.dtype, tuple(t.shape), tuple(strides), t.numel() * t.element_size())
+    shape = tuple(t.shape)
+    strides = tuple(t.stride()) if t.dim() <= 1 else _dense_strides(shape, tuple(t.stride()))
+    if t.dim() == 1 and strides != (1,):
+        strides = (1,)  # a strided 1-D view is stored contiguous
+    return TensorSlot(offset, t.dtype, shape, strides, t.numel() * t.element_size())
 
 
 def _flatten(batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]], dict[str, list]]:

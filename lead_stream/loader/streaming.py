@@ -179,6 +179,9 @@ class StreamingLoader:
                 payload, info = next(iterator)
             except StopIteration:
                 break
+            except ConnectionError as err:  # a batch's arena descriptor was being fetched from a dead worker
+                self._dataloader = None
+                raise RuntimeError(f"DataLoader worker exited unexpectedly ({err!r})") from err
             except Exception:
                 self._dataloader = None  # e.g. a worker died: the next __iter__ starts fresh workers
                 raise
