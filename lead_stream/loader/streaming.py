@@ -48,6 +48,11 @@ STATE_VERSION = 1
 _CONTROL_BYTES = 1 << 16
 
 
+def _as_is(item: Any) -> Any:
+    """A worker's (batch, info) as the stream yields it (torch's default would walk and convert it)."""
+    return item
+
+
 class StreamingLoader:
     """Iterable of `Batch` for one rank; see `make_loader`."""
 
@@ -229,7 +234,12 @@ class StreamingLoader:
                 else {}
             )
             self._dataloader = DataLoader(
-                self._stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory, **extra
+                self._stream,
+                batch_size=None,
+                num_workers=cfg.num_workers,
+                pin_memory=cfg.pin_memory,
+                collate_fn=_as_is,  # batches leave the stream whole: skip torch's per-item conversion walk
+                **extra,
             )
         return self._dataloader
 
