@@ -67,6 +67,7 @@ class BatchBuffers:
     def __post_init__(self) -> None:
         b = self.size
         self.rgb = np.empty((b, RGB_HEIGHT_PX, RGB_WIDTH_PX, 3), np.uint8)
+        self._rgb_home: tuple[np.ndarray] | None = None  # own image buffer while `rgb` is outside memory
         for attr, shape in DENSE_RASTERS.values():  # depth, transposed as the shards store it (uint8)
             setattr(self, attr, np.empty((b, *shape[::-1]), np.uint8))
         self.runs = RunRows(b, RASTER_SHAPES)  # views of every sample's runs until to_batch
@@ -80,6 +81,16 @@ class BatchBuffers:
         self.bucket_idx = np.zeros(b, np.int64)
         self.route_id: list[str] = [""] * b
         self.current_member = ""
+
+    def use_rgb(self, memory: memoryview | None) -> None:
+        """Decode the images into `memory` ((B, H, W, 3) uint8 bytes), or into the set's own buffer (None)."""
+        if memory is None:
+            if self._rgb_home is not None:
+                self.rgb, self._rgb_home = self._rgb_home[0], None
+            return
+        if self._rgb_home is None:
+            self._rgb_home = (self.rgb,)  # kept for batches without outside memory
+        self.rgb = np.frombuffer(memory, np.uint8).reshape(self._rgb_home[0].shape)
 
     def unreferenced(self) -> bool:
         """True when no tensor of a previous `to_batch` still uses these arrays (safe to refill)."""
@@ -293,13 +304,19 @@ class BufferPool:
         self.max_buffers = max_buffers
         self._buffers: list[BatchBuffers] = []
 
-    def take(self, size: int) -> BatchBuffers:
-        """A buffer set for `size` samples whose previous batch nobody references, else a new one."""
+    def take(self, size: int, rgb: memoryview | None = None) -> BatchBuffers:
+        """A buffer set for `size` samples whose previous batch nobody references, else a new one.
+
+        `rgb`: memory for the (size, H, W, 3) uint8 images (a worker's shared arena, so the JPEGs decode
+        straight into the block the trainer receives); None keeps the set's own image buffer.
+        """
         for buffers in self._buffers:
             if buffers.size == size and buffers.unreferenced():
                 buffers.reset()
-                return buffers
-        buffers = BatchBuffers(size)
-        if len(self._buffers) < self.max_buffers:
-            self._buffers.append(buffers)
+                break
+        else:
+            buffers = BatchBuffers(size)
+            if len(self._buffers) < self.max_buffers:
+                self._buffers.append(buffers)
+        buffers.use_rgb(rgb)
         return buffers

@@ -24,10 +24,12 @@ holding many batches) it packs into a fresh, unpooled block instead and counts i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import secrets
 import weakref
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -36,9 +38,9 @@ from lead_stream.core.batch import Batch, RunCoded
 ALIGN_BYTES = 64
 
 
-@dataclass(frozen=True)
-class TensorSlot:
-    """Where one tensor lives in the arena: byte offset, dtype, shape and element strides."""
+class TensorSlot(NamedTuple):
+    """Where one tensor lives in the arena: byte offset, dtype, shape and element strides (a tuple: it is
+    pickled with every worker batch)."""
 
     offset: int
     dtype: torch.dtype
@@ -60,24 +62,27 @@ class PackedBatch:
     coded_shapes: dict[str, tuple[int, ...]]  # RunCoded field → its dense shape
     lists: dict[str, list]  # non-tensor fields (route_id)
     lent: Lent | None = field(default=None)  # set while the arena belongs to a worker's pool
+    ship_arena: bool = True  # False: the trainer's process already maps this pooled arena (`ArenaBoard`)
 
     def __reduce__(self) -> tuple:
-        # a lent arena is rebuilt as a lease in the receiving process (see `_receive_lent`)
-        fields = (self.arena, self.tensors, self.coded_shapes, self.lists, self.lent)
-        return (_receive_lent, fields) if self.lent is not None else (PackedBatch, fields)
+        if self.lent is None:
+            return (PackedBatch, (self.arena, self.tensors, self.coded_shapes, self.lists))
+        # a lent arena is rebuilt as a lease in the receiving process (see `_receive_lent`); once that process
+        # maps the arena, later batches in it carry only their layout (no descriptor hand-over per batch)
+        arena = self.arena if self.ship_arena else None
+        return (_receive_lent, (arena, self.tensors, self.coded_shapes, self.lists, self.lent))
 
     def unpack(self) -> Batch:
         """The `Batch`, every tensor a view of the arena (pinned views when the arena is pinned)."""
+        views = _ArenaViews(self.arena)
         fields: dict[str, object] = dict(self.lists)
-        for name, shape in self.coded_shapes.items():
-            fields[name] = RunCoded(
-                self.tensors[f"{name}.values"].view(self.arena),
-                self.tensors[f"{name}.lengths"].view(self.arena),
-                shape,
-            )
         for name, slot in self.tensors.items():
             if "." not in name:
-                fields[name] = slot.view(self.arena)
+                fields[name] = views.of(slot)
+        for name, shape in self.coded_shapes.items():
+            fields[name] = RunCoded(
+                views.of(self.tensors[f"{name}.values"]), views.of(self.tensors[f"{name}.lengths"]), shape
+            )
         return Batch(**fields)
 
     def pin_memory(self) -> PackedBatch:
@@ -85,10 +90,40 @@ class PackedBatch:
         return dataclasses.replace(self, arena=self.arena.pin_memory(), lent=None)
 
 
-def _dense_order(t: torch.Tensor) -> list[int] | None:
-    """Dims from outermost to innermost when `t` is a permutation of a dense C-order layout, else None."""
-    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
-    return order if t.permute(order).is_contiguous() else None
+class _ArenaViews:
+    """Views of one arena: one typed view per dtype, then one `as_strided` per tensor."""
+
+    def __init__(self, arena: torch.Tensor) -> None:
+        self.arena = arena
+        self.typed: dict[torch.dtype, torch.Tensor | None] = {}
+
+    def of(self, slot: TensorSlot) -> torch.Tensor:
+        typed = self.typed.get(slot.dtype, False)
+        if typed is False:
+            try:  # needs the arena's length and start divisible by the element size (64-byte layout)
+                typed = self.typed[slot.dtype] = self.arena.view(slot.dtype)
+            except RuntimeError:
+                typed = self.typed[slot.dtype] = None
+        if typed is None or slot.offset % typed.element_size():
+            return slot.view(self.arena)
+        start = typed.storage_offset() + slot.offset // typed.element_size()
+        return typed.as_strided(slot.shape, slot.strides, start)
+
+
+@functools.lru_cache(maxsize=512)
+def _dense_strides(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of the dense layout a tensor of `shape`/`stride` is stored in: its own dim order when
+    it is a permutation of a dense C-order layout, else C order (stored as a contiguous copy)."""
+    probe = torch.empty_strided(shape, stride, dtype=torch.uint8, device="meta")
+    order = sorted(range(len(shape)), key=lambda d: (-stride[d], -shape[d]))
+    if not probe.permute(order).is_contiguous():  # overlapping or gapped view
+        return tuple(torch.empty(shape, dtype=torch.uint8, device="meta").stride())
+    strides = [0] * len(shape)
+    step = 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    return tuple(strides)
 
 
 def _aligned(nbytes: int) -> int:
@@ -96,16 +131,11 @@ def _aligned(nbytes: int) -> int:
 
 
 def _layout(t: torch.Tensor, offset: int) -> TensorSlot:
-    order = _dense_order(t)
-    if order is None:  # overlapping or gapped view: stored as a contiguous copy
-        strides = torch.empty(t.shape, dtype=t.dtype, device="meta").stride()
-    else:
-        strides = [0] * t.dim()
-        step = 1
-        for d in reversed(order):
-            strides[d] = step
-            step *= t.shape[d]
-    return TensorSlot(offset, t.dtype, tuple(t.shape), tuple(strides), t.numel() * t.element_size())
+    shape = tuple(t.shape)
+    strides = tuple(t.stride()) if t.dim() <= 1 else _dense_strides(shape, tuple(t.stride()))
+    if t.dim() == 1 and strides != (1,):
+        strides = (1,)  # a strided 1-D view is stored contiguous
+    return TensorSlot(offset, t.dtype, shape, strides, t.numel() * t.element_size())
 
 
 def _flatten(batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, tuple[int, ...]], dict[str, list]]:
@@ -139,7 +169,22 @@ def _fresh_shared(nbytes: int) -> torch.Tensor:
     return torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(nbytes))
 
 
-def _fill(arena: torch.Tensor, flat: dict[str, torch.Tensor], slots: dict[str, TensorSlot]) -> None:
+def _fill(
+    arena: torch.Tensor, flat: dict[str, torch.Tensor], slots: dict[str, TensorSlot], *, in_place_ok: bool = False
+) -> None:
+    """Copy each tensor into its slot of `arena`; with `in_place_ok`, a tensor already at its slot (decoded
+    into the arena) is left as it is, and one elsewhere in the arena is copied out first (never overwritten)."""
+    if in_place_ok:
+        lo, hi = arena.data_ptr(), arena.data_ptr() + arena.numel()
+        pending = {}
+        for name, t in flat.items():
+            if t.numel() and lo <= t.data_ptr() < hi:
+                dst = slots[name].view(arena)
+                if t.data_ptr() == dst.data_ptr() and t.stride() == dst.stride() and t.dtype == dst.dtype:
+                    continue  # already in place
+                t = t.clone()
+            pending[name] = t
+        flat = pending
     for name, t in flat.items():
         slots[name].view(arena).copy_(t)
 
@@ -179,19 +224,21 @@ class Lent:
     slot: int
     token: int
     nbytes: int  # bytes of the arena the batch uses (the lease covers these)
+    arena_id: int  # which allocation of the slot's arena (pid << 32 | allocation count of its worker)
 
 
 class ArenaBoard:
     """The shared table of lent arenas of one loader: `flags[worker, slot]` is 0 (free) or a lend token.
 
     Made in the trainer's process before workers start (forked or pickled into them). In that process it
-    also keeps each received arena mapped, so a reused arena is not mapped again per batch.
+    also keeps each received arena mapped (per worker and slot, with the arena's id), so a worker sends an
+    arena's descriptor once, with the first batch it writes into it, and later batches as layout only.
     """
 
     def __init__(self, num_workers: int, num_slots: int) -> None:
         self.board_id = secrets.token_hex(8)
         self.flags = torch.zeros((max(num_workers, 1), num_slots), dtype=torch.int64).share_memory_()
-        self._mapped: dict[tuple[int, int], torch.Tensor] = {}
+        self._mapped: dict[tuple[int, int], tuple[int, torch.Tensor]] = {}  # (worker, slot) → (id, arena)
         _BOARDS[self.board_id] = self
 
     @property
@@ -204,9 +251,21 @@ class ArenaBoard:
     def __setstate__(self, state: dict) -> None:
         self.board_id, self.flags, self._mapped = state["board_id"], state["flags"], {}
 
-    def lease(self, arena: torch.Tensor, lent: Lent) -> torch.Tensor:
-        """A tensor over the first `lent.nbytes` of `arena` whose death hands the slot back to its worker."""
-        self._mapped[(lent.worker, lent.slot)] = arena  # keep the mapping for the slot's next batch
+    def lease(self, arena: torch.Tensor | None, lent: Lent) -> torch.Tensor:
+        """A tensor over the first `lent.nbytes` of `arena` whose death hands the slot back to its worker.
+
+        `arena` None: the batch came without it; the arena is the one this process mapped for the slot.
+        """
+        key = (lent.worker, lent.slot)
+        if arena is None:
+            arena_id, arena = self._mapped.get(key, (None, None))
+            if arena_id != lent.arena_id:  # batches of a worker arrive in order: its arena came first
+                raise RuntimeError(
+                    f"worker {lent.worker} slot {lent.slot}: batch for arena {lent.arena_id:#x} arrived "
+                    f"without it (mapped here: {arena_id})"
+                )
+        else:
+            self._mapped[key] = (lent.arena_id, arena)  # kept mapped for the slot's next batches
         view = arena.numpy()[: lent.nbytes]  # a new ndarray: only the lease below refers to it
         weakref.finalize(view, self.release, lent.worker, lent.slot, lent.token)
         return torch.from_numpy(view)
@@ -222,7 +281,7 @@ class ArenaBoard:
 
 
 def _receive_lent(
-    arena: torch.Tensor,
+    arena: torch.Tensor | None,
     tensors: dict[str, TensorSlot],
     coded_shapes: dict[str, tuple[int, ...]],
     lists: dict[str, list],
@@ -231,17 +290,27 @@ def _receive_lent(
     """Unpickling a lent batch in the trainer's process: its arena becomes a lease (see `ArenaBoard`)."""
     board = _BOARDS.get(lent.board_id)
     if board is None or os.getpid() == lent.token >> _TOKEN_PID_SHIFT:  # loader gone, or its own process
+        if arena is None:
+            raise RuntimeError(f"a batch of worker {lent.worker} came without its arena and no loader maps it")
         return PackedBatch(arena, tensors, coded_shapes, lists, lent)
     return PackedBatch(board.lease(arena, lent), tensors, coded_shapes, lists, None)
 
 
 class ArenaPool:
-    """One worker's reused arenas: packs a batch into a free slot (or a fresh block when all are lent)."""
+    """One worker's reused arenas: packs a batch into a free slot (or a fresh block when all are lent).
+
+    `reserve` lends a slot before the batch is decoded, so the decoder can write its largest array straight
+    into the arena (`prefix`); `pack` then lays the batch out there and copies only what is not in place.
+    """
 
     def __init__(self, board: ArenaBoard, worker: int) -> None:
         self.board, self.worker, self.pid = board, worker, os.getpid()
         self._cells = board.flags[worker].numpy()  # this worker's row of the shared board
         self._arenas: list[torch.Tensor | None] = [None] * board.num_slots
+        self._arena_ids = [0] * board.num_slots  # id of each slot's current arena
+        self._shipped = [0] * board.num_slots  # id of the arena last sent with a batch, per slot
+        self._reserved: tuple[int, int] | None = None  # (slot, token) lent to the batch being decoded
+        self._last_nbytes = 0  # bytes the previous batch used: the capacity a new arena starts with
         self._lends = 0
         self.num_allocs = 0  # shared blocks allocated (start-up, growth, fallbacks)
         self.num_fallbacks = 0  # batches packed into an unpooled block because every slot was lent
@@ -252,26 +321,63 @@ class ArenaPool:
                 return slot
         return None
 
-    def pack(self, batch: Batch) -> PackedBatch:
-        """`batch` packed into a pooled arena (lent until the trainer releases it)."""
-        flat, coded_shapes, lists = _flatten(batch)
-        slots, nbytes = _plan(flat)
-        slot = self._free_slot()
-        if slot is None:
-            self.num_fallbacks += 1
-            self.num_allocs += 1
-            arena = _fresh_shared(nbytes)
-            _fill(arena, flat, slots)
-            return PackedBatch(arena, slots, coded_shapes, lists)
+    def _ensure(self, slot: int, nbytes: int) -> torch.Tensor:
+        """The slot's arena, (re)allocated when it has fewer than `nbytes` bytes."""
         arena = self._arenas[slot]
         if arena is None or arena.numel() < nbytes:
             capacity = -(-int(nbytes * _GROWTH) // _ROUND_BYTES) * _ROUND_BYTES
             arena = self._arenas[slot] = _fresh_shared(capacity)
             self.num_allocs += 1
+            self._arena_ids[slot] = (self.pid << _TOKEN_PID_SHIFT) | self.num_allocs
+        return arena
+
+    def reserve(self, nbytes: int) -> bool:
+        """Lend a free slot with at least `nbytes` (or the previous batch's size) for the next `pack`.
+
+        Returns False when every slot is lent (`pack` then uses a fresh block)."""
+        if self._reserved is not None:
+            return True
+        slot = self._free_slot()
+        if slot is None:
+            return False
+        self._ensure(slot, max(nbytes, self._last_nbytes))
         self._lends += 1
         token = (self.pid << _TOKEN_PID_SHIFT) | (self._lends & 0xFFFFFFFF)
         self._cells[slot] = token  # lent before it is written: the trainer releases only what it received
-        _fill(arena, flat, slots)
-        return PackedBatch(
-            arena, slots, coded_shapes, lists, Lent(self.board.board_id, self.worker, slot, token, nbytes)
-        )
+        self._reserved = (slot, token)
+        return True
+
+    def prefix(self, nbytes: int) -> memoryview:
+        """The first `nbytes` of the reserved arena (`reserve` first), writable."""
+        slot, _ = self._reserved  # type: ignore[misc]
+        return memoryview(self._arenas[slot].numpy()[:nbytes])  # type: ignore[union-attr]
+
+    def cancel(self) -> None:
+        """Hand back a reserved slot whose batch will not be packed (its decode failed)."""
+        if self._reserved is not None:
+            slot, token = self._reserved
+            self._reserved = None
+            if self._cells[slot] == token:
+                self._cells[slot] = 0
+
+    def pack(self, batch: Batch) -> PackedBatch:
+        """`batch` packed into a pooled arena (lent until the trainer releases it)."""
+        flat, coded_shapes, lists = _flatten(batch)
+        slots, nbytes = _plan(flat)
+        self._last_nbytes = max(self._last_nbytes, nbytes)
+        if not self.reserve(nbytes):
+            self.num_fallbacks += 1
+            self.num_allocs += 1
+            arena = _fresh_shared(nbytes)
+            _fill(arena, flat, slots)
+            return PackedBatch(arena, slots, coded_shapes, lists)
+        (slot, token), self._reserved = self._reserved, None  # type: ignore[misc]
+        old = self._arenas[slot]
+        arena = self._ensure(slot, nbytes)
+        # what was decoded into the old arena of a grown slot is copied over from it (still alive here)
+        _fill(arena, flat, slots, in_place_ok=arena is old)
+        arena_id = self._arena_ids[slot]
+        ship = self._shipped[slot] != arena_id  # the trainer's process has not received this arena yet
+        self._shipped[slot] = arena_id
+        lent = Lent(self.board.board_id, self.worker, slot, token, nbytes, arena_id)
+        return PackedBatch(arena, slots, coded_shapes, lists, lent, ship_arena=ship)

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lead_stream.core.batch import Batch
+from lead_stream.core.constants import RGB_HEIGHT_PX, RGB_WIDTH_PX
 from lead_stream.core.errors import ConfigError, LeadFormatError
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import Catalog
@@ -234,6 +235,8 @@ class PlanStream(IterableDataset):
             try:
                 batch, skipped = self._load(epoch, slots)
             except LeadFormatError as err:  # re-raised by the main process with its path intact
+                if self._arenas is not None:
+                    self._arenas.cancel()
                 yield WorkerError(str(err.path), err.problem), {}
                 return
             pads = int((slots >= epoch.plan_len).sum())
@@ -256,12 +259,20 @@ class PlanStream(IterableDataset):
         """A worker's batch as one shared block: a reused arena of its pool, or a fresh one."""
         return self._arenas.pack(batch) if self._arenas is not None else pack_batch(batch)
 
+    def _arena_rgb(self, size: int) -> memoryview | None:
+        """In a worker with an arena pool: the reserved arena's first bytes, where the batch's images decode
+        (`pack` lays `rgb` out first, so they are already in place there); None otherwise."""
+        nbytes = size * RGB_HEIGHT_PX * RGB_WIDTH_PX * 3
+        if self._arenas is None or not self._arenas.reserve(nbytes):
+            return None
+        return self._arenas.prefix(nbytes)
+
     def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
         """Read the batch's samples, decode every image, then every array group (two phases: see
         `BatchBuffers.fill_image`); a bad sample is raised or, by policy, replaced by a good one."""
         cat = self.catalog
         rows = epoch.slot_rows[slots]
-        buffers = self._pool.take(len(rows))
+        buffers = self._pool.take(len(rows), rgb=self._arena_rgb(len(rows)))
         order = np.lexsort((cat.sample_offset[rows], cat.sample_shard[rows]))  # group reads by shard
         shards, offsets = cat.sample_shard[rows].tolist(), cat.sample_offset[rows].tolist()
         sizes, flags = cat.sample_size[rows].tolist(), epoch.perturbated[slots].tolist()

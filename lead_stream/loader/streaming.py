@@ -49,6 +49,11 @@ STATE_VERSION = 1
 _CONTROL_BYTES = 1 << 16
 
 
+def _as_is(item: Any) -> Any:
+    """A worker's (batch, info) as the stream yields it (torch's default would walk and convert it)."""
+    return item
+
+
 class StreamingLoader:
     """Iterable of `Batch` for one rank; see `make_loader`."""
 
@@ -180,6 +185,9 @@ class StreamingLoader:
                 payload, info = next(iterator)
             except StopIteration:
                 break
+            except ConnectionError as err:  # a batch's arena descriptor was being fetched from a dead worker
+                self._dataloader = None
+                raise RuntimeError(f"DataLoader worker exited unexpectedly ({err!r})") from err
             except Exception:
                 self._dataloader = None  # e.g. a worker died: the next __iter__ starts fresh workers
                 raise
@@ -227,7 +235,12 @@ class StreamingLoader:
                 else {}
             )
             self._dataloader = DataLoader(
-                self._stream, batch_size=None, num_workers=cfg.num_workers, pin_memory=cfg.pin_memory, **extra
+                self._stream,
+                batch_size=None,
+                num_workers=cfg.num_workers,
+                pin_memory=cfg.pin_memory,
+                collate_fn=_as_is,  # batches leave the stream whole: skip torch's per-item conversion walk
+                **extra,
             )
         return self._dataloader
 
