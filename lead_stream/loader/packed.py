@@ -170,7 +170,11 @@ def _fresh_shared(nbytes: int) -> torch.Tensor:
 
 
 def _fill(
-    arena: torch.Tensor, flat: dict[str, torch.Tensor], slots: dict[str, TensorSlot], *, in_place_ok: bool = False
+    arena: torch.Tensor,
+    flat: dict[str, torch.Tensor],
+    slots: dict[str, TensorSlot],
+    *,
+    in_place_ok: bool = False,
 ) -> None:
     """Copy each tensor into its slot of `arena`; with `in_place_ok`, a tensor already at its slot (decoded
     into the arena) is left as it is, and one elsewhere in the arena is copied out first (never overwritten)."""
@@ -291,7 +295,9 @@ def _receive_lent(
     board = _BOARDS.get(lent.board_id)
     if board is None or os.getpid() == lent.token >> _TOKEN_PID_SHIFT:  # loader gone, or its own process
         if arena is None:
-            raise RuntimeError(f"a batch of worker {lent.worker} came without its arena and no loader maps it")
+            raise RuntimeError(
+                f"a batch of worker {lent.worker} came without its arena and no loader maps it"
+            )
         return PackedBatch(arena, tensors, coded_shapes, lists, lent)
     return PackedBatch(board.lease(arena, lent), tensors, coded_shapes, lists, None)
 
