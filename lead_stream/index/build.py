@@ -1,4 +1,4 @@
-"""Raw LEAD routes → Parquet index: routes.parquet, frames.parquet and buckets/<collection>.parquet.
+"""Raw LEAD routes → Parquet index: routes.parquet, frames.parquet/ and buckets/<collection>.parquet/ (parts).
 
 `build_index` finds every route (`sources.discover_sources`: extracted folders below `data/`, zips anywhere
 below the data root or below `IndexConfig.sources`, local or remote), reads results.json and every meta
