@@ -119,13 +119,18 @@ def scan_bucket_members(data_root: Path, name: str) -> pl.LazyFrame:
     return _with_fill_rates(pl.scan_parquet(files))
 
 
-def read_bucket_members(data_root: Path, name: str) -> pl.DataFrame:
+def read_bucket_members(data_root: Path, name: str, *, check_version: bool = True) -> pl.DataFrame:
     """Members (route_id, frame_idx, bucket, rate) of collection `name`, sorted by route_id, frame_idx.
+
+    Args:
+        check_version: refuse a table without this schema version's metadata (the loader reads any table
+            of these columns, e.g. one written by hand with `DataFrame.write_parquet`).
 
     Raises:
         LeadFormatError: missing, unreadable (names the damaged file) or of another schema version.
     """
-    bucket_schema(data_root, name)
+    if check_version:
+        bucket_schema(data_root, name)
     files, _ = _files(data_root, name)
     tables = [parquet.read_table(f, repair=_repair(data_root)) for f in files]
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")

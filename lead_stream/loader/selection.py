@@ -49,7 +49,7 @@ def read_members(data_root: Path, collection: str, buckets: Sequence[str] | None
     path = bucket_table_path(data_root, collection)
     if not path.exists():
         raise LeadFormatError(path, f"no bucket table for collection {collection!r} (run `index`)")
-    members = read_bucket_members(data_root, collection)  # parts or one file, fill rates computed
+    members = read_bucket_members(data_root, collection, check_version=False)  # parts or one file
     if buckets is None:
         return members
     known = members["bucket"].unique(maintain_order=True).to_list()
