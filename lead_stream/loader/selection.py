@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lead_stream.core.errors import ConfigError, LeadFormatError
-from lead_stream.index.bucket_store import read_bucket_members
 from lead_stream.loader.config import LoaderConfig
 
 if TYPE_CHECKING:  # imported where members are read (a catalog build), not by a warm loader start
@@ -45,6 +44,8 @@ def read_members(data_root: Path, collection: str, buckets: Sequence[str] | None
         ConfigError: `buckets` names a bucket the table does not have.
     """
     import polars as pl
+
+    from lead_stream.index.bucket_store import read_bucket_members  # Polars: not on a warm start's path
 
     path = bucket_table_path(data_root, collection)
     if not path.exists():
