@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
+from cli_helpers import run_cli as _cli
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,12 +14,6 @@ from lead_stream.cli.main import app
 
 runner = CliRunner()
 SHARD_ARGS = ["--workers", "1", "--max-samples-per-shard", "16", "--no-progress"]
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lead_stream.cli.main", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def test_distributed_build_of_two_ranks_plus_merge_equals_the_single_build(

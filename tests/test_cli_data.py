@@ -7,24 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_helpers import run_cli as _cli
 from typer.testing import CliRunner
 
 from lead_stream.cli.main import app
 from lead_stream.core import layout
 from lead_stream.sources import Route, discover_routes
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lead_stream.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_synth_index_query_buckets_end_to_end(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli as _cli
 
 from lead_stream.cache.manifest import read_manifest, resolve_cache_dir, verify_cache
 from lead_stream.cache.shard import LOCK_FILENAME, ShardConfig, write_shards
@@ -25,12 +26,6 @@ from lead_stream.loader import LoaderConfig, make_loader
 from lead_stream.loader.catalog_store import CATALOG_DIRNAME
 
 TEST_CONFIG = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
-
-
-def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lead_stream.cli.main", *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _copy(source: Path, tmp_path: Path, *, with_cache: bool) -> Path:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import polars as pl
+from cli_helpers import run_cli as _cli
 
 from lead_stream.cache.manifest import read_manifest, read_sample_members, resolve_cache_dir
 from lead_stream.cache.shard import ShardConfig, write_shards
@@ -23,15 +22,6 @@ from lead_stream.sources.stores import FolderStore, ZipStore, open_archive
 
 SERIAL = IndexConfig(workers=1, progress=False)
 SHARD = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lead_stream.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _rewrite_keeping_size_and_mtime(path: Path) -> bytes:

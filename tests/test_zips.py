@@ -5,13 +5,12 @@ extracted tree's."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import polars as pl
 import pytest
+from cli_helpers import run_cli as _cli
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
@@ -26,12 +25,6 @@ from lead_stream.sources.zips import ZipArchive
 from lead_stream.synthetic import write_synthetic_lead, zip_route, zip_routes
 
 INDEX = IndexConfig(workers=1, progress=False)
-
-
-def _cli(*args: str | Path) -> subprocess.CompletedProcess:
-    """`python -m lead_stream.cli.main ...` (CliRunner bypasses `main()`, which maps user errors to exit 2)."""
-    command = [sys.executable, "-m", "lead_stream.cli.main", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
 SHARDS = ShardConfig(workers=1, max_samples_per_shard=16, progress=False)  # = conftest.sharded_root's
