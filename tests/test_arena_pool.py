@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -14,10 +15,12 @@ import torch
 
 from lead_stream.core.batch import BATCH_TENSOR_FIELDS, Batch
 from lead_stream.loader import LoaderConfig, make_loader
+from lead_stream.loader.config import MIN_READ_SAMPLES
 from lead_stream.loader.packed import ArenaBoard, ArenaPool
 from lead_stream.model.random_batch import random_batch
 
-CONFIG = dict(batch_size=4, epoch_size=64, seed=5, prefetch_factor=2)  # 16 batches, 8 per worker
+# 16 batches, 8 per worker, one arena per batch (reads of several batches: the read tests below)
+CONFIG = dict(batch_size=4, epoch_size=64, seed=5, prefetch_factor=2, batches_per_read=1)
 
 
 def _dense(batch: Batch) -> dict[str, torch.Tensor]:
@@ -107,3 +110,48 @@ def test_a_stale_release_never_frees_the_slot_of_a_restarted_worker_16() -> None
     assert board.flags[0, lent_next.slot] == lent_next.token  # still lent to the successor
     board.release(0, lent_next.slot, lent_next.token)
     assert board.num_lent() == 0
+
+
+@pytest.mark.parametrize("batches_per_read", [3, None], ids=["reads_of_3", "default_reads"])
+def test_reads_of_several_batches_serve_the_same_batches_in_one_arena_each_16(
+    sharded_root: Path, in_process: list[dict[str, torch.Tensor]], batches_per_read: int | None
+) -> None:
+    config = {**CONFIG, "batches_per_read": batches_per_read}
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=2, persistent_workers=True, **config))
+    per_read = batches_per_read or MIN_READ_SAMPLES // 4  # None: enough batches of 4 for MIN_READ_SAMPLES
+    for _ in range(2):
+        loader.set_epoch(0)
+        arenas = []
+        for a, batch in zip(in_process, loader, strict=True):  # each batch dropped after its check
+            assert batch.size == 4
+            _assert_same(a, _dense(batch))
+            arenas.append(batch.rgb.untyped_storage().data_ptr())
+        # the batches of one read are views of one arena, and consecutive reads come from alternate workers
+        reads = [arenas[i : i + per_read] for i in range(0, len(arenas), per_read)]
+        assert all(len(set(read)) == 1 for read in reads)
+        assert all(a[0] != b[0] for a, b in itertools.pairwise(reads))
+    tele = loader.telemetry()
+    assert tele["shm_fallbacks_per_worker"] == 0 and tele["batches"] == 2 * len(in_process)
+    assert loader._board.num_lent() <= 2 * loader._board.num_slots
+
+
+def test_a_read_arena_goes_back_only_when_its_last_batch_is_dropped_16(sharded_root: Path) -> None:
+    config = {**CONFIG, "batches_per_read": 2}
+    loader = make_loader(sharded_root, config=LoaderConfig(num_workers=1, persistent_workers=True, **config))
+    loader.set_epoch(0)
+    iterator = iter(loader)
+    first, second = next(iterator), next(iterator)  # one read: both views of the same lent arena
+    board = loader._board
+    ptr = first.rgb.untyped_storage().data_ptr()
+    assert second.rgb.untyped_storage().data_ptr() == ptr
+    ((worker, slot),) = [key for key, (_, arena) in board._mapped.items() if arena.data_ptr() == ptr]
+    token = int(board.flags[worker, slot])
+    assert token != 0
+    del first
+    gc.collect()
+    assert int(board.flags[worker, slot]) == token  # the second batch still uses the arena
+    del second
+    third = next(iterator)  # the loader lets go of the batch it yielded last when asked for the next one
+    gc.collect()
+    assert int(board.flags[worker, slot]) != token  # handed back (and maybe lent again, with a new token)
+    del third, iterator

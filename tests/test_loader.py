@@ -292,13 +292,18 @@ def test_bad_sample_skip_repeats_a_good_sample_and_keeps_batch_count(
     sharded_root: Path, tmp_path: Path
 ) -> None:
     cache_dir, key = _corrupt_one_sample(sharded_root, tmp_path)
-    config = LoaderConfig(batch_size=8, num_workers=0, on_bad_sample="skip")
+    config = LoaderConfig(batch_size=8, num_workers=0, on_bad_sample="skip", batches_per_read=3)
     loader = make_loader(sharded_root, config=config, cache_dir=cache_dir)
     batches = list(loader)
     assert len(batches) == len(loader)
     assert all(batch.size == 8 for batch in batches)
     served_keys = {f"{r}/{int(f):04d}" for b in batches for r, f in zip(b.route_id, b.frame_idx)}
     assert key not in served_keys
+    # the replacement is a sample of the bad sample's own batch, though 3 batches are read at once
+    epoch = build_epoch(loader.catalog, config, epoch=0, mixture=None)
+    for g, batch in enumerate(batches):
+        planned = {loader.catalog.key(int(r)) for r in epoch.slot_rows[g * 8 : (g + 1) * 8]}
+        assert {f"{r}/{int(f):04d}" for r, f in zip(batch.route_id, batch.frame_idx)} <= planned
     bad_row = loader.catalog.sample_key.tolist().index(key.encode())
     assert (
         loader.telemetry()["skipped"]

@@ -93,18 +93,39 @@ def test_padding_and_rank_and_worker_slices_cover_every_slot_once() -> None:
     seen = []
     for rank in range(world_size):
         for worker in range(num_workers):
-            for g in sampling.worker_batches(num_batches, start=0, worker=worker, num_workers=num_workers):
-                seen.extend(
-                    sampling.rank_slots(
-                        int(g), global_batch=global_batch, rank=rank, world_size=world_size
-                    ).tolist()
-                )
+            for read in sampling.worker_reads(num_batches, start=0, worker=worker, num_workers=num_workers):
+                for g in read:
+                    seen.extend(
+                        sampling.rank_slots(
+                            g, global_batch=global_batch, rank=rank, world_size=world_size
+                        ).tolist()
+                    )
     assert sorted(seen) == list(range(24))
 
 
-def test_worker_batches_start_after_the_resume_point() -> None:
-    assert sampling.worker_batches(10, start=3, worker=1, num_workers=2).tolist() == [4, 6, 8]
-    assert sampling.worker_batches(10, start=3, worker=0, num_workers=0).tolist() == list(range(3, 10))
+def test_worker_reads_start_after_the_resume_point() -> None:
+    def firsts(**kwargs) -> list[list[int]]:
+        return [list(read) for read in sampling.worker_reads(10, start=3, **kwargs)]
+
+    assert firsts(worker=1, num_workers=2) == [[4], [6], [8]]
+    assert firsts(worker=0, num_workers=0) == [[g] for g in range(3, 10)]
+    # reads of 3 batches, counted from the resume point; the last one is cut at the epoch's end
+    assert firsts(worker=0, num_workers=2, batches_per_read=3) == [[3, 4, 5], [9]]
+    assert firsts(worker=1, num_workers=2, batches_per_read=3) == [[6, 7, 8]]
+    assert firsts(worker=0, num_workers=0, batches_per_read=3) == [[3, 4, 5], [6, 7, 8], [9]]
+
+
+def test_worker_reads_of_every_size_serve_every_batch_once_in_round_robin_order() -> None:
+    for num_batches, start, num_workers, k in [(10, 0, 2, 2), (11, 3, 3, 2), (7, 1, 2, 4), (5, 0, 1, 8)]:
+        reads = [
+            sampling.worker_reads(
+                num_batches, start=start, worker=w, num_workers=num_workers, batches_per_read=k
+            )
+            for w in range(num_workers)
+        ]
+        # the DataLoader takes one read from each worker in turn: that order is the epoch's batch order
+        order = [g for turn in range(max(map(len, reads))) for w in reads if turn < len(w) for g in w[turn]]
+        assert order == list(range(start, num_batches)), (num_batches, start, num_workers, k)
 
 
 def test_perturbation_draws_are_seeded_and_match_probability() -> None:

@@ -15,7 +15,9 @@ per-array validation beyond the bounds of its variable-size arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,7 @@ import torch
 
 from lead_stream.cache.features import RUN_CODED
 from lead_stream.core.array_filters import StoredArray, unpack_nibbles
-from lead_stream.core.batch import Batch
+from lead_stream.core.batch import Batch, RunCoded
 from lead_stream.core.constants import (
     MAX_NUM_BBOXES,
     MAX_RADAR_POINTS_PER_SENSOR,
@@ -290,6 +292,37 @@ class BatchBuffers:
             bucket_idx=t(self.bucket_idx),
             route_id=list(self.route_id),
         )
+
+
+def split_batch(batch: Batch, size: int, run_bounds: Mapping[str, Sequence[int]]) -> list[Batch]:
+    """A read's `Batch` of k·size rows → its k batches of `size` rows, in order; every tensor is a view.
+
+    Args:
+        batch: rows of k consecutive batches, back to back (`BatchBuffers.to_batch` of a read).
+        size: rows per batch (the per-rank batch).
+        run_bounds: run-coded field → the k + 1 offsets of each batch's runs (`RunRows.sample_bounds`).
+    """
+    total = batch.size
+    if total == size:
+        return [batch]
+    if total % size:
+        raise ValueError(f"a read of {total} rows does not split into batches of {size}")
+    count = total // size
+    parts: list[dict[str, object]] = [{} for _ in range(count)]
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, RunCoded):
+            bounds, shape = run_bounds[f.name], (size, *value.shape[1:])
+            for j, part in enumerate(parts):
+                lo, hi = bounds[j], bounds[j + 1]
+                part[f.name] = RunCoded(value.values[lo:hi], value.lengths[lo:hi], shape)
+        elif isinstance(value, torch.Tensor):
+            for part, piece in zip(parts, value.split(size)):
+                part[f.name] = piece
+        else:
+            for j, part in enumerate(parts):
+                part[f.name] = list(value[j * size : (j + 1) * size])
+    return [Batch(**part) for part in parts]
 
 
 class BufferPool:

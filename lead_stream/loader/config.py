@@ -29,7 +29,8 @@ class LoaderConfig:
     # --- reading ---
     num_workers: int = 2  # DataLoader worker processes per rank (0 = read in the main process)
     persistent_workers: bool = True  # keep workers across epochs (new epochs still reach them)
-    prefetch_factor: int = 2  # batches in flight per worker
+    prefetch_factor: int = 2  # reads in flight per worker (each of batches_per_read batches)
+    batches_per_read: int | None = None  # batches a worker reads and hands over at once; None: >= 16 samples
     pin_memory: bool = False  # pin batches for faster host→GPU copies
     reuse_shared_memory: bool = (
         True  # workers pack into a reused pool of shared arenas (False: fresh per batch)
@@ -44,6 +45,8 @@ class LoaderConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batches_per_read is not None and self.batches_per_read < 1:
+            raise ConfigError(f"batches_per_read must be None or >= 1, got {self.batches_per_read}")
         if self.num_workers < 0 or self.prefetch_factor < 1 or self.max_open_shards < 1:
             raise ConfigError("num_workers must be >= 0, prefetch_factor and max_open_shards >= 1")
         if not 0.0 <= self.perturbation_prob <= 1.0:
@@ -60,3 +63,19 @@ class LoaderConfig:
             raise ConfigError("buckets must name at least one bucket (None = all)")
         if self.shard_url is not None and "{shard}" not in self.shard_url:
             raise ConfigError(f"shard_url must contain '{{shard}}', got {self.shard_url!r}")
+
+
+MIN_READ_SAMPLES = 32  # a read of fewer samples pays its fixed costs (~1-2 ms a read on 2 cores) too often
+
+
+def read_batches(config: LoaderConfig, world_size: int) -> int:
+    """Per-rank batches in one read: `batches_per_read`, else enough for `MIN_READ_SAMPLES` samples.
+
+    A read's fixed costs (planning its rows, checking and wrapping the batch, packing it, the DataLoader's
+    round trip, unpacking in the trainer) are ~2 ms on a 2-core VM whatever its size, i.e. ~0.3 ms a sample
+    at 8 samples; two batches of 8 read together halve that. Each batch still holds exactly its own samples.
+    """
+    if config.batches_per_read is not None:
+        return config.batches_per_read
+    per_rank = max(config.batch_size // max(world_size, 1), 1)
+    return -(-MIN_READ_SAMPLES // per_rank)

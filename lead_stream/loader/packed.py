@@ -28,9 +28,11 @@ import functools
 import os
 import secrets
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from lead_stream.core.batch import Batch, RunCoded
@@ -74,14 +76,40 @@ class PackedBatch:
 
     def unpack(self) -> Batch:
         """The `Batch`, every tensor a view of the arena (pinned views when the arena is pinned)."""
+        return self._batch(_ArenaViews(self.arena), 0, self.num_rows(), None)
+
+    def unpack_batches(self, size: int, run_bounds: Mapping[str, Sequence[int]]) -> list[Batch]:
+        """The batches of `size` rows a read's arena holds back to back (k·size rows), each tensor a view.
+
+        run_bounds: run-coded field → the k + 1 offsets of each batch's runs (`RunRows.sample_bounds`).
+        """
+        rows = self.num_rows()
+        if rows % size:
+            raise ValueError(f"a read of {rows} rows does not split into batches of {size}")
         views = _ArenaViews(self.arena)
-        fields: dict[str, object] = dict(self.lists)
+        return [self._batch(views, j * size, size, (run_bounds, j)) for j in range(rows // size)]
+
+    def num_rows(self) -> int:
+        return next(len(v) for v in self.lists.values()) if self.lists else self.tensors["speed_mps"].shape[0]
+
+    def _batch(
+        self,
+        views: _ArenaViews,
+        first: int,
+        count: int,
+        runs: tuple[Mapping[str, Sequence[int]], int] | None,
+    ) -> Batch:
+        """Rows [first, first + count) as a `Batch` of views; `runs` (bounds, j): batch j's runs of each
+        run-coded field (None: all of them)."""
+        fields: dict[str, object] = {name: value[first : first + count] for name, value in self.lists.items()}
         for name, slot in self.tensors.items():
             if "." not in name:
-                fields[name] = views.of(slot)
+                fields[name] = views.of(slot, first, count)
         for name, shape in self.coded_shapes.items():
+            values, lengths = self.tensors[f"{name}.values"], self.tensors[f"{name}.lengths"]
+            lo, hi = (0, values.shape[0]) if runs is None else runs[0][name][runs[1] : runs[1] + 2]
             fields[name] = RunCoded(
-                views.of(self.tensors[f"{name}.values"]), views.of(self.tensors[f"{name}.lengths"]), shape
+                views.of(values, lo, hi - lo), views.of(lengths, lo, hi - lo), (count, *shape[1:])
             )
         return Batch(**fields)
 
@@ -97,17 +125,20 @@ class _ArenaViews:
         self.arena = arena
         self.typed: dict[torch.dtype, torch.Tensor | None] = {}
 
-    def of(self, slot: TensorSlot) -> torch.Tensor:
+    def of(self, slot: TensorSlot, first: int = 0, count: int | None = None) -> torch.Tensor:
+        """The slot's tensor, or its rows [first, first + count) along dim 0."""
         typed = self.typed.get(slot.dtype, False)
         if typed is False:
             try:  # needs the arena's length and start divisible by the element size (64-byte layout)
                 typed = self.typed[slot.dtype] = self.arena.view(slot.dtype)
             except RuntimeError:
                 typed = self.typed[slot.dtype] = None
+        if count is None:
+            first, count = 0, slot.shape[0]
         if typed is None or slot.offset % typed.element_size():
-            return slot.view(self.arena)
-        start = typed.storage_offset() + slot.offset // typed.element_size()
-        return typed.as_strided(slot.shape, slot.strides, start)
+            return slot.view(self.arena)[first : first + count]
+        start = typed.storage_offset() + slot.offset // typed.element_size() + first * slot.strides[0]
+        return typed.as_strided((count, *slot.shape[1:]), slot.strides, start)
 
 
 @functools.lru_cache(maxsize=512)
@@ -189,8 +220,14 @@ def _fill(
                 t = t.clone()
             pending[name] = t
         flat = pending
+    arena_bytes = arena.numpy()
     for name, t in flat.items():
-        slots[name].view(arena).copy_(t)
+        slot = slots[name]
+        if t.stride() == slot.strides and t.numel():  # stored in its own dense layout: one byte copy
+            flat_view = t.as_strided((t.numel(),), (1,)).numpy()  # its memory, first element to last
+            arena_bytes[slot.offset : slot.offset + slot.nbytes] = flat_view.view(np.uint8)
+        else:
+            slot.view(arena).copy_(t)
 
 
 def pack_batch(batch: Batch, *, shared: bool = True) -> PackedBatch:

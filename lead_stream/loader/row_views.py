@@ -112,6 +112,16 @@ class RunRows(RowViews):
             out.setdefault(j % self.size, f"{self.names[j // self.size]}: {problem}")
         return out
 
+    def sample_bounds(self, every: int) -> dict[str, list[int]]:
+        """Raster name → offsets into its `coded()` runs where each group of `every` samples starts, and the
+        end (how a read's batch splits into its batches: `split_batch`)."""
+        _, _, counts, _ = self.joined()
+        out = {}
+        for k, name in enumerate(self.names):
+            ends = np.cumsum(counts[k * self.size : (k + 1) * self.size])
+            out[name] = [0, *ends[every - 1 :: every].tolist()]
+        return out
+
     def coded(self) -> dict[str, RunCoded]:
         """Raster name → its `RunCoded` (slices of the joined arrays)."""
         values, lengths, counts, problems = self.joined()

@@ -11,8 +11,10 @@ permutations plus a seeded partial draw without replacement (every member appear
 
 Streaming cuts the plan into global batches. The last global batch is filled from the start of the
 same plan again (cyclic padding), so every rank gets the same number of batches; rank `r` takes slots
-`[r·b, (r+1)·b)` of each global batch (`b = global_batch // world_size`) and worker `w` of a rank
-takes its global batches `g ≡ w (mod num_workers)`, counted from the resume point.
+`[r·b, (r+1)·b)` of each global batch (`b = global_batch // world_size`). A worker reads `k` consecutive
+global batches at a time (a *read*: its per-batch costs paid once for k batches); counted from the resume
+point, read `c` covers batches `[start + c·k, start + (c+1)·k)` and worker `w` of a rank takes the reads
+`c ≡ w (mod num_workers)`, so a batch's content never depends on k, the worker count or the resume point.
 """
 
 from __future__ import annotations
@@ -244,9 +246,24 @@ def rank_slots(global_batch_idx: int, *, global_batch: int, rank: int, world_siz
     return np.arange(start, start + per_rank)
 
 
-def worker_batches(num_batches: int, *, start: int, worker: int, num_workers: int) -> np.ndarray:
-    """Global batches that worker `worker` serves, in order: start+worker, start+worker+num_workers, ..."""
-    return np.arange(start + worker, num_batches, max(num_workers, 1))
+def read_slots(read: range, *, global_batch: int, rank: int, world_size: int) -> np.ndarray:
+    """Padded-epoch slots of rank `rank`'s part of each global batch of `read`, batch after batch."""
+    if global_batch % world_size:
+        raise ValueError(f"global batch {global_batch} is not divisible by world_size {world_size}")
+    per_rank = global_batch // world_size
+    firsts = np.arange(read.start, read.stop, dtype=np.int64) * global_batch + rank * per_rank
+    return (firsts[:, None] + np.arange(per_rank)).reshape(-1)
+
+
+def worker_reads(
+    num_batches: int, *, start: int, worker: int, num_workers: int, batches_per_read: int = 1
+) -> list[range]:
+    """The reads worker `worker` serves, in order, each a range of consecutive global batches: read c covers
+    `[start + c·k, start + (c+1)·k)` (the last one cut at `num_batches`), and the worker takes c ≡ worker
+    (mod num_workers); `num_workers` 0 is the main process reading every read."""
+    k, step = max(batches_per_read, 1), max(num_workers, 1)
+    firsts = range(start + worker * k, num_batches, step * k)
+    return [range(first, min(first + k, num_batches)) for first in firsts]
 
 
 def perturbation_draws(num_slots: int, *, prob: float, seed: int, epoch: int) -> np.ndarray:

@@ -5,9 +5,10 @@ sensor variant; the rank's process builds it once per epoch and copies its three
 `SharedPlan` (shared-memory tensors the workers inherit), so no worker ever recomputes a plan.
 `PlanStream` is the torch IterableDataset a DataLoader worker iterates: it reads the current (epoch,
 start batch, slot count) from a shared control block at every iteration start, so persistent workers
-follow `set_epoch`/`set_mixture`, views the shared slot arrays, and yields `(Batch, info)` for the
-global batches g ≡ worker (mod num_workers) from the resume point on, reading each batch's samples
-grouped by shard.
+follow `set_epoch`/`set_mixture`, views the shared slot arrays, and yields `(Batch, info)` for each of
+its reads (`sampling.worker_reads`: k consecutive global batches, read c ≡ worker mod num_workers, from the
+resume point on): one `Batch` of the read's k per-rank batches back to back, its samples read grouped by
+shard, that the rank's process splits into its batches (`collate.split_batch`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lead_stream.core.errors import ConfigError, LeadFormatError
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import Catalog
 from lead_stream.loader.collate import BatchBuffers, BufferPool
+from lead_stream.loader.config import read_batches
 from lead_stream.loader.packed import ArenaBoard, ArenaPool, pack_batch
 from lead_stream.loader.tar_reader import ShardFiles, split_members
 
@@ -226,25 +228,32 @@ class PlanStream(IterableDataset):
                 local_cache_dir=self.config.local_cache_dir,
                 max_open=self.config.max_open_shards,
             )
-        for g in sampling.worker_batches(
-            epoch.num_batches, start=spec.start, worker=worker, num_workers=num_workers
+        per_rank = self.config.batch_size // self.world_size
+        for read in sampling.worker_reads(
+            epoch.num_batches,
+            start=spec.start,
+            worker=worker,
+            num_workers=num_workers,
+            batches_per_read=read_batches(self.config, self.world_size),
         ):
-            slots = sampling.rank_slots(
-                int(g), global_batch=self.config.batch_size, rank=self.rank, world_size=self.world_size
+            slots = sampling.read_slots(
+                read, global_batch=self.config.batch_size, rank=self.rank, world_size=self.world_size
             )
             try:
-                batch, skipped = self._load(epoch, slots)
+                batch, skipped, run_bounds = self._load(epoch, slots, per_rank)
             except LeadFormatError as err:  # re-raised by the main process with its path intact
                 if self._arenas is not None:
                     self._arenas.cancel()
                 yield WorkerError(str(err.path), err.problem), {}
                 return
-            pads = int((slots >= epoch.plan_len).sum())
+            pads = (slots >= epoch.plan_len).reshape(len(read), per_rank).sum(axis=1).tolist()
             rss_mb = _peak_rss_mb()
             yield (
-                self._pack(batch) if info is not None else batch,  # a worker's batch crosses as one block
+                self._pack(batch) if info is not None else batch,  # a worker's read crosses as one block
                 {
                     "worker": worker,
+                    "batch_size": per_rank,
+                    "run_bounds": run_bounds,
                     "skipped": skipped,
                     "pads": pads,
                     "peak_rss_mb": rss_mb,
@@ -267,9 +276,13 @@ class PlanStream(IterableDataset):
             return None
         return self._arenas.prefix(nbytes)
 
-    def _load(self, epoch: Epoch, slots: np.ndarray) -> tuple[Batch, int]:
-        """Read the batch's samples, decode every image, then every array group (two phases: see
-        `BatchBuffers.fill_image`); a bad sample is raised or, by policy, replaced by a good one."""
+    def _load(
+        self, epoch: Epoch, slots: np.ndarray, batch_size: int
+    ) -> tuple[Batch, int, dict[str, list[int]]]:
+        """Read a read's samples (its batches' slots, batch after batch), decode every image, then every array
+        group (two phases: see `BatchBuffers.fill_image`); a bad sample is raised or, by policy, replaced by a
+        good one of its own batch. Returns the read's batch, the samples replaced, and where each batch's runs
+        start (`split_batch`)."""
         cat = self.catalog
         rows = epoch.slot_rows[slots]
         buffers = self._pool.take(len(rows), rgb=self._arena_rgb(len(rows)))
@@ -306,17 +319,23 @@ class PlanStream(IterableDataset):
         buffers.bucket_idx[:] = epoch.slot_bucket[slots]
         buffers.route_id = [cat.route_id(r) for r in cat.sample_route[rows].tolist()]
         if bad:
-            good = sorted(set(range(len(rows))) - bad)
-            if not good:
-                raise LeadFormatError(
-                    self.locations[cat.sample_shard[rows[0]]],
-                    f"every sample of a batch is bad (first {cat.key(int(rows[0]))!r})",
-                )
-            for i in sorted(bad):
-                buffers.copy_row(i, next((j for j in good if j > i), good[0]))
+            for first in range(0, len(rows), batch_size):
+                self._replace_bad(buffers, rows, range(first, first + batch_size), bad)
         batch = buffers.to_batch()
         members.clear()  # the batch holds copies: the shard views may go now
-        return batch, len(bad)
+        return batch, len(bad), buffers.runs.sample_bounds(batch_size)
+
+    def _replace_bad(self, buffers: BatchBuffers, rows: np.ndarray, batch: range, bad: set[int]) -> None:
+        """Copy over each bad row of one batch the next good row of the same batch (cyclically)."""
+        good = [i for i in batch if i not in bad]
+        if not good:
+            raise LeadFormatError(
+                self.locations[self.catalog.sample_shard[rows[batch.start]]],
+                f"every sample of a batch is bad (first {self.catalog.key(int(rows[batch.start]))!r})",
+            )
+        for i in batch:
+            if i in bad:
+                buffers.copy_row(i, next((j for j in good if j > i), good[0]))
 
     def _skip(self, bad: set[int], i: int, err: LeadFormatError) -> None:
         """A bad sample: raise (strict policy) or log it and mark row i for replacement (skip policy)."""

@@ -38,6 +38,7 @@ from lead_stream.core.errors import ConfigError, LeadFormatError, LeadStreamErro
 from lead_stream.loader import sampling
 from lead_stream.loader.catalog import SAMPLE_COLUMNS, Catalog
 from lead_stream.loader.catalog_store import catalog_stamp, load_catalog
+from lead_stream.loader.collate import split_batch
 from lead_stream.loader.config import LoaderConfig
 from lead_stream.loader.packed import ArenaBoard, PackedBatch
 from lead_stream.loader.sample_layout import expected_members
@@ -69,7 +70,7 @@ class StreamingLoader:
         self.catalog, self.config, self.rank, self.world_size = catalog, config, rank, world_size
         self.bucket_names = catalog.bucket_names
         self._control = torch.zeros(_CONTROL_BYTES, dtype=torch.uint8).share_memory_()
-        # in-flight batches of a worker (prefetch_factor) + the one the trainer holds + one spare
+        # a worker's reads in flight (prefetch_factor) + the one the trainer holds + one spare
         self._board = (
             ArenaBoard(config.num_workers, config.prefetch_factor + 2)
             if config.num_workers > 0 and config.reuse_shared_memory
@@ -196,14 +197,12 @@ class StreamingLoader:
             if isinstance(payload, WorkerError):
                 raise LeadFormatError(payload.path, payload.problem)
             if isinstance(payload, PackedBatch):
-                payload = payload.unpack()
-            if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
-                payload = payload.pin_memory()
-            self._done += 1
-            self._start = self._done
-            tele["batches"] += 1
-            tele["samples"] += payload.size
-            tele["pads"] += info["pads"]
+                batches = payload.unpack_batches(info["batch_size"], info["run_bounds"])
+            else:
+                if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
+                    payload = payload.pin_memory()
+                batches = split_batch(payload, info["batch_size"], info["run_bounds"])
+            del payload  # the read's arena goes back to its worker once its last batch is dropped
             tele["skipped"] += info["skipped"]
             tele["shard_opens"] = max(tele["shard_opens"], info["shard_opens"])
             for name in ("shm_allocs", "shm_fallbacks"):
@@ -211,10 +210,17 @@ class StreamingLoader:
                 tele[key] = max(tele[key], info.get(name, 0))
             tele["peak_rss_mb_per_worker"] = max(tele["peak_rss_mb_per_worker"], info["peak_rss_mb"])
             tele["rss_growth_mb_per_worker"] = max(tele["rss_growth_mb_per_worker"], info["rss_growth_mb"])
-            t_now = time.perf_counter()
-            tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
-            yield payload
-            del payload  # not held while waiting for the next one: its arena can go back to its worker
+            for pads in info["pads"]:
+                batch = batches.pop(0)
+                self._done += 1
+                self._start = self._done
+                tele["batches"] += 1
+                tele["samples"] += batch.size
+                tele["pads"] += pads
+                t_now = time.perf_counter()
+                tele["iter_s"], t_prev = tele["iter_s"] + t_now - t_prev, t_now
+                yield batch
+                del batch  # not held while waiting for the next one: its arena can go back to its worker
 
     def _share_plan(self) -> None:
         """Copy this epoch's slots into the workers' shared block (a larger block means new workers)."""
