@@ -38,7 +38,13 @@ def raw_members(loader, samples: list[tuple[int, bool]]) -> list[tuple[dict[str,
 
 
 def worker_loaders(root: Path, batch_size: int, epoch_size: int, num_workers: int) -> dict[str, object]:
-    """Persistent-worker loaders of one long epoch: pooled arenas ("reused") and a fresh block per batch."""
+    """Persistent-worker loaders of one long epoch: the default (pooled arenas, reads of several batches),
+    pooled arenas with one batch a read (stop 20), and a fresh block per batch (before #16)."""
+    variants = {
+        "reused": {},
+        "per_batch": {"batches_per_read": 1},
+        "fresh": {"reuse_shared_memory": False, "batches_per_read": 1},
+    }
     return {
         name: make_loader(
             root,
@@ -47,10 +53,10 @@ def worker_loaders(root: Path, batch_size: int, epoch_size: int, num_workers: in
                 num_workers=num_workers,
                 persistent_workers=True,
                 epoch_size=epoch_size,
-                reuse_shared_memory=reuse,
+                **overrides,
             ),
         )
-        for name, reuse in (("reused", True), ("fresh", False))
+        for name, overrides in variants.items()
     }
 
 

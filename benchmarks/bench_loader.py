@@ -9,8 +9,10 @@ one process, one thread (`torch.set_num_threads(1)`), so every rate is per core:
   (b) lead   LEAD-style: one xz-pickle file per (frame, variant) holding the JPEG + PNG-encoded arrays
              (LEAD §3.2), open + unpickle + PNG/JPEG decode + default_collate
 then with worker processes (num_workers = 2, and 4 where the machine has >= 4 cores; persistent, warm):
-  workers    samples/s the trainer receives over one epoch from N workers, each packing into its reused arena
-             pool, and the same with a fresh shared block per batch (`reuse_shared_memory=False`: before #16)
+  workers    samples/s the trainer receives over one epoch from N workers, each reading several batches at
+             once (`batches_per_read`, default: >= 32 samples a read) into its reused arena pool; the same with
+             one batch a read (the pool alone), and with a fresh shared block per batch
+             (`reuse_shared_memory=False, batches_per_read=1`: what main did before #16)
   (c) floor  N processes decoding, in parallel, exactly the JPEGs of that epoch, split as the workers split it
              (the same images, as many as the loader serves: the epoch is `passes` x the in-process sample)
 and, next to each wall rate, the CPU ms per sample of the whole process tree (trainer + N workers; the floor's
@@ -142,20 +144,25 @@ def main() -> None:
         pairs = write_lead_style(root, probe, samples, members, Path(tmp) / "lead_style")
         cold_rate = time_cold_loader(root, batch_size, num_batches)
         loader = make_loader(root, config=LoaderConfig(batch_size=batch_size, num_workers=0))
+        per_batch = make_loader(  # one batch a read: every read's fixed costs paid per batch (stop 20)
+            root, config=LoaderConfig(batch_size=batch_size, num_workers=0, batches_per_read=1)
+        )
         (
             time_loader(loader, 2),  # warm-up: allocates the loader's batch buffers
+            time_loader(per_batch, 2),
             time_jpeg_decode(members[:4]),
             time_lead_style(pairs[:4], batch_size),
         )
-        loader_rates, decode_rates, lead_rates, host_rates = [], [], [], []
+        loader_rates, decode_rates, lead_rates, host_rates, per_batch_rates = [], [], [], [], []
         for _ in range(rounds):  # interleaved rounds, best of each: robust to other load on a shared machine
             host_rates.append(time_loader(loader, num_batches, expand_on_host=True, passes=passes)[0])
+            per_batch_rates.append(time_loader(per_batch, num_batches, passes=passes)[0])
             rate, count = time_loader(loader, num_batches, passes=passes)
             loader_rates.append(rate)
             decode_rates.append(time_jpeg_decode(members, passes))
             lead_rates.append(time_lead_style(pairs, batch_size))
         loader_rate, decode_rate, lead_rate = max(loader_rates), max(decode_rates), max(lead_rates)
-        host_rate = max(host_rates)
+        host_rate, per_batch_rate = max(host_rates), max(per_batch_rates)
         worker_rows = {}
         worker_epoch *= passes  # as many samples as the floor decodes images (it decodes each once)
         for num_workers in [2] + ([4] if (os.cpu_count() or 1) >= 4 else []):
@@ -163,11 +170,11 @@ def main() -> None:
             shares = worker_jpegs(loaders["reused"], num_workers)
             for one in loaders.values():
                 time_epoch(one)  # warm-up: starts the workers, fills their pools
-            rates: dict[str, list[tuple[float, float]]] = {"floor": [], "reused": [], "fresh": []}
+            rates: dict[str, list[tuple[float, float]]] = {"floor": [], **{name: [] for name in loaders}}
             for _ in range(rounds):  # interleaved, best of each
                 rates["floor"].append(time_parallel_decode(shares))
-                rates["reused"].append(time_epoch(loaders["reused"]))
-                rates["fresh"].append(time_epoch(loaders["fresh"]))
+                for name, one in loaders.items():
+                    rates[name].append(time_epoch(one))
             best = {name: max(rate for rate, _ in values) for name, values in rates.items()}
             best.update({f"{name}_cpu": min(cpu for _, cpu in values) for name, values in rates.items()})
             best["allocs"] = loaders["reused"].telemetry()["shm_allocs_per_worker"]
@@ -189,6 +196,11 @@ def main() -> None:
             "  same, rasters also expanded on the host",
             f"{host_rate:8.1f} samples/s/core",
             f"batch.dense() (CPU training); {host_rate / decode_rate:.3f} of (a)",
+        ),
+        (
+            "  same, one batch a read",
+            f"{per_batch_rate:8.1f} samples/s/core",
+            f"batches_per_read=1 (stop 20); {per_batch_rate / decode_rate:.3f} of (a)",
         ),
         (
             "  same, a new loader's first batches",
@@ -217,9 +229,15 @@ def main() -> None:
                     f"{best['reused']:.1f} samples/s received; {worker_epoch} samples/epoch, best of {rounds}",
                 ),
                 (
+                    "  same, one batch a read",
+                    f"{best['per_batch'] / n:8.1f} samples/s/core",
+                    f"batches_per_read=1 (stop 20); {best['per_batch'] / best['floor']:.3f} of (c)",
+                ),
+                (
                     "  same, a fresh shared block per batch",
                     f"{best['fresh'] / n:8.1f} samples/s/core",
-                    f"reuse_shared_memory=False (before #16); {best['fresh'] / best['floor']:.3f} of (c)",
+                    f"reuse_shared_memory=False, batches_per_read=1 (before #16); "
+                    f"{best['fresh'] / best['floor']:.3f} of (c)",
                 ),
                 (
                     f"(c) {n} processes decoding their JPEGs",
@@ -260,6 +278,7 @@ def main() -> None:
                 "samples_per_s_per_core": round(loader_rate, 2),
                 "jpeg_decode_per_s_per_core": round(decode_rate, 2),
                 "ratio_vs_decode": round(loader_rate / decode_rate, 4),
+                "one_batch_a_read_ratio_vs_decode": round(per_batch_rate / decode_rate, 4),
                 "lead_style_samples_per_s": round(lead_rate, 2),
                 "speedup_vs_lead_style": round(loader_rate / lead_rate, 3),
                 "peak_rss_mb_per_worker": round(rss, 1),
@@ -269,6 +288,7 @@ def main() -> None:
                     str(n): {
                         "samples_per_s_per_core": round(best["reused"] / n, 2),
                         "fresh_block_samples_per_s_per_core": round(best["fresh"] / n, 2),
+                        "one_batch_a_read_ratio_vs_floor": round(best["per_batch"] / best["floor"], 4),
                         "jpeg_floor_per_s_per_core": round(best["floor"] / n, 2),
                         "ratio_vs_floor": round(best["reused"] / best["floor"], 4),
                         "fresh_block_ratio_vs_floor": round(best["fresh"] / best["floor"], 4),

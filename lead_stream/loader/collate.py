@@ -25,7 +25,7 @@ import simplejpeg
 import torch
 
 from lead_stream.cache.features import RUN_CODED
-from lead_stream.core.array_filters import StoredArray, unpack_nibbles
+from lead_stream.core.array_filters import ARRAY_ALIGN, StoredArray, unpack_nibbles
 from lead_stream.core.batch import Batch, RunCoded
 from lead_stream.core.constants import (
     MAX_NUM_BBOXES,
@@ -49,7 +49,6 @@ from lead_stream.loader.sample_layout import (
     VARIABLE_ARRAYS,
     VARIANT_GROUPS,
     GroupPlan,
-    aligned,
     command_one_hot_array,
     group_plan,
 )
@@ -147,7 +146,8 @@ class BatchBuffers:
         starts, pos = [], start
         for count, unit in zip(dims, plan.unit_bytes):
             starts.append(pos)
-            pos += aligned(count * unit)
+            nbytes = count * unit
+            pos += nbytes + -nbytes % ARRAY_ALIGN  # `aligned`, inline (13 arrays a sample)
         if pos > end:
             raise ValueError("variable-size arrays run past the block end")
         n_boxes, n_radar = dims[0], dims[3]

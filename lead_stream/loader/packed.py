@@ -123,21 +123,29 @@ class _ArenaViews:
 
     def __init__(self, arena: torch.Tensor) -> None:
         self.arena = arena
-        self.typed: dict[torch.dtype, torch.Tensor | None] = {}
+        # dtype → (typed view of the whole arena, its storage offset, element size), or None where the
+        # arena cannot be viewed as that dtype
+        self.typed: dict[torch.dtype, tuple[torch.Tensor, int, int] | None] = {}
+
+    def _typed(self, dtype: torch.dtype) -> tuple[torch.Tensor, int, int] | None:
+        try:  # needs the arena's length and start divisible by the element size (64-byte layout)
+            typed = self.arena.view(dtype)
+        except RuntimeError:
+            entry = None
+        else:
+            entry = (typed, typed.storage_offset(), typed.element_size())
+        self.typed[dtype] = entry
+        return entry
 
     def of(self, slot: TensorSlot, first: int = 0, count: int | None = None) -> torch.Tensor:
         """The slot's tensor, or its rows [first, first + count) along dim 0."""
-        typed = self.typed.get(slot.dtype, False)
-        if typed is False:
-            try:  # needs the arena's length and start divisible by the element size (64-byte layout)
-                typed = self.typed[slot.dtype] = self.arena.view(slot.dtype)
-            except RuntimeError:
-                typed = self.typed[slot.dtype] = None
+        entry = self.typed[slot.dtype] if slot.dtype in self.typed else self._typed(slot.dtype)
         if count is None:
             first, count = 0, slot.shape[0]
-        if typed is None or slot.offset % typed.element_size():
+        if entry is None or slot.offset % entry[2]:
             return slot.view(self.arena)[first : first + count]
-        start = typed.storage_offset() + slot.offset // typed.element_size() + first * slot.strides[0]
+        typed, base, size = entry
+        start = base + slot.offset // size + first * slot.strides[0]
         return typed.as_strided((count, *slot.shape[1:]), slot.strides, start)
 
 
