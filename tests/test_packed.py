@@ -76,3 +76,44 @@ def test_worker_batches_equal_in_process_batches_and_arrive_packed(sharded_root:
         a, b = a.dense(), b.dense()
         for name in BATCH_TENSOR_FIELDS:
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_a_read_of_several_batches_splits_into_the_batches_read_alone_16(sharded_root: Path) -> None:
+    def batches(per_read: int) -> list[Batch]:
+        config = LoaderConfig(batch_size=4, num_workers=0, epoch_size=28, seed=5, batches_per_read=per_read)
+        loader = make_loader(sharded_root, config=config)
+        loader.set_epoch(0)
+        return list(loader)
+
+    alone, in_reads = batches(1), batches(3)  # 7 batches: reads of 3, 3 and 1
+    assert len(alone) == len(in_reads) == 7
+    for a, b in zip(alone, in_reads):
+        assert a.route_id == b.route_id and b.size == 4
+        assert isinstance(b.semantic, RunCoded) and b.semantic.shape[0] == 4
+        a, b = a.dense(), b.dense()
+        for name in BATCH_TENSOR_FIELDS:
+            assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_unpack_batches_gives_each_batch_of_a_packed_read_as_views_16(sharded_root: Path) -> None:
+    from lead_stream.loader.collate import split_batch
+
+    (read,) = _first_batches(sharded_root, 0, 1)  # one batch of 4 rows: here a read of 2 batches of 2
+    runs = {}
+    for name in ("lidar_bev", "semantic", "bev_semantic"):
+        coded = getattr(read, name)
+        per_sample = coded.lengths.reshape(-1)
+        # offsets of each sample's runs: where the running pixel count reaches a whole raster
+        pixels = int(torch.tensor(coded.shape[1:]).prod())
+        ends = torch.searchsorted(per_sample.cumsum(0), torch.arange(1, 5) * pixels) + 1
+        runs[name] = [0, int(ends[1]), int(ends[3])]
+    packed = pack_batch(read)
+    unpacked = packed.unpack_batches(2, runs)
+    split = split_batch(read, 2, runs)
+    assert len(unpacked) == len(split) == 2
+    for a, b in zip(split, unpacked):
+        assert a.route_id == b.route_id and b.size == 2
+        assert _storages(b) == {packed.arena.untyped_storage().data_ptr()}  # views of the one arena
+        a, b = a.dense(), b.dense()
+        for name in BATCH_TENSOR_FIELDS:
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

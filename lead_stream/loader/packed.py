@@ -18,7 +18,9 @@ the trainer's process clears the cell when the last view of the batch is gone (a
 lease it unpacks from, so pinning, `Batch.to(device)` and dropping the batch all release it). A cell is only
 cleared if it still holds the token of the batch released, so a stale release after a worker restart never
 frees a slot its successor lent. A worker never writes into a lent arena; with every slot lent (a trainer
-holding many batches) it packs into a fresh, unpooled block instead and counts it.
+holding many batches) it packs into a fresh, unpooled block instead and counts it. A worker's read of several
+batches is one packed batch; `unpack_batches` gives each of its batches as views, and the arena goes back once
+the last of them is gone.
 """
 
 from __future__ import annotations

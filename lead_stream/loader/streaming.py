@@ -2,10 +2,11 @@
 
 Stages (each a plain function or generator, composed in `_PlanStream.__iter__`):
   catalog (manifest ⋈ bucket table) → epoch plan (`sampling.epoch_plan`) → padded global batches →
-  this rank's slice → this worker's batches (g ≡ worker mod num_workers) → reads grouped by shard
-  (views of memory-mapped shards, an LRU of open ones) → decode the chosen variant (the batch's JPEGs,
-  then its array groups) → collate into a `Batch` (rasters run-length coded until `Batch.to(device)`) → in a
-  worker, packed into one shared-memory block (`packed`) that the trainer's process unpacks as views.
+  this rank's slice → this worker's reads (k consecutive batches, read c ≡ worker mod num_workers) →
+  sample reads grouped by shard (views of memory-mapped shards, an LRU of open ones) → decode the chosen
+  variant (the read's JPEGs, then its array groups) → collate into one `Batch` of the read's k batches
+  (rasters run-length coded until `Batch.to(device)`) → in a worker, packed into one shared-memory block
+  (`packed`) → the trainer's process unpacks each of the k batches as views of it.
   With `num_workers=0` the stream is iterated directly, without a DataLoader around it.
 
 The plan is a pure function of (seed, epoch, mixture, manifest), computed once per epoch by the rank's
