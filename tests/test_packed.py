@@ -95,7 +95,7 @@ def test_a_read_of_several_batches_splits_into_the_batches_read_alone_16(sharded
             assert torch.equal(getattr(a, name), getattr(b, name)), name
 
 
-def test_unpack_batches_gives_each_batch_of_a_packed_read_as_views_16(sharded_root: Path) -> None:
+def test_a_packed_read_splits_into_its_batches_as_views_of_the_arena_16(sharded_root: Path) -> None:
     from lead_stream.loader.collate import split_batch
 
     (read,) = _first_batches(sharded_root, 0, 1)  # one batch of 4 rows: here a read of 2 batches of 2
@@ -108,7 +108,7 @@ def test_unpack_batches_gives_each_batch_of_a_packed_read_as_views_16(sharded_ro
         ends = torch.searchsorted(per_sample.cumsum(0), torch.arange(1, 5) * pixels) + 1
         runs[name] = [0, int(ends[1]), int(ends[3])]
     packed = pack_batch(read)
-    unpacked = packed.unpack_batches(2, runs)
+    unpacked = split_batch(packed.unpack(), 2, runs)
     split = split_batch(read, 2, runs)
     assert len(unpacked) == len(split) == 2
     for a, b in zip(split, unpacked):

@@ -298,7 +298,8 @@ def split_batch(batch: Batch, size: int, run_bounds: Mapping[str, Sequence[int]]
     """A read's `Batch` of k·size rows → its k batches of `size` rows, in order; every tensor is a view.
 
     Args:
-        batch: rows of k consecutive batches, back to back (`BatchBuffers.to_batch` of a read).
+        batch: rows of k consecutive batches, back to back (`BatchBuffers.to_batch` of a read, or a worker's
+            read as `PackedBatch.unpack` gives it).
         size: rows per batch (the per-rank batch).
         run_bounds: run-coded field → the k + 1 offsets of each batch's runs (`RunRows.sample_bounds`).
     """
@@ -317,8 +318,8 @@ def split_batch(batch: Batch, size: int, run_bounds: Mapping[str, Sequence[int]]
                 lo, hi = bounds[j], bounds[j + 1]
                 part[f.name] = RunCoded(value.values[lo:hi], value.lengths[lo:hi], shape)
         elif isinstance(value, torch.Tensor):
-            for part, piece in zip(parts, value.split(size)):
-                part[f.name] = piece
+            for j, part in enumerate(parts):
+                part[f.name] = value[j * size : (j + 1) * size]
         else:
             for j, part in enumerate(parts):
                 part[f.name] = list(value[j * size : (j + 1) * size])

@@ -19,8 +19,8 @@ lease it unpacks from, so pinning, `Batch.to(device)` and dropping the batch all
 cleared if it still holds the token of the batch released, so a stale release after a worker restart never
 frees a slot its successor lent. A worker never writes into a lent arena; with every slot lent (a trainer
 holding many batches) it packs into a fresh, unpooled block instead and counts it. A worker's read of several
-batches is one packed batch; `unpack_batches` gives each of its batches as views, and the arena goes back once
-the last of them is gone.
+batches is one packed batch; the trainer's process splits its unpacked views into the read's batches
+(`collate.split_batch`), and the arena goes back once the last of them is gone.
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ import functools
 import os
 import secrets
 import weakref
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from lead_stream.core.batch import Batch, RunCoded
@@ -78,40 +76,14 @@ class PackedBatch:
 
     def unpack(self) -> Batch:
         """The `Batch`, every tensor a view of the arena (pinned views when the arena is pinned)."""
-        return self._batch(_ArenaViews(self.arena), 0, self.num_rows(), None)
-
-    def unpack_batches(self, size: int, run_bounds: Mapping[str, Sequence[int]]) -> list[Batch]:
-        """The batches of `size` rows a read's arena holds back to back (k·size rows), each tensor a view.
-
-        run_bounds: run-coded field → the k + 1 offsets of each batch's runs (`RunRows.sample_bounds`).
-        """
-        rows = self.num_rows()
-        if rows % size:
-            raise ValueError(f"a read of {rows} rows does not split into batches of {size}")
         views = _ArenaViews(self.arena)
-        return [self._batch(views, j * size, size, (run_bounds, j)) for j in range(rows // size)]
-
-    def num_rows(self) -> int:
-        return next(len(v) for v in self.lists.values()) if self.lists else self.tensors["speed_mps"].shape[0]
-
-    def _batch(
-        self,
-        views: _ArenaViews,
-        first: int,
-        count: int,
-        runs: tuple[Mapping[str, Sequence[int]], int] | None,
-    ) -> Batch:
-        """Rows [first, first + count) as a `Batch` of views; `runs` (bounds, j): batch j's runs of each
-        run-coded field (None: all of them)."""
-        fields: dict[str, object] = {name: value[first : first + count] for name, value in self.lists.items()}
+        fields: dict[str, object] = dict(self.lists)
         for name, slot in self.tensors.items():
             if "." not in name:
-                fields[name] = views.of(slot, first, count)
+                fields[name] = views.of(slot)
         for name, shape in self.coded_shapes.items():
-            values, lengths = self.tensors[f"{name}.values"], self.tensors[f"{name}.lengths"]
-            lo, hi = (0, values.shape[0]) if runs is None else runs[0][name][runs[1] : runs[1] + 2]
             fields[name] = RunCoded(
-                views.of(values, lo, hi - lo), views.of(lengths, lo, hi - lo), (count, *shape[1:])
+                views.of(self.tensors[f"{name}.values"]), views.of(self.tensors[f"{name}.lengths"]), shape
             )
         return Batch(**fields)
 
@@ -139,16 +111,12 @@ class _ArenaViews:
         self.typed[dtype] = entry
         return entry
 
-    def of(self, slot: TensorSlot, first: int = 0, count: int | None = None) -> torch.Tensor:
-        """The slot's tensor, or its rows [first, first + count) along dim 0."""
+    def of(self, slot: TensorSlot) -> torch.Tensor:
         entry = self.typed[slot.dtype] if slot.dtype in self.typed else self._typed(slot.dtype)
-        if count is None:
-            first, count = 0, slot.shape[0]
         if entry is None or slot.offset % entry[2]:
-            return slot.view(self.arena)[first : first + count]
+            return slot.view(self.arena)
         typed, base, size = entry
-        start = base + slot.offset // size + first * slot.strides[0]
-        return typed.as_strided((count, *slot.shape[1:]), slot.strides, start)
+        return typed.as_strided(slot.shape, slot.strides, base + slot.offset // size)
 
 
 @functools.lru_cache(maxsize=512)
@@ -230,14 +198,8 @@ def _fill(
                 t = t.clone()
             pending[name] = t
         flat = pending
-    arena_bytes = arena.numpy()
     for name, t in flat.items():
-        slot = slots[name]
-        if t.stride() == slot.strides and t.numel():  # stored in its own dense layout: one byte copy
-            flat_view = t.as_strided((t.numel(),), (1,)).numpy()  # its memory, first element to last
-            arena_bytes[slot.offset : slot.offset + slot.nbytes] = flat_view.view(np.uint8)
-        else:
-            slot.view(arena).copy_(t)
+        slots[name].view(arena).copy_(t)
 
 
 def pack_batch(batch: Batch, *, shared: bool = True) -> PackedBatch:

@@ -198,11 +198,10 @@ class StreamingLoader:
             if isinstance(payload, WorkerError):
                 raise LeadFormatError(payload.path, payload.problem)
             if isinstance(payload, PackedBatch):
-                batches = payload.unpack_batches(info["batch_size"], info["run_bounds"])
-            else:
-                if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
-                    payload = payload.pin_memory()
-                batches = split_batch(payload, info["batch_size"], info["run_bounds"])
+                payload = payload.unpack()
+            if self.config.pin_memory and self.config.num_workers == 0 and torch.cuda.is_available():
+                payload = payload.pin_memory()
+            batches = split_batch(payload, info["batch_size"], info["run_bounds"])
             del payload  # the read's arena goes back to its worker once its last batch is dropped
             tele["skipped"] += info["skipped"]
             tele["shard_opens"] = max(tele["shard_opens"], info["shard_opens"])
